@@ -1,0 +1,327 @@
+"""Safe, position-keeping YAML reading for manifests.
+
+The manifest is built straight from ruamel.yaml's parser events, never by its
+constructor, so:
+
+- every key and value gets its ``line:column`` in a :class:`SourceMap`;
+- anchors and aliases are refused before anything expands (an alias bomb
+  costs one event), and so are tags other than YAML's core ones;
+- duplicate keys are all reported, not just the first;
+- nesting deeper than :data:`MAX_DEPTH` stops the read at once;
+- plain scalars resolve by the YAML 1.2 core schema (``yes`` is a string);
+- ``${VAR}`` references in values are interpolated from the environment.
+
+Problems that leave the rest of the file readable are collected and the read
+goes on, so one run reports them all; syntax errors end the read.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+)
+
+from .interpolate import InterpolationError, interpolate
+from .source import Path, Position, SourceMap
+
+__all__ = ["MAX_DEPTH", "Problem", "YamlDocument", "YamlSyntaxError", "read_yaml"]
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a manifest may have."""
+
+_CORE = "tag:yaml.org,2002:"
+_CORE_SCALAR_TAGS = {_CORE + t for t in ("str", "null", "bool", "int", "float")}
+_ANCHORS = "YAML anchors and aliases are not supported: write the value out in full"
+_NULL = re.compile(r"^(~|null|Null|NULL|)$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT10 = re.compile(r"^[-+]?[0-9]+$")
+_INT8 = re.compile(r"^0o[0-7]+$")
+_INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^([-+]?)\.(inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(nan|NaN|NAN)$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A located problem found while reading (the read went on)."""
+
+    path: Path
+    position: Position
+    message: str
+
+
+class YamlSyntaxError(Exception):
+    """The file is not YAML the loader accepts; ``problems`` says where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p.message for p in problems))
+
+
+@dataclass
+class YamlDocument:
+    """A parsed manifest: plain data, positions, and the problems found."""
+
+    data: Any
+    source: SourceMap
+    problems: list[Problem] = field(default_factory=list)
+    bad_paths: set[Path] = field(default_factory=set)
+    """Paths whose value could not be read (an alias, a bad ``${...}``): later
+    checks skip them instead of reporting the same spot twice."""
+
+
+@dataclass
+class _Frame:
+    container: dict[str, Any] | list[Any]
+    path: Path
+    key: str | None = None
+    key_pos: Position | None = None
+    first_seen: dict[str, Position] = field(default_factory=dict)
+    dropped: bool = False
+    """The whole container is the value of a duplicate key: read, then thrown away."""
+    duplicate: bool = False
+    """The current key repeats an earlier one: its value is thrown away."""
+
+
+def _pos(event: Any) -> Position:
+    mark = event.start_mark
+    return Position(mark.line + 1, mark.column + 1)
+
+
+def resolve_plain(text: str) -> Any:
+    """Type of a plain (unquoted) scalar under the YAML 1.2 core schema."""
+    if _NULL.match(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT10.match(text):
+        return int(text)
+    if _INT8.match(text):
+        return int(text[2:], 8)
+    if _INT16.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    inf = _INF.match(text)
+    if inf:
+        return -math.inf if inf.group(1) == "-" else math.inf
+    if _NAN.match(text):
+        return math.nan
+    return text
+
+
+def _tagged(tag: str, text: str) -> Any:
+    """Value of a scalar with an explicit core tag; raises ValueError otherwise."""
+    if tag in ("!", _CORE + "str"):
+        return text
+    resolved = resolve_plain(text)
+    if tag == _CORE + "null" and resolved is None:
+        return None
+    if tag == _CORE + "bool" and isinstance(resolved, bool):
+        return resolved
+    if tag == _CORE + "int" and isinstance(resolved, int) and not isinstance(resolved, bool):
+        return resolved
+    if tag == _CORE + "float" and isinstance(resolved, int | float) and not isinstance(resolved, bool):
+        return float(resolved)
+    raise ValueError(f"value does not match its tag {tag.replace(_CORE, '!!')}")
+
+
+class _Reader:
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+        self.source = SourceMap(file)
+        self.env = env
+        self.problems: list[Problem] = []
+        self.bad_paths: set[Path] = set()
+        self.stack: list[_Frame] = []
+        self.root: Any = None
+        self.documents = 0
+        self.anchor_reported = False
+
+    def problem(self, path: Path, position: Position, message: str, *, bad: bool = True) -> None:
+        self.problems.append(Problem(path, position, message))
+        if bad:
+            self.bad_paths.add(path)
+
+    def anchor_problem(self, path: Path, position: Position, *, bad: bool = True) -> None:
+        """Anchors and aliases are reported once per file (an alias bomb has thousands)."""
+        if bad:
+            self.bad_paths.add(path)
+        if not self.anchor_reported:
+            self.anchor_reported = True
+            self.problems.append(Problem(path, position, _ANCHORS))
+
+    # -- events
+
+    def feed(self, event: Any) -> None:
+        if isinstance(event, DocumentStartEvent):
+            self.documents += 1
+            if self.documents > 1:
+                raise YamlSyntaxError(
+                    [Problem((), _pos(event), "a manifest is one YAML document; remove the second '---'")]
+                )
+            return
+        if isinstance(event, MappingEndEvent | SequenceEndEvent):
+            self.stack.pop()
+            return
+        if not isinstance(event, NodeEvent):
+            return  # stream start/end, document end
+        top = self.stack[-1] if self.stack else None
+        if isinstance(top, _Frame) and isinstance(top.container, dict) and top.key is None:
+            self.take_key(top, event)
+            return
+        self.take_value(top, event)
+
+    def take_key(self, frame: _Frame, event: Any) -> None:
+        pos = _pos(event)
+        if not isinstance(event, ScalarEvent):
+            kind = "an alias" if isinstance(event, AliasEvent) else "a mapping or list"
+            raise YamlSyntaxError([Problem(frame.path, pos, f"a key must be plain text, not {kind}")])
+        if event.anchor is not None:
+            self.anchor_problem(frame.path, pos, bad=False)
+        key = str(event.value)
+        first = frame.first_seen.get(key)
+        if first is not None:
+            self.problem(
+                frame.path + (key,),
+                pos,
+                f"duplicate key '{key[:60]}' (first defined at line {first.line})",
+                bad=False,
+            )
+            frame.duplicate = True
+        else:
+            frame.first_seen[key] = pos
+            frame.duplicate = False
+        frame.key = key
+        frame.key_pos = pos
+
+    def take_value(self, parent: _Frame | None, event: Any) -> None:
+        pos = _pos(event)
+        key_pos: Position | None = None
+        discard = False
+        if parent is None:
+            path: Path = ()
+        elif isinstance(parent.container, dict):
+            assert parent.key is not None
+            path = parent.path + (parent.key,)
+            key_pos = parent.key_pos
+            discard = parent.dropped or parent.duplicate
+            parent.key = None
+        else:
+            path = parent.path + (len(parent.container),)
+            discard = parent.dropped
+        if not discard:
+            self.source._record(path, key=key_pos, value=pos)
+
+        value: Any
+        if isinstance(event, AliasEvent):
+            self.anchor_problem(path, pos)
+            value = None
+        else:
+            if event.anchor is not None:
+                self.anchor_problem(path, pos)
+            if isinstance(event, ScalarEvent):
+                value = self.scalar(path, pos, event)
+            else:
+                value = self.open(path, pos, event, discard)
+        if parent is None:
+            self.root = value
+        elif not discard:
+            if isinstance(parent.container, dict):
+                parent.container[path[-1]] = value  # type: ignore[index]
+            else:
+                parent.container.append(value)
+
+    def open(self, path: Path, pos: Position, event: Any, discard: bool) -> Any:
+        expected = "map" if isinstance(event, MappingStartEvent) else "seq"
+        if event.tag is not None and event.tag not in ("!", _CORE + expected):
+            self.problem(path, pos, f"YAML tag {event.tag.replace(_CORE, '!!'):.60} is not supported here")
+        if len(self.stack) >= MAX_DEPTH:
+            raise YamlSyntaxError(
+                [Problem(path, pos, f"nesting deeper than {MAX_DEPTH} levels is not allowed")]
+            )
+        container: dict[str, Any] | list[Any] = {} if expected == "map" else []
+        frame = _Frame(container, path, dropped=discard)
+        self.stack.append(frame)
+        return container
+
+    def scalar(self, path: Path, pos: Position, event: Any) -> Any:
+        text: str = event.value
+        plain = event.style is None
+        if "$" in text:
+            try:
+                replaced = interpolate(text, self.env)
+            except InterpolationError as exc:
+                self.problem(path, pos, str(exc))
+                return None
+            if replaced != text:
+                text = replaced
+        if event.tag is not None and event.tag != "!":
+            try:
+                return _tagged(event.tag, text)
+            except ValueError as exc:
+                message = (
+                    str(exc)
+                    if event.tag in _CORE_SCALAR_TAGS
+                    else f"YAML tag {event.tag.replace(_CORE, '!!'):.60} is not supported"
+                )
+                self.problem(path, pos, message)
+                return None
+        return resolve_plain(text) if plain and event.tag is None else text
+
+
+def _syntax_problem(exc: YAMLError) -> Problem:
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or "YAML syntax error"
+        if mark is not None:
+            if "\\t" in message or "'\\t'" in message or "\t" in message:
+                message = "tab character: YAML indents with spaces only"
+            return Problem((), Position(mark.line + 1, mark.column + 1), f"YAML syntax error: {message}")
+    return Problem((), Position(1, 1), f"YAML syntax error: {exc}")
+
+
+def _tab_indent(text: str) -> Problem | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("\t"):
+            column = len(line) - len(stripped) + 1
+            return Problem(
+                (), Position(number, column), "tab character in indentation: YAML indents with spaces only"
+            )
+    return None
+
+
+def read_yaml(text: str, file: str, env: Mapping[str, str]) -> YamlDocument:
+    """Parse ``text`` (already decoded) into plain data and positions.
+
+    Raises :class:`YamlSyntaxError` when the text cannot be read at all.
+    """
+    tab = _tab_indent(text)
+    if tab is not None:
+        raise YamlSyntaxError([tab])
+    reader = _Reader(file, env)
+    parser = YAML(typ="safe", pure=True)
+    try:
+        for event in parser.parse(io.StringIO(text)):
+            reader.feed(event)
+    except YAMLError as exc:
+        raise YamlSyntaxError([_syntax_problem(exc)]) from None
+    except RecursionError:
+        raise YamlSyntaxError([Problem((), Position(1, 1), "YAML nesting is too deep")]) from None
+    return YamlDocument(reader.root, reader.source, reader.problems, reader.bad_paths)

@@ -1,0 +1,246 @@
+"""Semantic checks: rules that span fields, run after the schema.
+
+:func:`check_manifest` needs nothing but the manifest (it also runs when a
+:class:`~msuite.spec.Manifest` is built in Python); :func:`check_files`
+looks at the file system around the manifest (proto files, socket path
+lengths). Checks that need compiled protos (ACL entries naming methods) are
+``msuite generate``'s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path as FilePath
+from typing import TYPE_CHECKING
+
+from .source import Path, format_path
+
+if TYPE_CHECKING:
+    from .models import Manifest
+
+__all__ = ["EVENT_SCALAR_TYPES", "Issue", "check_event_type", "check_files", "check_manifest"]
+
+EVENT_SCALAR_TYPES = ("str", "int", "float", "bool", "bytes", "datetime")
+"""Field types an event may use, alone, in ``list[T]`` or as ``T | None``."""
+
+UNIX_PATH_MAX = 107
+"""Longest Unix socket path gRPC accepts (sun_path is 108 bytes with the NUL)."""
+
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A problem at ``path``; ``at_key`` points at the key rather than its value."""
+
+    path: Path
+    message: str
+    at_key: bool = False
+
+    @property
+    def path_text(self) -> str:
+        return format_path(self.path)
+
+
+def check_event_type(text: str) -> str | None:
+    """Why ``text`` is not a valid event field type, or None when it is."""
+    t = " ".join(text.split())
+    if t.endswith("| None"):
+        inner = t[: -len("| None")].strip()
+        if inner.endswith("| None"):
+            return "'| None' may appear once"
+        return check_event_type(inner) if inner else "'| None' needs a type before it"
+    if t.startswith("list[") and t.endswith("]"):
+        inner = t[5:-1].strip()
+        return check_event_type(inner) if inner else "list[] needs an item type, e.g. list[str]"
+    if t in EVENT_SCALAR_TYPES:
+        return None
+    return "unknown event field type: use one of " + ", ".join(EVENT_SCALAR_TYPES) + ", list[T] or T | None"
+
+
+_HOSTPORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+
+
+def check_address(text: str) -> str | None:
+    """Why ``text`` is not a static service address, or None when it is."""
+    if text.startswith("unix:"):
+        return None if len(text) > len("unix:") else "unix: needs a socket path"
+    if text.startswith("unix-abstract:"):
+        return None if len(text) > len("unix-abstract:") else "unix-abstract: needs a name"
+    match = _HOSTPORT.match(text)
+    if match is None or not 0 < int(match.group("port")) <= 65535:
+        return "an address is host:port (port 1-65535), [v6]:port, unix:/path or unix-abstract:NAME"
+    return None
+
+
+def _hosts_overlap(a: str, b: str) -> bool:
+    if a in _WILDCARD_HOSTS or b in _WILDCARD_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def _port_issues(m: Manifest) -> Iterator[Issue]:
+    listeners: list[tuple[Path, str, int]] = []
+    if m.grpc is not None and m.grpc.tcp is not None:
+        listeners.append((("grpc", "tcp", "port"), m.grpc.tcp.host, m.grpc.tcp.port))
+    if m.http is not None:
+        listeners.append((("http", "port"), m.http.host, m.http.port))
+    if m.p2p is not None:
+        listeners.append((("p2p", "port"), m.p2p.host, m.p2p.port))
+    for i, (path, host, port) in enumerate(listeners):
+        if port == 0:
+            continue
+        for earlier_path, earlier_host, earlier_port in listeners[:i]:
+            if earlier_port == port and _hosts_overlap(host, earlier_host):
+                yield Issue(path, f"port {port} is already used by {format_path(earlier_path)}")
+                break
+
+
+_NEEDS_P2P = "a `p2p` section (libp2p host); add `p2p: true` or remove this"
+
+
+def _p2p_issues(m: Manifest) -> Iterator[Issue]:
+    if m.p2p is not None:
+        return
+    if m.grpc is not None and m.grpc.p2p:
+        yield Issue(("grpc", "p2p"), f"gRPC over libp2p needs {_NEEDS_P2P}")
+    if m.storage.shared is not None:
+        yield Issue(("storage", "shared"), f"the shared store needs {_NEEDS_P2P}", at_key=True)
+    if m.files:
+        yield Issue(("files",), f"file sharing needs {_NEEDS_P2P}")
+    if m.events:
+        yield Issue(("events",), f"events need {_NEEDS_P2P}", at_key=True)
+    if m.discovery.mdns:
+        yield Issue(("discovery", "mdns"), f"mDNS discovery needs {_NEEDS_P2P}")
+    if m.discovery.dht:
+        yield Issue(("discovery", "dht"), f"DHT discovery needs {_NEEDS_P2P}")
+
+
+def _grpc_issues(m: Manifest) -> Iterator[Issue]:
+    g = m.grpc
+    if g is not None and g.tcp is None and g.unix is None and not g.p2p:
+        yield Issue(("grpc",), "gRPC has no listener: add tcp, unix or p2p: true", at_key=True)
+    if m.services and g is None:
+        yield Issue(
+            ("services",),
+            "services need a gRPC server: add a `grpc` section with tcp, unix or p2p",
+            at_key=True,
+        )
+
+
+def _storage_issues(m: Manifest) -> Iterator[Issue]:
+    if m.in_memory and m.storage.kv == "leveldb":
+        yield Issue(
+            ("storage", "kv"),
+            'leveldb needs an on-disk repo, but repo is ":memory:"; use kv: memory or set repo to a folder',
+        )
+
+
+def _locker_issues(m: Manifest) -> Iterator[Issue]:
+    lk = m.locker
+    if lk is None:
+        return
+    needs = {"redis": "url", "zookeeper": "hosts"}
+    needed = needs.get(lk.backend)
+    if needed is not None and getattr(lk, needed) is None:
+        yield Issue(
+            ("locker", "backend"),
+            f"backend {lk.backend} needs locker.{needed}"
+            + (" (e.g. redis://127.0.0.1:6379/0)" if needed == "url" else " (e.g. 127.0.0.1:2181)"),
+        )
+    for field, owner in (("url", "redis"), ("password", "redis"), ("hosts", "zookeeper")):
+        if getattr(lk, field) is not None and lk.backend != owner:
+            yield Issue(
+                ("locker", field), f"locker.{field} is for backend {owner}, not {lk.backend}", at_key=True
+            )
+    if lk.tls is not None and lk.backend == "memory":
+        yield Issue(("locker", "tls"), "TLS has no meaning for the memory backend", at_key=True)
+
+
+def _auth_issues(m: Manifest) -> Iterator[Issue]:
+    if m.auth is None:
+        return
+    for resource in m.auth.acl:
+        if not resource.startswith("/"):
+            yield Issue(
+                ("auth", "acl", resource),
+                "an ACL resource is a gRPC method (/pkg.Service/Method) or an HTTP path, starting with '/'",
+                at_key=True,
+            )
+
+
+def _event_issues(m: Manifest) -> Iterator[Issue]:
+    for event, fields in m.events.items():
+        if not fields:
+            yield Issue(("events", event), "an event needs at least one field")
+        for name, type_text in fields.items():
+            why = check_event_type(type_text)
+            if why is not None:
+                yield Issue(("events", event, name), why)
+
+
+def _task_issues(m: Manifest) -> Iterator[Issue]:
+    if m.tasks.min_workers > m.tasks.max_workers:
+        yield Issue(
+            ("tasks", "min_workers"),
+            f"min_workers ({m.tasks.min_workers}) is above max_workers ({m.tasks.max_workers})",
+        )
+
+
+def _discovery_issues(m: Manifest) -> Iterator[Issue]:
+    for name, address in m.discovery.static.items():
+        why = check_address(address)
+        if why is not None:
+            yield Issue(("discovery", "static", name), why)
+
+
+_CHECKS = (
+    _port_issues,
+    _p2p_issues,
+    _grpc_issues,
+    _storage_issues,
+    _locker_issues,
+    _auth_issues,
+    _event_issues,
+    _task_issues,
+    _discovery_issues,
+)
+
+
+def check_manifest(manifest: Manifest) -> list[Issue]:
+    """Every cross-field problem of ``manifest`` (no file system access)."""
+    return [issue for check in _CHECKS for issue in check(manifest)]
+
+
+def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
+    """Problems with files the manifest names, relative to ``base_dir``."""
+    issues: list[Issue] = []
+    for name, service in manifest.services.items():
+        proto = base_dir / service.proto
+        if not proto.exists():
+            issues.append(Issue(("services", name, "proto"), "proto file not found"))
+        elif not proto.is_file():
+            issues.append(Issue(("services", name, "proto"), "proto path is not a file"))
+    if "proto_paths" in manifest.codegen.model_fields_set:
+        for i, root in enumerate(manifest.codegen.proto_paths):
+            if not (base_dir / root).is_dir():
+                issues.append(Issue(("codegen", "proto_paths", i), "proto include folder not found"))
+    if manifest.grpc is not None and manifest.grpc.unix is not None:
+        path = manifest.grpc.unix.path
+        if not path.startswith("unix-abstract:"):
+            resolved = str((base_dir / path).absolute())
+            if len(resolved.encode()) > UNIX_PATH_MAX:
+                issues.append(
+                    Issue(
+                        ("grpc", "unix", "path"),
+                        f"socket path is {len(resolved.encode())} bytes once resolved; the limit is "
+                        f"{UNIX_PATH_MAX}: use a shorter path or unix-abstract:NAME",
+                    )
+                )
+    return issues

@@ -1,0 +1,78 @@
+"""Environment interpolation in manifest values.
+
+``${VAR}`` is the variable's value and an error when it is unset;
+``${VAR:-default}`` uses ``default`` when ``VAR`` is unset or empty;
+``${VAR:?message}`` is an error carrying ``message`` when ``VAR`` is unset or
+empty. ``$${`` writes a literal ``${``. A ``$`` not followed by ``{`` is
+kept as it is. Defaults are plain text (no nesting).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+__all__ = ["InterpolationError", "interpolate"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InterpolationError(ValueError):
+    """A ``${...}`` reference could not be resolved; the message names the variable."""
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Replace every ``${...}`` in ``text`` from ``env``."""
+    if "$" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        start = text.find("$", i)
+        if start < 0:
+            out.append(text[i:])
+            break
+        out.append(text[i:start])
+        if text.startswith("$${", start):
+            out.append("${")
+            i = start + 3
+            continue
+        if not text.startswith("${", start):
+            out.append("$")
+            i = start + 1
+            continue
+        end = text.find("}", start + 2)
+        if end < 0:
+            raise InterpolationError("unclosed '${': add the closing '}' (write '$${' for a literal '${')")
+        out.append(_resolve(text[start + 2 : end], env))
+        i = end + 1
+    return "".join(out)
+
+
+def _resolve(body: str, env: Mapping[str, str]) -> str:
+    match = _NAME.match(body)
+    if match is None:
+        raise InterpolationError(
+            "'${' must be followed by a variable name (letters, digits, '_'), e.g. ${PORT} or ${PORT:-8080}"
+        )
+    name = match.group(0)
+    rest = body[match.end() :]
+    value = env.get(name)
+    if rest == "":
+        if value is None:
+            raise InterpolationError(
+                f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+            )
+        return value
+    if rest.startswith(":-"):
+        return value if value else rest[2:]
+    if rest.startswith(":?"):
+        if value:
+            return value
+        message = rest[2:].strip() or "is required"
+        raise InterpolationError(f"environment variable {name}: {message}")
+    raise InterpolationError(
+        f"'${{{body[:40]}}}' is not a valid reference: "
+        f"use ${{{name}}}, ${{{name}:-default}} or ${{{name}:?message}}"
+    )

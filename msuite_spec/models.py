@@ -1,0 +1,512 @@
+"""The manifest as pydantic models: the one source of truth.
+
+The YAML file, the JSON Schema in ``schemas/`` and the Python API all come
+from these classes. Every model is frozen and refuses unknown keys; every
+field has a description (it becomes the schema's documentation) and every
+field but ``name`` has a default, so ``Manifest(name="web",
+http=HTTP(port=8080))`` is a whole manifest.
+
+Key names are the contract other parts of msuite (and users' files) rely on:
+add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path as FilePath
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ._types import (
+    Duration,
+    EventName,
+    FieldName,
+    Host,
+    ImportPath,
+    Multiaddr,
+    Port,
+    Role,
+    SecretURL,
+    ServiceName,
+    Size,
+)
+from .source import SourceMap
+
+__all__ = [
+    "API_VERSION",
+    "GRPC",
+    "HTTP",
+    "JWT",
+    "P2P",
+    "Auth",
+    "Codegen",
+    "Diagnostics",
+    "Discovery",
+    "Locker",
+    "LockerTLS",
+    "Logging",
+    "Manifest",
+    "Metrics",
+    "Service",
+    "SharedStore",
+    "Shutdown",
+    "Storage",
+    "TCPListener",
+    "Tasks",
+    "Tracing",
+    "UnixListener",
+]
+
+API_VERSION = "msuite/v1"
+"""The manifest format this version of msuite reads."""
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+"""A node name: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+DEFAULT_HOST = "127.0.0.1"
+MEMORY_REPO = ":memory:"
+DEFER_CHECKS = "msuite.defer_checks"
+"""Validation context key: the loader runs the semantic checks itself, with positions."""
+
+
+class Section(BaseModel):
+    """Base of every manifest section: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=False,
+        hide_input_in_errors=True,  # inputs may be secrets; errors name the path instead
+    )
+
+
+def _true_means_defaults(value: Any) -> Any:
+    """``key: true`` turns a section on with its defaults; ``false`` turns it off."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- codegen & services
+
+
+class Codegen(Section):
+    """Where ``msuite generate`` writes and where it looks for protos."""
+
+    out: str = Field(
+        "gen",
+        description="Output package for generated code, relative to the manifest's folder.",
+    )
+    proto_paths: list[str] = Field(
+        default_factory=lambda: ["protos", "."],
+        description="Proto include roots, relative to the manifest's folder "
+        "(the defaults are used when they exist).",
+    )
+
+
+class Service(Section):
+    """A gRPC service this node serves."""
+
+    proto: str = Field(
+        description="The .proto file declaring the service, relative to the manifest's folder.",
+        pattern=r"\.proto$",
+        examples=["protos/notes.proto"],
+    )
+    impl: ImportPath = Field(
+        description="`module:Class` implementing the service, imported with the manifest's "
+        "folder on sys.path. The class is constructed with the node as its only argument "
+        "when its __init__ takes one, otherwise with none.",
+    )
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+class TCPListener(Section):
+    """A TCP listener."""
+
+    host: Host = Field(DEFAULT_HOST, description="Address to bind (default loopback).")
+    port: Port = Field(
+        50051,
+        description="Port to bind; 0 picks a free port at start and reports it when ready.",
+    )
+
+
+class UnixListener(Section):
+    """A Unix domain socket listener."""
+
+    path: str = Field(
+        description="Socket path, relative to the manifest's folder (at most 107 bytes once "
+        "resolved), or `unix-abstract:NAME` for a Linux abstract socket.",
+        min_length=1,
+        examples=["/tmp/notes.sock"],
+    )
+
+
+class GRPC(Section):
+    """The node's gRPC server: one set of services on every listener."""
+
+    tcp: TCPListener | None = Field(None, description="Serve on TCP.")
+    unix: UnixListener | None = Field(None, description="Serve on a Unix socket.")
+    p2p: bool = Field(False, description="Also serve over libp2p streams (needs `p2p`).")
+    health: bool = Field(True, description="Serve the standard grpc.health.v1 service.")
+    reflection: bool = Field(True, description="Serve gRPC server reflection.")
+    max_receive_message_size: Size = Field(
+        4 * 1024 * 1024, description="Largest request message accepted, e.g. `4MiB`."
+    )
+    max_send_message_size: Size = Field(
+        4 * 1024 * 1024, description="Largest response message sent, e.g. `4MiB`."
+    )
+
+
+class HTTP(Section):
+    """The node's HTTP server: users' handlers, the gRPC gateway, diagnostics."""
+
+    host: Host = Field(DEFAULT_HOST, description="Address to bind (default loopback).")
+    port: Port = Field(
+        8080,
+        description="Port to bind; 0 picks a free port at start and reports it when ready.",
+    )
+    gateway: bool = Field(True, description="Serve the JSON-to-gRPC gateway for declared services.")
+    cors: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (`*` for any), e.g. `http://localhost:3000`.",
+    )
+    max_body_size: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. `1MiB`.")
+    access_log: bool = Field(True, description="Log one line per request.")
+
+    @field_validator("cors")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not (
+                origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1]
+            ):
+                raise ValueError(
+                    "a CORS origin is '*' or scheme://host[:port] with no path, e.g. http://localhost:3000"
+                )
+        return value
+
+
+class P2P(Section):
+    """The node's libp2p host."""
+
+    host: Host = Field(DEFAULT_HOST, description="Address to listen on (default loopback).")
+    port: Port = Field(4001, description="TCP port of the libp2p host; 0 picks a free port.")
+    key: str | None = Field(
+        None,
+        description="Private key file (libp2p protobuf encoding), relative to the manifest's "
+        "folder; default: keys/node.key in the repository, created on first start and kept.",
+    )
+    bootstrap: list[Multiaddr] = Field(
+        default_factory=list,
+        description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs.",
+    )
+
+
+# --------------------------------------------------------------------------- auth
+
+
+JWTAlgorithm = Literal["HS256", "HS384", "HS512"]
+
+
+class JWT(Section):
+    """JSON Web Tokens signed with a shared secret."""
+
+    secret: SecretStr = Field(
+        description="HMAC secret, at least 32 bytes; usually `${ENV_VAR}`. Never printed.",
+    )
+    ttl: Duration = Field(timedelta(hours=24), description="Lifetime of issued tokens, e.g. `24h`.")
+    algorithms: list[JWTAlgorithm] = Field(
+        default_factory=lambda: list[JWTAlgorithm](["HS256"]),
+        min_length=1,
+        description="Accepted algorithms (the first signs new tokens); `none` is never accepted.",
+    )
+    issuer: str | None = Field(None, description="`iss` claim to issue and require.")
+    audience: str | None = Field(None, description="`aud` claim to issue and require.")
+    leeway: Duration = Field(timedelta(0), description="Clock skew tolerated when checking expiry.")
+    max_token_size: Size = Field(8192, description="Longest token accepted, e.g. `8KiB`.")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_length(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("the JWT secret must be at least 32 bytes long")
+        return value
+
+
+class Auth(Section):
+    """Authentication and access control."""
+
+    jwt: JWT | None = Field(None, description="Verify (and issue) JWT bearer tokens.")
+    acl: dict[str, Role] = Field(
+        default_factory=dict,
+        description="Minimum role per resource: a gRPC full method (`/pkg.Service/Method`) or "
+        "an HTTP path (a key ending in `/` covers the paths under it). Resources not listed "
+        "are open.",
+    )
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class SharedStore(Section):
+    """A CRDT key-value store replicated between nodes over p2p."""
+
+    channel: str = Field(
+        description="Pubsub channel; nodes on the same channel share data.",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+    )
+
+
+class Storage(Section):
+    """The node's key-value store."""
+
+    kv: Literal["leveldb", "memory"] | None = Field(
+        None,
+        description="Backend: `leveldb` (the default with an on-disk repo) or `memory` "
+        '(the default, and the only choice, with `repo: ":memory:"`).',
+    )
+    sync: bool = Field(
+        True, description="Flush each write to disk before acknowledging it (survives a crash)."
+    )
+    shared: SharedStore | None = Field(None, description="CRDT store shared by all nodes (needs `p2p`).")
+
+
+# --------------------------------------------------------------------------- locks & tasks
+
+
+class LockerTLS(Section):
+    """TLS settings for the lock server connection."""
+
+    ca_file: str | None = Field(None, description="CA bundle to verify the server (default: system CAs).")
+    cert_file: str | None = Field(None, description="Client certificate, for mutual TLS.")
+    key_file: str | None = Field(None, description="Client private key, for mutual TLS.")
+
+
+class Locker(Section):
+    """Distributed locks."""
+
+    backend: Literal["memory", "redis", "zookeeper"] = Field(
+        "memory", description="`memory` (one process), `redis` or `zookeeper`."
+    )
+    url: SecretURL | None = Field(
+        None,
+        description="Redis URL, e.g. `redis://127.0.0.1:6379/0` (needed by `redis`). "
+        "A password inside it is never printed.",
+    )
+    password: SecretStr | None = Field(None, description="Redis password, if not in the URL.")
+    hosts: str | None = Field(
+        None,
+        description="ZooKeeper connection string, e.g. `127.0.0.1:2181` (needed by `zookeeper`).",
+        pattern=r"^[^,\s]+(,[^,\s]+)*$",
+    )
+    tls: LockerTLS | None = Field(None, description="Connect to the lock server over TLS.")
+    ttl: Duration = Field(timedelta(seconds=8), description="Lease lifetime, renewed while held (redis).")
+    session_timeout: Duration = Field(timedelta(seconds=10), description="Session timeout (zookeeper).")
+    prefix: str = Field("msuite/locks", description="Namespace of lock keys on the server.", min_length=1)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_flag(cls, value: Any) -> Any:
+        return _true_means_defaults(value)
+
+
+class Tasks(Section):
+    """The task manager's worker pool."""
+
+    min_workers: int = Field(1, ge=0, le=10_000, description="Workers kept even when idle.")
+    max_workers: int = Field(20, ge=1, le=10_000, description="Most tasks running at once.")
+    idle_timeout: Duration = Field(
+        timedelta(seconds=15), description="An extra idle worker stops after this long."
+    )
+
+
+# --------------------------------------------------------------------------- discovery & diagnostics
+
+
+class Discovery(Section):
+    """How this node finds the services it calls."""
+
+    static: dict[ServiceName, str] = Field(
+        default_factory=dict,
+        description="Fixed addresses by full service name: `host:port`, `[::1]:port`, "
+        "`unix:/path` or `unix-abstract:NAME`. Tried before anything else.",
+    )
+    mdns: bool = Field(False, description="Find peers on the local network by mDNS (needs `p2p`).")
+    dht: bool = Field(False, description="Advertise and find services in the Kademlia DHT (needs `p2p`).")
+
+
+class Metrics(Section):
+    """Prometheus metrics at `GET /metrics`."""
+
+    latency: bool = Field(False, description="Also record a latency histogram per gRPC method.")
+
+
+class Tracing(Section):
+    """Distributed tracing."""
+
+    jaeger: str | None = Field(
+        None,
+        description="Jaeger agent `host:port` to send spans to (UDP).",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
+    )
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of traces recorded.")
+
+
+class Diagnostics(Section):
+    """Status, metrics, profiling and tracing (status and the debug pages use the HTTP server)."""
+
+    status: bool = Field(True, description="Serve `GET /status`.")
+    profiling: bool = Field(False, description="Serve profiling pages under `/debug/`.")
+    metrics: Metrics | None = Field(
+        None, description="Serve Prometheus metrics at `GET /metrics` (`true` for defaults)."
+    )
+    tracing: Tracing | None = Field(None, description="Record and export traces.")
+
+    @field_validator("metrics", "tracing", mode="before")
+    @classmethod
+    def _flags(cls, value: Any) -> Any:
+        return _true_means_defaults(value)
+
+
+class Logging(Section):
+    """Log output."""
+
+    level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="Lowest level logged."
+    )
+    format: Literal["text", "json"] = Field("text", description="`text` lines or JSON lines.")
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Shutdown(Section):
+    """How the node stops."""
+
+    grace: Duration = Field(
+        timedelta(seconds=10),
+        description="Time in-flight requests and tasks get to finish after SIGTERM.",
+    )
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+class Manifest(Section):
+    """A whole node: what it serves, how, and with which subsystems.
+
+    Sections left out (or ``null``) are off, except ``tasks``, ``logging``,
+    ``shutdown``, ``storage``, ``codegen`` and ``diagnostics``, which are
+    always on with their defaults.
+    """
+
+    api_version: Literal["msuite/v1"] = Field(
+        "msuite/v1", alias="apiVersion", description="Manifest format version."
+    )
+    name: str = Field(
+        description="Node name; also its default service name.",
+        pattern=NAME_PATTERN,
+        examples=["notes"],
+    )
+    repo: str = Field(
+        ".msuite",
+        description="Repository root, relative to the manifest's folder; `:memory:` keeps "
+        "everything in memory.",
+        min_length=1,
+    )
+    codegen: Codegen = Field(default_factory=Codegen, description="Code generation settings.")
+    services: dict[ServiceName, Service] = Field(
+        default_factory=dict, description="gRPC services this node serves, by full proto name."
+    )
+    grpc: GRPC | None = Field(None, description="gRPC server listeners and options.")
+    http: HTTP | None = Field(None, description="HTTP server (handlers, gateway, diagnostics).")
+    p2p: P2P | None = Field(None, description="libp2p host (`true` for defaults).")
+    auth: Auth | None = Field(None, description="JWT authentication and ACLs.")
+    storage: Storage = Field(default_factory=Storage, description="Key-value store settings.")
+    files: bool = Field(False, description="IPFS-style file sharing (needs `p2p`).")
+    events: dict[EventName, dict[FieldName, str]] = Field(
+        default_factory=dict,
+        description="Typed events over pubsub (needs `p2p`): event name -> field -> type, "
+        "one of str int float bool bytes datetime, list[T], T | None.",
+    )
+    locker: Locker | None = Field(None, description="Distributed locks.")
+    tasks: Tasks = Field(default_factory=Tasks, description="Task manager settings.")
+    discovery: Discovery = Field(default_factory=Discovery, description="Service discovery.")
+    diagnostics: Diagnostics = Field(
+        default_factory=Diagnostics, description="Status, metrics, profiling and tracing."
+    )
+    logging: Logging = Field(default_factory=Logging, description="Log level and format.")
+    shutdown: Shutdown = Field(default_factory=Shutdown, description="Shutdown behaviour.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="The application's own settings, free-form: `node.config`."
+    )
+
+    _source: SourceMap | None = PrivateAttr(default=None)
+    _base_dir: FilePath | None = PrivateAttr(default=None)
+
+    @field_validator("p2p", mode="before")
+    @classmethod
+    def _p2p_flag(cls, value: Any) -> Any:
+        return _true_means_defaults(value)
+
+    @model_validator(mode="after")
+    def _semantic_checks(self, info: ValidationInfo) -> Manifest:
+        if info.context and info.context.get(DEFER_CHECKS):
+            return self
+        from .checks import check_manifest
+
+        problems = check_manifest(self)
+        if problems:
+            raise ValueError("; ".join(f"{p.path_text}: {p.message}" for p in problems))
+        return self
+
+    # -- where it came from
+
+    @property
+    def source(self) -> SourceMap | None:
+        """Positions of every key and value, when loaded from a file (else None)."""
+        return self._source
+
+    @property
+    def base_dir(self) -> FilePath:
+        """Folder that relative paths are relative to: the manifest's folder, or the cwd."""
+        return self._base_dir if self._base_dir is not None else FilePath.cwd()
+
+    def resolve(self, relative: str) -> FilePath:
+        """A path from the manifest, made absolute against :attr:`base_dir`."""
+        return (self.base_dir / relative).resolve() if relative else self.base_dir
+
+    def _attach(self, source: SourceMap | None, base_dir: FilePath | None) -> None:
+        self._source = source
+        self._base_dir = base_dir
+
+    # -- derived settings
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the repository lives in memory (``repo: ":memory:"``)."""
+        return self.repo == MEMORY_REPO
+
+    @property
+    def kv_backend(self) -> Literal["leveldb", "memory"]:
+        """The store backend in force, defaults applied."""
+        if self.storage.kv is not None:
+            return self.storage.kv
+        return "memory" if self.in_memory else "leveldb"

@@ -1,0 +1,195 @@
+"""The ``msuite`` command line (also ``python -m msuite``).
+
+Subcommands import what they need when they run, so ``msuite validate``
+loads only :mod:`msuite.spec`. Bad input never shows a traceback: every
+expected failure prints one located line per problem and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+from typing import TextIO
+
+import msuite
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msuite",
+        description="Declare a distributed service in msuite.yaml; validate, generate and run it.",
+    )
+    parser.add_argument("--version", action="version", version=f"msuite {msuite.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check manifests; exit 1 if any is invalid",
+        description="Check each manifest against the schema and the semantic rules. Every "
+        "problem is printed as FILE:LINE:COL: PATH: MESSAGE.",
+    )
+    validate.add_argument("files", nargs="*", metavar="FILE", help="manifests (default: ./msuite.yaml)")
+    validate.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default="text",
+        help="text (default), json, or github (GitHub Actions ::error annotations)",
+    )
+    validate.set_defaults(run=_validate)
+
+    schema = commands.add_parser("schema", help="print the manifest's JSON Schema")
+    schema.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    schema.set_defaults(run=_schema)
+
+    init = commands.add_parser(
+        "init",
+        help="scaffold a hello node",
+        description="Write a working hello node (manifest, proto, service) into DIR.",
+    )
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="target folder (default: .)")
+    init.add_argument("--name", default="hello", help="node name (default: hello)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(run=_init)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    return status
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from msuite.spec import Diagnostic, ManifestError, load_manifest, render
+
+    files: list[str] = list(args.files) or ["msuite.yaml"]
+    diagnostics: list[Diagnostic] = []
+    results: list[dict[str, object]] = []
+    for file in files:
+        try:
+            manifest = load_manifest(file)
+        except ManifestError as exc:
+            diagnostics.extend(exc.diagnostics)
+            results.append({"file": file, "valid": False, "errors": len(exc.diagnostics)})
+        else:
+            results.append({"file": file, "valid": True, "name": manifest.name})
+
+    valid = not diagnostics
+    if args.format == "json":
+        report = {
+            "valid": valid,
+            "files": results,
+            "diagnostics": json.loads(render(diagnostics, "json")),
+        }
+        print(json.dumps(report, indent=2))
+    elif args.format == "github":
+        if diagnostics:
+            print(render(diagnostics, "github"))
+    else:
+        if diagnostics:
+            print(render(diagnostics, "text"), file=sys.stderr)
+        for result in results:
+            if result["valid"]:
+                print(f"{result['file']}: valid (node {result['name']})")
+        if diagnostics:
+            bad = sum(1 for r in results if not r["valid"])
+            count = len(diagnostics)
+            print(
+                f"{count} problem{'s' * (count != 1)} in {bad} file{'s' * (bad != 1)}",
+                file=sys.stderr,
+            )
+    return EXIT_OK if valid else EXIT_INVALID
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from msuite.spec import manifest_schema_text
+
+    text = manifest_schema_text()
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- init
+
+
+def _scaffold() -> Traversable:
+    return resources.files("msuite.templates").joinpath("scaffold", "hello")
+
+
+def _scaffold_files(root: Traversable, prefix: str = "") -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.name == "__pycache__":
+            continue
+        name = f"{prefix}{entry.name}"
+        if entry.is_dir():
+            out.extend(_scaffold_files(entry, name + "/"))
+        else:
+            out.append((name, entry.read_bytes()))
+    return out
+
+
+def _init(args: argparse.Namespace) -> int:
+    import re
+
+    from msuite.spec.models import NAME_PATTERN
+
+    name: str = args.name
+    if not re.fullmatch(NAME_PATTERN, name):
+        return _error(f"--name {name!r}: use 1-63 letters, digits, '.', '_' or '-'", status=EXIT_USAGE)
+    target = Path(args.directory)
+    files = _scaffold_files(_scaffold())
+    existing = [rel for rel, _ in files if (target / rel).exists()]
+    if existing and not args.force:
+        return _error(f"{target}: would overwrite {', '.join(existing)}; use --force to replace them")
+    try:
+        for rel, content in files:
+            path = target / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if rel == "msuite.yaml" and name != "hello":
+                path.write_bytes(content.replace(b"\nname: hello\n", f"\nname: {name}\n".encode()))
+            else:
+                path.write_bytes(content)
+    except OSError as exc:
+        return _error(f"{target}: cannot write: {exc.strerror or exc}")
+    manifest_path = target / "msuite.yaml"
+    print(f"created node {name!r} in {target}/")
+    for rel, _ in files:
+        print(f"  {rel}")
+    print(f"next: msuite validate {manifest_path}")
+    return EXIT_OK
+
+
+def _error(message: str, *, status: int = EXIT_INVALID, stream: TextIO | None = None) -> int:
+    print(f"msuite: error: {message}", file=stream or sys.stderr)
+    return status

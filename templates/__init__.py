@@ -1,0 +1,1 @@
+"""Package data: templates that ``msuite init`` and ``msuite generate`` render."""
