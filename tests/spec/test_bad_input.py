@@ -1,0 +1,170 @@
+"""Files that are not manifests at all: each gets one located line, quickly."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+from msuite.spec import MAX_MANIFEST_BYTES, ManifestError, load_manifest, loads_manifest
+from msuite.spec._yaml import MAX_DEPTH, read_yaml
+from tests.helpers import errors_of, located
+
+
+def only_error(path: Path, env: dict[str, str] | None = None) -> tuple[int, int, str, str]:
+    (diagnostic,) = errors_of(path, env)
+    return diagnostic.line, diagnostic.column, diagnostic.path, diagnostic.message
+
+
+def write(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "msuite.yaml"
+    path.write_bytes(content)
+    return path
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    assert only_error(write(tmp_path, b"")) == (
+        1,
+        1,
+        "<root>",
+        "the manifest is empty; it needs at least `name:`",
+    )
+
+
+def test_only_comments(tmp_path: Path) -> None:
+    assert only_error(write(tmp_path, b"# nothing here\n\n"))[3].startswith("the manifest is empty")
+
+
+def test_list_at_the_top(tmp_path: Path) -> None:
+    line, col, path, message = only_error(write(tmp_path, b"# a list\n- name: x\n"))
+    assert (line, col, path) == (2, 1, "<root>")
+    assert "must be a mapping" in message and "not a list" in message
+
+
+def test_scalar_at_the_top(tmp_path: Path) -> None:
+    line, col, path, message = only_error(write(tmp_path, b"\n  hello\n"))
+    assert (line, col, path) == (2, 3, "<root>")
+    assert "not a single value" in message
+
+
+def test_non_utf8_bytes_are_located(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\nconfig: {greeting: 'h\xe9llo'}\n")
+    line, col, _, message = only_error(path)
+    assert (line, col) == (2, 22)
+    assert message == "not UTF-8: byte 0xe9 cannot be decoded"
+
+
+def test_tab_indentation(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\nhttp:\n  \tport: 1\n")
+    assert only_error(path)[:3] == (3, 3, "<root>")
+
+
+def test_tab_inside_a_quoted_value_is_fine(tmp_path: Path) -> None:
+    path = write(tmp_path, b'name: x\nconfig: {sep: "a\tb"}\n')
+    assert load_manifest(path).config == {"sep": "a\tb"}
+
+
+def test_anchor_and_alias_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: &n x\nconfig: {a: *n}\n")
+    line, col, p, message = only_error(path)
+    assert (line, col, p) == (1, 7, "name")
+    assert "anchors and aliases are not supported" in message
+
+
+def test_alias_bomb_never_expands(tmp_path: Path) -> None:
+    # nine levels of nine aliases: 9**9 (387 million) strings if expanded
+    lines = ["name: x", "config:", '  a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        lines.append(f"  a{i}: &a{i} [{refs}]")
+    path = write(tmp_path, ("\n".join(lines) + "\n").encode())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    line, col, p, message = only_error(path)
+    assert time.monotonic() - started < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+    assert (line, col, p) == (3, 7, "config.a0")
+    assert "anchors and aliases" in message
+
+
+def test_size_cap_is_checked_before_parsing(tmp_path: Path) -> None:
+    body = b"name: x\nconfig:\n" + b"  k: v\n" * (MAX_MANIFEST_BYTES // 7 + 1)
+    path = write(tmp_path, body)
+    started = time.monotonic()
+    line, col, p, message = only_error(path)
+    assert time.monotonic() - started < 0.5  # nothing parsed
+    assert (line, col, p) == (1, 1, "<root>")
+    assert f"the limit is {MAX_MANIFEST_BYTES}" in message
+
+
+def test_size_cap_applies_to_strings_too() -> None:
+    with pytest.raises(ManifestError, match="the limit is"):
+        loads_manifest("name: x\n" + "#" * MAX_MANIFEST_BYTES)
+
+
+def test_a_manifest_just_under_the_cap_loads_in_bounded_time(tmp_path: Path) -> None:
+    entry = b"  key%06d: some value of a setting\n"
+    count = (MAX_MANIFEST_BYTES - 100) // len(entry % 0)
+    path = write(tmp_path, b"name: x\nconfig:\n" + b"".join(entry % i for i in range(count)))
+    assert os.path.getsize(path) <= MAX_MANIFEST_BYTES
+    started = time.monotonic()
+    assert len(load_manifest(path).config) == count
+    assert time.monotonic() - started < 15
+
+
+def test_deep_flow_nesting_stops_at_the_limit(tmp_path: Path) -> None:
+    depth = 200_000
+    path = write(tmp_path, b"name: x\nconfig: " + b"[" * depth + b"]" * depth + b"\n")
+    line, col, p, message = only_error(path)
+    assert line == 2
+    assert col == len("config: ") + MAX_DEPTH  # the first list past the limit
+    assert p.startswith("config[0][0]")
+    assert f"nesting deeper than {MAX_DEPTH} levels" in message
+
+
+def test_deep_block_nesting_stops_at_the_limit(tmp_path: Path) -> None:
+    lines = ["name: x", "config:"] + ["  " * (i + 1) + f"k{i}:" for i in range(100)]
+    path = write(tmp_path, ("\n".join(lines) + "\n").encode())
+    assert "nesting deeper than" in only_error(path)[3]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert only_error(tmp_path / "nope.yaml") == (1, 1, "<root>", "no such file")
+
+
+def test_directory_instead_of_a_file(tmp_path: Path) -> None:
+    (tmp_path / "msuite.yaml").write_text("name: x\n")
+    line, col, p, message = only_error(tmp_path)
+    assert (line, col, p) == (1, 1, "<root>")
+    assert message.startswith("is a directory, not a manifest file")
+    assert "did you mean" in message
+
+
+def test_unset_variable_without_default(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\nhttp:\n  host: ${BIND_HOST}\n")
+    assert only_error(path, env={})[:3] == (3, 9, "http.host")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\n")
+    path.chmod(0)
+    assert only_error(path)[3].startswith("cannot read")
+
+
+def test_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "msuite.yaml"
+    os.mkfifo(fifo)
+    assert only_error(fifo)[3] == "not a regular file"
+
+
+def test_a_duplicate_key_keeps_the_first_value_and_its_positions(tmp_path: Path) -> None:
+    text = "name: x\nhttp:\n  port: 1\nhttp:\n  port: 2\n  zz: 3\n"
+    assert located(errors_of(write(tmp_path, text.encode()))) == [(4, 1, "http")]
+    doc = read_yaml(text, "msuite.yaml", {})
+    assert doc.data == {"name": "x", "http": {"port": 1}}
+    assert str(doc.source.locate("http.port")) == "3:9"
+    assert doc.source.value("http.zz") is None
