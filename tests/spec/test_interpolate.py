@@ -49,7 +49,8 @@ def test_errors(text: str, words: str) -> None:
 
 def test_plain_values_are_typed_after_interpolation_quoted_ones_stay_text() -> None:
     m = loads_manifest(
-        "name: x\nhttp:\n  port: ${PORT}\nconfig:\n  plain: ${PORT}\n  quoted: '${PORT}'\n  flag: ${MISSING:-true}\n",
+        "name: x\nhttp:\n  port: ${PORT}\n"
+        "config:\n  plain: ${PORT}\n  quoted: '${PORT}'\n  flag: ${MISSING:-true}\n",
         env=ENV,
     )
     assert m.http is not None and m.http.port == 9000

@@ -55,7 +55,7 @@ def test_models_are_frozen_and_refuse_unknown_keys() -> None:
     m = Manifest(name="web")
     with pytest.raises(ValidationError):
         m.name = "other"  # type: ignore[misc]
-    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+    with pytest.raises(ValidationError, match=r"extra_forbidden|Extra inputs"):
         HTTP(port=1, gatway=True)  # type: ignore[call-arg]
 
 
@@ -93,7 +93,7 @@ def test_only_name_and_section_keys_are_required() -> None:
 def test_semantic_rules_apply_to_python_built_manifests() -> None:
     with pytest.raises(ValidationError, match=r"grpc\.p2p: gRPC over libp2p needs a `p2p` section"):
         Manifest(name="a", grpc=GRPC(p2p=True))
-    with pytest.raises(ValidationError, match="already used by grpc.tcp.port"):
+    with pytest.raises(ValidationError, match=r"already used by grpc\.tcp\.port"):
         Manifest(name="a", grpc=GRPC(tcp=TCPListener(port=9000)), http=HTTP(port=9000))
     with pytest.raises(ValidationError, match="leveldb needs an on-disk repo"):
         Manifest(name="a", repo=":memory:", storage=Storage(kv="leveldb"))
