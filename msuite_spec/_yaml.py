@@ -26,6 +26,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.events import (
     AliasEvent,
     DocumentStartEvent,
@@ -37,7 +38,7 @@ from ruamel.yaml.events import (
 )
 
 from .interpolate import InterpolationError, interpolate
-from .source import Path, Position, SourceMap
+from .source import Path, Position, SourceMap, printable
 
 __all__ = ["MAX_DEPTH", "Problem", "YamlDocument", "YamlSyntaxError", "read_yaml"]
 
@@ -200,7 +201,7 @@ class _Reader:
             self.problem(
                 frame.path + (key,),
                 pos,
-                f"duplicate key '{key[:60]}' (first defined at line {first.line})",
+                f"duplicate key '{printable(key[:60])}' (first defined at line {first.line})",
                 bad=False,
             )
             frame.duplicate = True
@@ -285,7 +286,17 @@ class _Reader:
         return resolve_plain(text) if plain and event.tag is None else text
 
 
-def _syntax_problem(exc: YAMLError) -> Problem:
+def _position_of_index(text: str, index: int) -> Position:
+    before = text[: max(0, min(index, len(text)))]
+    return Position(before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1)
+
+
+def _syntax_problem(exc: YAMLError, text: str) -> Problem:
+    if isinstance(exc, ReaderError):
+        char = exc.character
+        code = ord(char) if isinstance(char, str | bytes) and len(char) == 1 else char
+        what = f"U+{code:04X}" if isinstance(code, int) else "a character"
+        return Problem((), _position_of_index(text, exc.position), f"{what} is not allowed in YAML text")
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         message = exc.problem or exc.context or "YAML syntax error"
@@ -293,7 +304,7 @@ def _syntax_problem(exc: YAMLError) -> Problem:
             if "\\t" in message or "'\\t'" in message or "\t" in message:
                 message = "tab character: YAML indents with spaces only"
             return Problem((), Position(mark.line + 1, mark.column + 1), f"YAML syntax error: {message}")
-    return Problem((), Position(1, 1), f"YAML syntax error: {exc}")
+    return Problem((), Position(1, 1), "YAML syntax error: " + str(exc).split("\n", 1)[0])
 
 
 def _tab_indent(text: str) -> Problem | None:
@@ -321,7 +332,7 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> YamlDocument:
         for event in parser.parse(io.StringIO(text)):
             reader.feed(event)
     except YAMLError as exc:
-        raise YamlSyntaxError([_syntax_problem(exc)]) from None
+        raise YamlSyntaxError([_syntax_problem(exc, text)]) from None
     except RecursionError:
         raise YamlSyntaxError([Problem((), Position(1, 1), "YAML nesting is too deep")]) from None
     return YamlDocument(reader.root, reader.source, reader.problems, reader.bad_paths)

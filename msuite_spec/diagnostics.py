@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from .source import Path, format_path
+from .source import Path, format_path, printable
 
 __all__ = ["Diagnostic", "ManifestError", "OutputFormat", "render"]
 
@@ -26,6 +26,10 @@ class Diagnostic:
     column: int
     path: str
     message: str
+
+    def __post_init__(self) -> None:
+        # one problem, one line: editors and CI parse these line by line
+        object.__setattr__(self, "message", " ".join(printable(self.message).split()))
 
     @classmethod
     def at(cls, file: str, line: int, column: int, path: Path | str, message: str) -> Diagnostic:

@@ -23,7 +23,7 @@ from ._yaml import Problem, YamlDocument, YamlSyntaxError, read_yaml
 from .checks import Issue, check_files, check_manifest
 from .diagnostics import Diagnostic, ManifestError
 from .models import DEFER_CHECKS, Manifest
-from .source import Path, Position, SourceMap, format_path
+from .source import Path, Position, SourceMap, format_path, printable
 
 __all__ = ["MAX_MANIFEST_BYTES", "load_manifest", "loads_manifest"]
 
@@ -240,7 +240,7 @@ def _message(error: Any, path: Path, missing: bool) -> str:
         return "required key is missing"
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else ""
-        message = f"unknown key '{key[:60]}'"
+        message = f"unknown key '{printable(key[:60])}'"
         suggestion = _closest(key, _allowed_keys(path[:-1]))
         return message + (f"; did you mean '{suggestion}'?" if suggestion else "")
     if kind in ("literal_error", "enum"):

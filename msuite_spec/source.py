@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 
-__all__ = ["Path", "PathLike", "Position", "SourceMap", "format_path", "parse_path"]
+__all__ = ["Path", "PathLike", "Position", "SourceMap", "format_path", "parse_path", "printable"]
 
 Path = tuple[str | int, ...]
 """A location inside the manifest: keys and list indexes from the top."""
@@ -30,6 +30,13 @@ _PATH_TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x00``), so a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 @dataclass(frozen=True, order=True)
@@ -52,7 +59,7 @@ def format_path(path: Iterable[str | int]) -> str:
         elif _IDENTIFIER.match(part):
             out.append(f".{part}" if out else part)
         else:
-            escaped = part.replace("\\", "\\\\").replace("'", "\\'")
+            escaped = printable(part.replace("\\", "\\\\").replace("'", "\\'"))
             out.append(f"['{escaped}']")
     return "".join(out) or "<root>"
 

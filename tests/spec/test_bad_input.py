@@ -168,3 +168,18 @@ def test_a_duplicate_key_keeps_the_first_value_and_its_positions(tmp_path: Path)
     assert doc.data == {"name": "x", "http": {"port": 1}}
     assert str(doc.source.locate("http.port")) == "3:9"
     assert doc.source.value("http.zz") is None
+
+
+def test_control_character_is_located_on_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\nconfig: {a: b\x00c}\n")
+    line, col, p, message = only_error(path)
+    assert (line, col, p) == (2, 14, "<root>")
+    assert message == "U+0000 is not allowed in YAML text"
+
+
+def test_keys_with_control_characters_are_escaped(tmp_path: Path) -> None:
+    path = write(tmp_path, b'name: x\n"a\\nb": 1\n')
+    (diagnostic,) = errors_of(path)
+    assert diagnostic.path == "['a\\nb']"
+    assert diagnostic.message == "unknown key 'a\\nb'"
+    assert "\n" not in str(diagnostic)
