@@ -26,7 +26,6 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.events import (
     AliasEvent,
     DocumentStartEvent,
@@ -36,6 +35,7 @@ from ruamel.yaml.events import (
     ScalarEvent,
     SequenceEndEvent,
 )
+from ruamel.yaml.reader import ReaderError
 
 from .interpolate import InterpolationError, interpolate
 from .source import Path, Position, SourceMap, printable
