@@ -1,0 +1,55 @@
+"""Import hygiene: every module imports on its own; the spec stays light."""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import msuite
+from tests.helpers import REPO
+
+HEAVY = ("grpc", "aiohttp", "jinja2", "libp2p", "trio", "plyvel", "google.protobuf", "redis", "aiozk")
+
+
+def all_modules() -> list[str]:
+    names = ["msuite"]
+    for info in pkgutil.walk_packages(msuite.__path__, "msuite."):
+        if not info.name.startswith("msuite.templates.scaffold"):  # users' code, imports gen/
+            names.append(info.name)
+    return sorted(names)
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("statement", ["import msuite.spec", "import msuite.runtime.cli"])
+def test_light_imports_pull_in_nothing_heavy(statement: str) -> None:
+    modules = loaded_after(statement)
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
+    assert heavy == []
+
+
+def test_validate_command_stays_light() -> None:
+    sample = REPO / "samples" / "hello" / "msuite.yaml"
+    modules = loaded_after(
+        f"from msuite.runtime.cli import main\nassert main(['validate', {str(sample)!r}]) == 0"
+    )
+    assert not [m for m in modules if m.split(".")[0] in HEAVY]
+
+
+@pytest.mark.parametrize("module", all_modules())
+def test_each_module_imports_on_its_own(module: str) -> None:
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, capture_output=True)
+
+
+def test_module_list_is_complete() -> None:
+    modules = all_modules()
+    for expected in ("msuite.spec", "msuite.spec.loader", "msuite.codegen", "msuite.runtime.cli"):
+        assert expected in modules
