@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     GetCoreSchemaHandler,
@@ -29,6 +30,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = [
+    "Count",
     "Duration",
     "EventName",
     "FieldName",
@@ -91,7 +93,10 @@ def parse_duration(value: Any) -> Any:
             "not a duration: write a number and a unit (ns, us, ms, s, m, h, d), "
             "e.g. '500ms', '15s', '1h30m'",
         )
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        raise PydanticCustomError("duration_range", "the duration is too long") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -127,6 +132,7 @@ def _non_negative_duration(value: timedelta) -> timedelta:
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
+    AfterValidator(_non_negative_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
     WithJsonSchema(
         {
@@ -156,11 +162,17 @@ _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$")
 _SIZE_TEXT = r"^\d+(\.\d+)?\s*([kKMGT]i?B|B)?$"
 
 
+MAX_SIZE = 2**62
+"""Largest size accepted (far beyond anything real; keeps arithmetic exact)."""
+
+
 def parse_size(value: Any) -> Any:
     """Turn ``"256KiB"``, ``"4MiB"``, ``"1GB"`` or a plain byte count into bytes."""
     if isinstance(value, bool):
         raise PydanticCustomError("size_type", "a size must be a byte count or e.g. '256KiB'")
     if isinstance(value, int):
+        if value >= MAX_SIZE:
+            raise PydanticCustomError("size_range", "the size is too large")
         return value
     if not isinstance(value, str):
         raise PydanticCustomError("size_type", "a size must be a byte count or e.g. '256KiB'")
@@ -172,6 +184,8 @@ def parse_size(value: Any) -> Any:
             "not a size: write bytes or a number with a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. '256KiB'",
         )
     number = float(match.group(1)) * _SIZE_UNITS[unit]
+    if not number < MAX_SIZE:
+        raise PydanticCustomError("size_range", "the size is too large")
     if number != int(number):
         raise PydanticCustomError("size_fraction", "a size must be a whole number of bytes")
     return int(number)
@@ -203,13 +217,26 @@ Size = Annotated[
 
 # --------------------------------------------------------------------------- network
 
-Port = Annotated[int, Field(ge=0, le=65535, strict=False)]
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "must be a whole number, not true/false")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_bool)]
+"""A whole number; ``true``/``false`` are refused (pydantic would read them as 1/0)."""
+
+Port = Annotated[int, Field(ge=0, le=65535), BeforeValidator(_not_bool)]
 """A TCP port, 0-65535; 0 asks for an ephemeral port chosen at start."""
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+
+
+_DOTTED_DIGITS = re.compile(r"^[0-9.]+$")
 
 
 def _check_host(value: Any) -> Any:
@@ -219,7 +246,7 @@ def _check_host(value: Any) -> Any:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        if not _HOSTNAME.match(text):
+        if not _HOSTNAME.match(text) or _DOTTED_DIGITS.match(text):
             raise PydanticCustomError(
                 "host_format", "not an IP address or host name (e.g. 127.0.0.1, ::1, localhost)"
             ) from None
@@ -310,7 +337,7 @@ def _check_multiaddr_arg(name: str, arg: str) -> None:
     elif name == "ip6":
         ok = _is_ip(arg, 6)
     elif name in ("tcp", "udp", "sctp"):
-        ok = arg.isdigit() and 0 <= int(arg) <= 65535
+        ok = arg.isascii() and arg.isdigit() and len(arg) <= 5 and int(arg) <= 65535
     elif name in ("p2p", "ipfs"):
         ok = bool(_BASE58.match(arg)) or (arg.startswith("b") and arg[1:].isalnum())
     if not ok:
@@ -427,13 +454,20 @@ class SecretURL:
                 return value
             if not isinstance(value, str):
                 raise PydanticCustomError("url_type", "a URL must be a string")
-            parts = urlsplit(value)
-            if not parts.scheme or not parts.netloc:
-                raise PydanticCustomError("url_format", "not a URL: expected scheme://host[:port][/path]")
+            # messages never include the URL: it may carry a password
             try:
+                parts = urlsplit(value)
                 _ = parts.port
             except ValueError:
-                raise PydanticCustomError("url_port", "the URL's port is not a number in 0-65535") from None
+                raise PydanticCustomError(
+                    "url_format", "not a valid URL (check the host, the port and any special characters)"
+                ) from None
+            if not parts.scheme or not parts.hostname:
+                raise PydanticCustomError(
+                    "url_format",
+                    "not a URL: expected scheme://[user:password@]host[:port][/path]; "
+                    "percent-encode '/', '?', '#' and '@' inside a password",
+                )
             return cls(value)
 
         return core_schema.no_info_plain_validator_function(
@@ -450,18 +484,23 @@ class SecretURL:
         return {"type": "string", "format": "uri", "writeOnly": True}
 
 
+_SECRET_QUERY = re.compile(r"(?i)(^|&)((?:password|passwd|pass|pwd|secret|token)=)[^&]*")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with the password (if any) replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
+    """``url`` with any password (in the user info or the query) replaced by ``***``."""
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        port = None
-    netloc = f"{user}:***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        user = parts.username or ""
+        secret = ":***" if parts.password is not None else ""
+        netloc = f"{user}{secret}@{host}" + (f":{port}" if port is not None else "")
+    query = _SECRET_QUERY.sub(r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -45,6 +45,11 @@ __all__ = ["MAX_DEPTH", "Problem", "YamlDocument", "YamlSyntaxError", "read_yaml
 MAX_DEPTH = 64
 """Deepest nesting of mappings and lists a manifest may have."""
 
+MAX_PROBLEMS = 100
+"""Reading stops after this many problems: a file that wrong needs a look, not a list."""
+
+_MAX_INT_DIGITS = 64
+
 _CORE = "tag:yaml.org,2002:"
 _CORE_SCALAR_TAGS = {_CORE + t for t in ("str", "null", "bool", "int", "float")}
 _ANCHORS = "YAML anchors and aliases are not supported: write the value out in full"
@@ -68,10 +73,14 @@ class Problem:
 
 
 class YamlSyntaxError(Exception):
-    """The file is not YAML the loader accepts; ``problems`` says where and why."""
+    """The file could not be read to the end; ``problems`` says where and why.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    ``stopped`` is set when reading gave up after :data:`MAX_PROBLEMS` problems.
+    """
+
+    def __init__(self, problems: list[Problem], *, stopped: bool = False) -> None:
         self.problems = problems
+        self.stopped = stopped
         super().__init__("; ".join(p.message for p in problems))
 
 
@@ -106,19 +115,22 @@ def _pos(event: Any) -> Position:
 
 
 def resolve_plain(text: str) -> Any:
-    """Type of a plain (unquoted) scalar under the YAML 1.2 core schema."""
+    """Type of a plain (unquoted) scalar under the YAML 1.2 core schema.
+
+    Raises ValueError for integers too long to be any setting.
+    """
     if _NULL.match(text):
         return None
     if text in _BOOL:
         return _BOOL[text]
-    if _INT10.match(text):
+    if _INT10.match(text) or _INT8.match(text) or _INT16.match(text):
+        if len(text) > _MAX_INT_DIGITS:
+            raise ValueError(f"number has more than {_MAX_INT_DIGITS} digits")
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
         return int(text)
-    if _INT8.match(text):
-        return int(text[2:], 8)
-    if _INT16.match(text):
-        return int(text[2:], 16)
     if _FLOAT.match(text):
-        return float(text)
+        return float(text)  # huge exponents give inf, never an error
     inf = _INF.match(text)
     if inf:
         return -math.inf if inf.group(1) == "-" else math.inf
@@ -139,7 +151,10 @@ def _tagged(tag: str, text: str) -> Any:
     if tag == _CORE + "int" and isinstance(resolved, int) and not isinstance(resolved, bool):
         return resolved
     if tag == _CORE + "float" and isinstance(resolved, int | float) and not isinstance(resolved, bool):
-        return float(resolved)
+        try:
+            return float(resolved)
+        except OverflowError:
+            raise ValueError("number is too large for a float") from None
     raise ValueError(f"value does not match its tag {tag.replace(_CORE, '!!')}")
 
 
@@ -153,11 +168,14 @@ class _Reader:
         self.root: Any = None
         self.documents = 0
         self.anchor_reported = False
+        self.last_position = Position(1, 1)
 
     def problem(self, path: Path, position: Position, message: str, *, bad: bool = True) -> None:
         self.problems.append(Problem(path, position, message))
         if bad:
             self.bad_paths.add(path)
+        if len(self.problems) >= MAX_PROBLEMS:
+            raise YamlSyntaxError(self.problems, stopped=True)
 
     def anchor_problem(self, path: Path, position: Position, *, bad: bool = True) -> None:
         """Anchors and aliases are reported once per file (an alias bomb has thousands)."""
@@ -170,11 +188,13 @@ class _Reader:
     # -- events
 
     def feed(self, event: Any) -> None:
+        if event.start_mark is not None:
+            self.last_position = _pos(event)
         if isinstance(event, DocumentStartEvent):
             self.documents += 1
             if self.documents > 1:
                 raise YamlSyntaxError(
-                    [Problem((), _pos(event), "a manifest is one YAML document; remove the second '---'")]
+                    [Problem((), _pos(event), "a manifest is one YAML document, but another one starts here")]
                 )
             return
         if isinstance(event, MappingEndEvent | SequenceEndEvent):
@@ -196,6 +216,9 @@ class _Reader:
         if event.anchor is not None:
             self.anchor_problem(frame.path, pos, bad=False)
         key = str(event.value)
+        if event.tag is not None and event.tag not in ("!", _CORE + "str"):
+            tag = event.tag.replace(_CORE, "!!")
+            self.problem(frame.path + (key,), pos, f"YAML tag {tag:.60} is not supported on a key", bad=False)
         first = frame.first_seen.get(key)
         if first is not None:
             self.problem(
@@ -226,18 +249,21 @@ class _Reader:
         else:
             path = parent.path + (len(parent.container),)
             discard = parent.dropped
+        if isinstance(event, ScalarEvent) and event.value == "" and event.style is None and key_pos:
+            # an empty value's event starts at the next token, maybe lines below: use the key
+            pos = key_pos
         if not discard:
             self.source._record(path, key=key_pos, value=pos)
 
         value: Any
         if isinstance(event, AliasEvent):
-            self.anchor_problem(path, pos)
+            self.anchor_problem(path, pos, bad=not discard)
             value = None
         else:
             if event.anchor is not None:
-                self.anchor_problem(path, pos)
+                self.anchor_problem(path, pos, bad=not discard)
             if isinstance(event, ScalarEvent):
-                value = self.scalar(path, pos, event)
+                value = self.scalar(path, pos, event, discard)
             else:
                 value = self.open(path, pos, event, discard)
         if parent is None:
@@ -251,7 +277,8 @@ class _Reader:
     def open(self, path: Path, pos: Position, event: Any, discard: bool) -> Any:
         expected = "map" if isinstance(event, MappingStartEvent) else "seq"
         if event.tag is not None and event.tag not in ("!", _CORE + expected):
-            self.problem(path, pos, f"YAML tag {event.tag.replace(_CORE, '!!'):.60} is not supported here")
+            tag = event.tag.replace(_CORE, "!!")
+            self.problem(path, pos, f"YAML tag {tag:.60} is not supported here", bad=not discard)
         if len(self.stack) >= MAX_DEPTH:
             raise YamlSyntaxError(
                 [Problem(path, pos, f"nesting deeper than {MAX_DEPTH} levels is not allowed")]
@@ -261,29 +288,25 @@ class _Reader:
         self.stack.append(frame)
         return container
 
-    def scalar(self, path: Path, pos: Position, event: Any) -> Any:
+    def scalar(self, path: Path, pos: Position, event: Any, discard: bool) -> Any:
         text: str = event.value
         plain = event.style is None
         if "$" in text:
             try:
-                replaced = interpolate(text, self.env)
+                text = interpolate(text, self.env)
             except InterpolationError as exc:
-                self.problem(path, pos, str(exc))
+                self.problem(path, pos, str(exc), bad=not discard)
                 return None
-            if replaced != text:
-                text = replaced
-        if event.tag is not None and event.tag != "!":
-            try:
+        try:
+            if event.tag is not None and event.tag != "!":
+                if event.tag not in _CORE_SCALAR_TAGS:
+                    tag = event.tag.replace(_CORE, "!!")
+                    raise ValueError(f"YAML tag {tag:.60} is not supported")
                 return _tagged(event.tag, text)
-            except ValueError as exc:
-                message = (
-                    str(exc)
-                    if event.tag in _CORE_SCALAR_TAGS
-                    else f"YAML tag {event.tag.replace(_CORE, '!!'):.60} is not supported"
-                )
-                self.problem(path, pos, message)
-                return None
-        return resolve_plain(text) if plain and event.tag is None else text
+            return resolve_plain(text) if plain and event.tag is None else text
+        except ValueError as exc:
+            self.problem(path, pos, str(exc), bad=not discard)
+            return None
 
 
 def _position_of_index(text: str, index: int) -> Position:
@@ -307,14 +330,11 @@ def _syntax_problem(exc: YAMLError, text: str) -> Problem:
     return Problem((), Position(1, 1), "YAML syntax error: " + str(exc).split("\n", 1)[0])
 
 
-def _tab_indent(text: str) -> Problem | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.lstrip(" ")
-        if stripped.startswith("\t"):
-            column = len(line) - len(stripped) + 1
-            return Problem(
-                (), Position(number, column), "tab character in indentation: YAML indents with spaces only"
-            )
+def _parser_position(parser: YAML) -> Position | None:
+    reader = getattr(parser, "_reader", None) or getattr(parser, "reader", None)
+    line, column = getattr(reader, "line", None), getattr(reader, "column", None)
+    if isinstance(line, int) and isinstance(column, int):
+        return Position(line + 1, column + 1)
     return None
 
 
@@ -323,9 +343,6 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> YamlDocument:
 
     Raises :class:`YamlSyntaxError` when the text cannot be read at all.
     """
-    tab = _tab_indent(text)
-    if tab is not None:
-        raise YamlSyntaxError([tab])
     reader = _Reader(file, env)
     parser = YAML(typ="safe", pure=True)
     try:
@@ -333,6 +350,9 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> YamlDocument:
             reader.feed(event)
     except YAMLError as exc:
         raise YamlSyntaxError([_syntax_problem(exc, text)]) from None
-    except RecursionError:
-        raise YamlSyntaxError([Problem((), Position(1, 1), "YAML nesting is too deep")]) from None
+    except (ValueError, OverflowError, AssertionError, RecursionError) as exc:
+        # ruamel raises these for bad escapes ("\\U00110000") and directives ("%YAML 1.3")
+        where = _parser_position(parser) or reader.last_position
+        message = "bad escape sequence" if isinstance(exc, ValueError | OverflowError) else "unsupported"
+        raise YamlSyntaxError([Problem((), where, f"YAML syntax error: {message} near here")]) from None
     return YamlDocument(reader.root, reader.source, reader.problems, reader.bad_paths)

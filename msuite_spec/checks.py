@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path as FilePath
@@ -76,13 +77,19 @@ def check_address(text: str) -> str | None:
     return None
 
 
+_LOCALHOST = {"localhost", "127.0.0.1", "::1"}
+
+
 def _hosts_overlap(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
     if a in _WILDCARD_HOSTS or b in _WILDCARD_HOSTS:
         return True
+    if "localhost" in (a, b):
+        return a in _LOCALHOST and b in _LOCALHOST  # localhost binds 127.0.0.1 and ::1
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
     except ValueError:
-        return a.lower() == b.lower()
+        return a == b
 
 
 def _port_issues(m: Manifest) -> Iterator[Issue]:
@@ -218,19 +225,33 @@ def check_manifest(manifest: Manifest) -> list[Issue]:
     return [issue for check in _CHECKS for issue in check(manifest)]
 
 
+def _why_not(path: FilePath, *, want_dir: bool) -> str | None:
+    """Why ``path`` is not an existing file (or folder), or None when it is."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if want_dir and not stat.S_ISDIR(info.st_mode):
+        return "is not a folder"
+    if not want_dir and not stat.S_ISREG(info.st_mode):
+        return "is not a file"
+    return None
+
+
 def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
     """Problems with files the manifest names, relative to ``base_dir``."""
     issues: list[Issue] = []
     for name, service in manifest.services.items():
-        proto = base_dir / service.proto
-        if not proto.exists():
-            issues.append(Issue(("services", name, "proto"), "proto file not found"))
-        elif not proto.is_file():
-            issues.append(Issue(("services", name, "proto"), "proto path is not a file"))
+        why = _why_not(base_dir / service.proto, want_dir=False)
+        if why is not None:
+            issues.append(Issue(("services", name, "proto"), f"proto file {why}"))
     if "proto_paths" in manifest.codegen.model_fields_set:
         for i, root in enumerate(manifest.codegen.proto_paths):
-            if not (base_dir / root).is_dir():
-                issues.append(Issue(("codegen", "proto_paths", i), "proto include folder not found"))
+            why = _why_not(base_dir / root, want_dir=True)
+            if why is not None:
+                issues.append(Issue(("codegen", "proto_paths", i), f"proto include folder {why}"))
     if manifest.grpc is not None and manifest.grpc.unix is not None:
         path = manifest.grpc.unix.path
         if not path.startswith("unix-abstract:"):

@@ -18,7 +18,8 @@ OutputFormat = Literal["text", "json", "github"]
 class Diagnostic:
     """One problem in a manifest, at ``file:line:column`` and a dotted ``path``.
 
-    ``message`` never contains the value of a secret field.
+    ``message`` never contains the value of a secret field. ``line`` and
+    ``column`` are 0 when there is no file (a manifest built in Python).
     """
 
     file: str
@@ -38,16 +39,20 @@ class Diagnostic:
         return cls(file, line, column, text, message)
 
     def __str__(self) -> str:
+        if self.line == 0:
+            return f"{self.file}: {self.path}: {self.message}"
         return f"{self.file}:{self.line}:{self.column}: {self.path}: {self.message}"
 
 
-class ManifestError(ValueError):
-    """A manifest could not be loaded; ``diagnostics`` lists every problem found."""
+class ManifestError(Exception):
+    """A manifest could not be loaded or built; ``diagnostics`` lists every problem found.
+
+    Not a ValueError on purpose: pydantic wraps ValueErrors raised inside
+    validation into its own error, which carries the raw input (secrets included).
+    """
 
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
-        self.diagnostics: list[Diagnostic] = sorted(
-            dict.fromkeys(diagnostics), key=lambda d: (d.file, d.line, d.column, d.path)
-        )
+        self.diagnostics: list[Diagnostic] = list(dict.fromkeys(diagnostics))
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 

@@ -1,5 +1,8 @@
 """Environment interpolation in manifest values.
 
+Error messages name the variable but never repeat the text around it, which
+may be part of a secret.
+
 ``${VAR}`` is the variable's value and an error when it is unset;
 ``${VAR:-default}`` uses ``default`` when ``VAR`` is unset or empty;
 ``${VAR:?message}`` is an error carrying ``message`` when ``VAR`` is unset or
@@ -72,7 +75,8 @@ def _resolve(body: str, env: Mapping[str, str]) -> str:
             return value
         message = rest[2:].strip() or "is required"
         raise InterpolationError(f"environment variable {name}: {message}")
+    # the text around the name is not repeated: the value may be a secret
     raise InterpolationError(
-        f"'${{{body[:40]}}}' is not a valid reference: "
-        f"use ${{{name}}}, ${{{name}:-default}} or ${{{name}:?message}}"
+        "not a valid reference: use ${NAME}, ${NAME:-default} or ${NAME:?message} "
+        "(write $${ for a literal ${)"
     )

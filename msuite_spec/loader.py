@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._yaml import Problem, YamlDocument, YamlSyntaxError, read_yaml
+from ._yaml import MAX_PROBLEMS, Problem, YamlDocument, YamlSyntaxError, read_yaml
 from .checks import Issue, check_files, check_manifest
 from .diagnostics import Diagnostic, ManifestError
 from .models import DEFER_CHECKS, Manifest
@@ -136,44 +136,47 @@ def _load_text(text: str, file: str, base_dir: FilePath, env: Mapping[str, str])
     try:
         doc = read_yaml(text, file, env)
     except YamlSyntaxError as exc:
-        raise ManifestError([_diag(file, p) for p in exc.problems]) from None
+        raise _finish([_diag(file, p) for p in exc.problems], stopped=exc.stopped) from None
     diagnostics = [_diag(file, p) for p in doc.problems]
 
-    if doc.data is None and not doc.source.paths():
-        raise ManifestError(
-            [
-                *diagnostics,
-                Diagnostic(file, 1, 1, "<root>", "the manifest is empty; it needs at least `name:`"),
-            ]
-        )
+    if doc.data is None and not any(p.path == () for p in doc.problems):
+        empty = Diagnostic(file, 1, 1, "<root>", "the manifest is empty; it needs at least `name:`")
+        raise _finish([*diagnostics, empty])
     if not isinstance(doc.data, dict):
         pos = doc.source.locate(())
         kind = "a list" if isinstance(doc.data, list) else "a single value"
-        raise ManifestError(
-            [
-                *diagnostics,
-                Diagnostic(
-                    file,
-                    pos.line,
-                    pos.column,
-                    "<root>",
-                    f"the top level must be a mapping of keys (name:, grpc:, ...), not {kind}",
-                ),
-            ]
-        )
+        message = f"the top level must be a mapping of keys (name:, grpc:, ...), not {kind}"
+        raise _finish([*diagnostics, Diagnostic(file, pos.line, pos.column, "<root>", message)])
 
+    manifest: Manifest | None = None
     try:
         manifest = Manifest.model_validate(doc.data, context={DEFER_CHECKS: True})
     except ValidationError as exc:
         diagnostics += _schema_diagnostics(exc, doc)
-        raise ManifestError(diagnostics) from None
+    # raised outside the except block, so the ValidationError (which holds the raw
+    # input, secrets included) is not kept as the error's __context__
+    if manifest is None or diagnostics:
+        raise _finish(diagnostics)
 
+    # cross-field rules run on a schema-valid manifest only: on a partial one they
+    # would report consequences of the errors above as problems of their own
     issues = check_manifest(manifest) + check_files(manifest, base_dir)
-    diagnostics += [_issue_diag(doc.source, issue) for issue in issues if not _is_bad(issue.path, doc)]
-    if diagnostics:
-        raise ManifestError(diagnostics)
+    if issues:
+        raise _finish([_issue_diag(doc.source, issue) for issue in issues])
     manifest._attach(doc.source, base_dir)
     return manifest
+
+
+def _finish(diagnostics: list[Diagnostic], *, stopped: bool = False) -> ManifestError:
+    """One error with the problems in file order, at most MAX_PROBLEMS of them."""
+    ordered = sorted(dict.fromkeys(diagnostics), key=lambda d: (d.line, d.column, d.path))
+    if len(ordered) > MAX_PROBLEMS:
+        ordered, stopped = ordered[:MAX_PROBLEMS], True
+    if stopped and ordered:
+        last = ordered[-1]
+        note = f"stopped after {len(ordered)} problems"
+        ordered.append(Diagnostic(last.file, last.line, last.column, "<root>", note))
+    return ManifestError(ordered)
 
 
 def _diag(file: str, problem: Problem) -> Diagnostic:
@@ -193,6 +196,8 @@ def _is_bad(path: Path, doc: YamlDocument) -> bool:
 def _schema_diagnostics(exc: ValidationError, doc: YamlDocument) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for error in exc.errors(include_input=True, include_url=False):
+        if len(out) > MAX_PROBLEMS:
+            break  # enough: _finish cuts the list and says it stopped
         path, at_key, missing = _data_path(error["loc"], doc.data)
         at_key = at_key or error["type"] == "extra_forbidden"
         if _is_bad(path, doc):
@@ -264,6 +269,7 @@ def _message(error: Any, path: Path, missing: bool) -> str:
         "model_attributes_type": "must be a mapping of keys",
         "dict_type": "must be a mapping",
         "list_type": "must be a list",
+        "tuple_type": "must be a list",
         "string_type": "must be text",
         "bool_type": "must be true or false",
         "bool_parsing": "must be true or false",

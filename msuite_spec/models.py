@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from ._types import (
+    Count,
     Duration,
     EventName,
     FieldName,
@@ -87,6 +88,7 @@ class Section(BaseModel):
         populate_by_name=True,
         validate_default=False,
         hide_input_in_errors=True,  # inputs may be secrets; errors name the path instead
+        serialize_by_alias=True,
     )
 
 
@@ -109,8 +111,8 @@ class Codegen(Section):
         "gen",
         description="Output package for generated code, relative to the manifest's folder.",
     )
-    proto_paths: list[str] = Field(
-        default_factory=lambda: ["protos", "."],
+    proto_paths: tuple[str, ...] = Field(
+        ("protos", "."),
         description="Proto include roots, relative to the manifest's folder "
         "(the defaults are used when they exist).",
     )
@@ -180,8 +182,8 @@ class HTTP(Section):
         description="Port to bind; 0 picks a free port at start and reports it when ready.",
     )
     gateway: bool = Field(True, description="Serve the JSON-to-gRPC gateway for declared services.")
-    cors: list[str] = Field(
-        default_factory=list,
+    cors: tuple[str, ...] = Field(
+        (),
         description="Origins allowed by CORS (`*` for any), e.g. `http://localhost:3000`.",
     )
     max_body_size: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. `1MiB`.")
@@ -189,7 +191,7 @@ class HTTP(Section):
 
     @field_validator("cors")
     @classmethod
-    def _origins(cls, value: list[str]) -> list[str]:
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for origin in value:
             if origin != "*" and not (
                 origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1]
@@ -210,8 +212,8 @@ class P2P(Section):
         description="Private key file (libp2p protobuf encoding), relative to the manifest's "
         "folder; default: keys/node.key in the repository, created on first start and kept.",
     )
-    bootstrap: list[Multiaddr] = Field(
-        default_factory=list,
+    bootstrap: tuple[Multiaddr, ...] = Field(
+        (),
         description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs.",
     )
 
@@ -229,8 +231,8 @@ class JWT(Section):
         description="HMAC secret, at least 32 bytes; usually `${ENV_VAR}`. Never printed.",
     )
     ttl: Duration = Field(timedelta(hours=24), description="Lifetime of issued tokens, e.g. `24h`.")
-    algorithms: list[JWTAlgorithm] = Field(
-        default_factory=lambda: list[JWTAlgorithm](["HS256"]),
+    algorithms: tuple[JWTAlgorithm, ...] = Field(
+        ("HS256",),
         min_length=1,
         description="Accepted algorithms (the first signs new tokens); `none` is never accepted.",
     )
@@ -242,7 +244,7 @@ class JWT(Section):
     @field_validator("secret")
     @classmethod
     def _secret_length(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().encode()) < 32:
+        if len(value.get_secret_value().encode("utf-8", "surrogatepass")) < 32:
             raise ValueError("the JWT secret must be at least 32 bytes long")
         return value
 
@@ -328,8 +330,8 @@ class Locker(Section):
 class Tasks(Section):
     """The task manager's worker pool."""
 
-    min_workers: int = Field(1, ge=0, le=10_000, description="Workers kept even when idle.")
-    max_workers: int = Field(20, ge=1, le=10_000, description="Most tasks running at once.")
+    min_workers: Count = Field(1, ge=0, le=10_000, description="Workers kept even when idle.")
+    max_workers: Count = Field(20, ge=1, le=10_000, description="Most tasks running at once.")
     idle_timeout: Duration = Field(
         timedelta(seconds=15), description="An extra idle worker stops after this long."
     )
@@ -364,7 +366,16 @@ class Tracing(Section):
         description="Jaeger agent `host:port` to send spans to (UDP).",
         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
     )
-    sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of traces recorded.")
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, allow_inf_nan=False, description="Fraction of traces recorded."
+    )
+
+    @field_validator("jaeger")
+    @classmethod
+    def _jaeger_port(cls, value: str | None) -> str | None:
+        if value is not None and not 0 < int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError("the port must be 1-65535")
+        return value
 
 
 class Diagnostics(Section):
@@ -468,13 +479,16 @@ class Manifest(Section):
 
     @model_validator(mode="after")
     def _semantic_checks(self, info: ValidationInfo) -> Manifest:
+        """Cross-field rules for manifests built in Python (the loader runs them itself,
+        with positions). Raises :class:`ManifestError`, which pydantic lets through."""
         if info.context and info.context.get(DEFER_CHECKS):
             return self
         from .checks import check_manifest
+        from .diagnostics import Diagnostic, ManifestError
 
         problems = check_manifest(self)
         if problems:
-            raise ValueError("; ".join(f"{p.path_text}: {p.message}" for p in problems))
+            raise ManifestError([Diagnostic("<python>", 0, 0, p.path_text, p.message) for p in problems])
         return self
 
     # -- where it came from

@@ -15,9 +15,9 @@ from msuite.spec import (
     Auth,
     Locker,
     Manifest,
+    ManifestError,
     Role,
     SecretURL,
-    Storage,
     TCPListener,
     format_duration,
     format_size,
@@ -91,12 +91,30 @@ def test_only_name_and_section_keys_are_required() -> None:
 
 
 def test_semantic_rules_apply_to_python_built_manifests() -> None:
-    with pytest.raises(ValidationError, match=r"grpc\.p2p: gRPC over libp2p needs a `p2p` section"):
+    with pytest.raises(ManifestError) as info:
         Manifest(name="a", grpc=GRPC(p2p=True))
-    with pytest.raises(ValidationError, match=r"already used by grpc\.tcp\.port"):
+    assert str(info.value) == (
+        "<python>: grpc.p2p: gRPC over libp2p needs a `p2p` section (libp2p host); "
+        "add `p2p: true` or remove this"
+    )
+    with pytest.raises(ManifestError, match=r"already used by grpc\.tcp\.port"):
         Manifest(name="a", grpc=GRPC(tcp=TCPListener(port=9000)), http=HTTP(port=9000))
-    with pytest.raises(ValidationError, match="leveldb needs an on-disk repo"):
-        Manifest(name="a", repo=":memory:", storage=Storage(kv="leveldb"))
+    with pytest.raises(ManifestError, match="leveldb needs an on-disk repo"):
+        Manifest.model_validate({"name": "a", "repo": ":memory:", "storage": {"kv": "leveldb"}})
+
+
+def test_rule_errors_do_not_carry_the_input() -> None:
+    # pydantic would wrap a ValueError with the whole input dict, secrets included
+    data = {
+        "name": "a",
+        "grpc": {"p2p": True},
+        "auth": {"jwt": {"secret": SECRET}},
+        "locker": {"backend": "redis", "url": "redis://:hunter2pass@127.0.0.1:6379/0"},
+    }
+    with pytest.raises(ManifestError) as info:
+        Manifest.model_validate(data)
+    assert info.value.__context__ is None
+    assert SECRET not in repr(info.value.diagnostics) and "hunter2pass" not in str(info.value)
 
 
 def test_ephemeral_ports_never_clash() -> None:
@@ -184,7 +202,7 @@ def test_size_formatting() -> None:
     ],
 )
 def test_good_multiaddrs(addr: str) -> None:
-    assert P2P(bootstrap=[addr]).bootstrap == [addr]
+    assert P2P(bootstrap=[addr]).bootstrap == (addr,)
 
 
 @pytest.mark.parametrize(
