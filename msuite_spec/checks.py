@@ -233,6 +233,8 @@ def _why_not(path: FilePath, *, want_dir: bool) -> str | None:
         return "not found"
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
+    except ValueError:  # a NUL character inside the path
+        return "path contains a NUL character"
     if want_dir and not stat.S_ISDIR(info.st_mode):
         return "is not a folder"
     if not want_dir and not stat.S_ISREG(info.st_mode):

@@ -71,6 +71,13 @@ def test_unreadable_proto_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
     assert message.startswith("proto file cannot be read")
 
 
+def test_nul_in_a_proto_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "msuite.yaml"
+    path.write_text('name: x\ngrpc: {tcp: {port: 1}}\nservices: {a.B: {proto: "a\\0b.proto", impl: "a:B"}}\n')
+    ((_, _, p, message),) = [(d.line, d.column, d.path, d.message) for d in errors_of(path)]
+    assert p == "services['a.B'].proto" and message == "proto file path contains a NUL character"
+
+
 # --------------------------------------------------------------------------- secrets
 
 
