@@ -15,7 +15,7 @@ from .models import Manifest
 
 __all__ = ["SCHEMA_ID", "manifest_schema", "manifest_schema_text"]
 
-SCHEMA_ID = "https://msuite.dev/schemas/msuite.schema.json"
+SCHEMA_ID = "urn:msuite:manifest:v1"
 
 
 def manifest_schema() -> dict[str, Any]:
