@@ -1,0 +1,17 @@
+"""The node's repository (``node.repo``): layout, lock, format version, node key."""
+
+from .identity import KeyFileError, create_node_key, decode_private_key, encode_private_key, read_seed
+from .repo import FORMAT_VERSION, MEMORY, Repo, RepoError, RepoLocked
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MEMORY",
+    "KeyFileError",
+    "Repo",
+    "RepoError",
+    "RepoLocked",
+    "create_node_key",
+    "decode_private_key",
+    "encode_private_key",
+    "read_seed",
+]

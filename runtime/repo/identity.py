@@ -1,0 +1,125 @@
+"""The node's libp2p private key, kept in the repository.
+
+The file holds libp2p's protobuf ``PrivateKey`` message (field 1: key type,
+field 2: key data). New keys are Ed25519, whose data is the 32-byte seed
+followed by the 32-byte public key, as the libp2p specification and
+go-libp2p write it; a 32-byte seed alone (as py-libp2p writes it) is read too.
+The file is created with mode 0600 and never rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "ED25519",
+    "KeyFileError",
+    "create_node_key",
+    "decode_private_key",
+    "encode_private_key",
+    "read_seed",
+]
+
+ED25519 = 1
+"""libp2p's KeyType value for Ed25519."""
+
+
+class KeyFileError(Exception):
+    """The key file is missing, unreadable or not a libp2p Ed25519 private key."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise KeyFileError("truncated protobuf varint")
+
+
+def encode_private_key(key_type: int, data: bytes) -> bytes:
+    """libp2p's protobuf encoding of a private key."""
+    return b"\x08" + _varint(key_type) + b"\x12" + _varint(len(data)) + data
+
+
+def decode_private_key(blob: bytes) -> tuple[int, bytes]:
+    """(key type, key data) from libp2p's protobuf encoding."""
+    key_type: int | None = None
+    data: bytes | None = None
+    pos = 0
+    while pos < len(blob):
+        tag, pos = _read_varint(blob, pos)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(blob, pos)
+            if field == 1:
+                key_type = value
+        elif wire == 2:
+            length, pos = _read_varint(blob, pos)
+            if pos + length > len(blob):
+                raise KeyFileError("truncated key data")
+            if field == 2:
+                data = blob[pos : pos + length]
+            pos += length
+        else:
+            raise KeyFileError("not a libp2p private key (unexpected protobuf field)")
+    if key_type is None or data is None:
+        raise KeyFileError("not a libp2p private key (type or data missing)")
+    return key_type, data
+
+
+def _public_key(seed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+
+def create_node_key(path: Path) -> None:
+    """Write a new Ed25519 key to ``path`` (mode 0600); an existing file is kept."""
+    seed = os.urandom(32)
+    blob = encode_private_key(ED25519, seed + _public_key(seed))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, blob)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_seed(path: Path) -> bytes:
+    """The 32-byte Ed25519 seed stored in ``path`` (checked against its public half)."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read the node key: {exc.strerror or exc}") from None
+    try:
+        key_type, data = decode_private_key(blob)
+    except KeyFileError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+    if key_type != ED25519:
+        raise KeyFileError(f"{path}: key type {key_type} is not supported (msuite uses Ed25519, type 1)")
+    if len(data) == 32:
+        return data
+    if len(data) == 64 and _public_key(data[:32]) == data[32:]:
+        return data[:32]
+    raise KeyFileError(f"{path}: not a valid Ed25519 private key")
