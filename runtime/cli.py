@@ -61,6 +61,18 @@ def _build_parser() -> argparse.ArgumentParser:
     init.add_argument("--name", default="hello", help="node name (default: hello)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.set_defaults(run=_init)
+
+    repo = commands.add_parser("repo", help="inspect or repair a node's repository")
+    repo_commands = repo.add_subparsers(dest="repo_command", metavar="ACTION", required=True)
+    status = repo_commands.add_parser("status", help="print the layout and disk usage as JSON")
+    status.add_argument("directory", metavar="DIR", help="the repository folder (the manifest's `repo`)")
+    status.set_defaults(run=_repo_status)
+    repair = repo_commands.add_parser(
+        "repair",
+        help="rebuild a damaged LevelDB (back the folder up first: damaged records may be dropped)",
+    )
+    repair.add_argument("directory", metavar="DIR", help="the repository folder")
+    repair.set_defaults(run=_repo_repair)
     return parser
 
 
@@ -187,6 +199,33 @@ def _init(args: argparse.Namespace) -> int:
     for rel, _ in files:
         print(f"  {rel}")
     print(f"next: msuite validate {manifest_path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- repo
+
+
+def _repo_status(args: argparse.Namespace) -> int:
+    from msuite.runtime.repo import Repo, RepoError
+
+    if not Path(args.directory, "version").is_file():
+        return _error(f"{args.directory}: not an msuite repository (no version file)")
+    try:
+        with Repo.open(args.directory) as repo:
+            print(json.dumps(repo.status(), indent=2))
+    except RepoError as exc:
+        return _error(str(exc))
+    return EXIT_OK
+
+
+def _repo_repair(args: argparse.Namespace) -> int:
+    from msuite.runtime.repo import RepoError, repair
+
+    try:
+        repair(args.directory)
+    except RepoError as exc:
+        return _error(str(exc))
+    print(f"{args.directory}: repaired")
     return EXIT_OK
 
 

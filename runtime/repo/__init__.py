@@ -1,7 +1,7 @@
 """The node's repository (``node.repo``): layout, lock, format version, node key."""
 
 from .identity import KeyFileError, create_node_key, decode_private_key, encode_private_key, read_seed
-from .repo import FORMAT_VERSION, MEMORY, Repo, RepoError, RepoLocked
+from .repo import FORMAT_VERSION, MEMORY, Repo, RepoError, RepoLocked, repair
 
 __all__ = [
     "FORMAT_VERSION",
@@ -14,4 +14,5 @@ __all__ = [
     "decode_private_key",
     "encode_private_key",
     "read_seed",
+    "repair",
 ]

@@ -32,7 +32,7 @@ from .identity import create_node_key, read_seed
 if TYPE_CHECKING:
     from msuite.spec import Manifest
 
-__all__ = ["FORMAT_VERSION", "MEMORY", "Repo", "RepoError", "RepoLocked"]
+__all__ = ["FORMAT_VERSION", "MEMORY", "Repo", "RepoError", "RepoLocked", "repair"]
 
 FORMAT_VERSION = 1
 MEMORY = ":memory:"
@@ -189,6 +189,26 @@ class Repo:
 
     def __repr__(self) -> str:
         return f"Repo({str(self.path) if self.path else MEMORY!r}, {self.backend})"
+
+
+def repair(location: str | os.PathLike[str]) -> None:
+    """Rebuild a damaged LevelDB from what its files still hold (plyvel.repair_db).
+
+    Records in damaged files may be dropped; back the folder up first. The
+    repository must not be open elsewhere.
+    """
+    import plyvel
+
+    path = Path(location).absolute()
+    if not path.is_dir() or _check_folder(path):
+        raise RepoError(f"{path}: not an msuite repository")
+    lock_fd = _lock(path)
+    try:
+        plyvel.repair_db(str(path / "kv"))
+    except plyvel.Error as exc:
+        raise RepoError(f"{path / 'kv'}: repair failed: {exc}") from None
+    finally:
+        _unlock(lock_fd)
 
 
 # --------------------------------------------------------------------------- helpers
