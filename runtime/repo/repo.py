@@ -138,7 +138,7 @@ class Repo:
     def store(self) -> Store:
         """The item store (key space ``store``)."""
         if self._store is None:
-            self._store = Store(self.space("store"))
+            self._store = Store(self.kv, prefix=b"store\x00")  # the same keys as space("store")
         return self._store
 
     def node_seed(self) -> bytes:

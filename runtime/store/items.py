@@ -72,7 +72,7 @@ class Codec(Generic[T]):
         return value
 
     def stamped(self, item: T, *, id: str | None, created_ns: int | None, updated_ns: int) -> T:
-        """``item`` with its id and times set as stored."""
+        """``item`` with its id (when given) and times set as stored."""
         changes: dict[str, Any] = {}
         if id is not None:
             changes["id"] = id
@@ -108,11 +108,15 @@ def _build(kind: type[T]) -> Codec[T]:
         if "id" not in fields:
             raise TypeError(f"{kind.__name__} needs an `id: str | None` field to be stored")
 
-        def encode_model(item: Any) -> bytes:
-            return item.model_dump_json().encode()  # type: ignore[no-any-return]
+        # pydantic-core's serializer and validator directly: the same JSON as
+        # model_dump_json / model_validate_json, without a str round trip
+        serializer = kind.__pydantic_serializer__
+        validator = kind.__pydantic_validator__
 
-        def decode_model(data: bytes) -> Any:
-            return kind.model_validate_json(data)
+        def encode_model(item: Any) -> bytes:
+            return serializer.to_json(item)
+
+        decode_model = validator.validate_json
 
         def copy_model(item: Any, changes: dict[str, Any]) -> Any:
             return item.model_copy(update=changes)

@@ -1,6 +1,6 @@
 """The node's item store: create, read, update, delete and list, over a KV backend.
 
-Key layout inside the store's key space (``ns`` is the namespace in UTF-8,
+Key layout after the store's prefix (``ns`` is the namespace in UTF-8,
 prefixed by its length in one byte, so no namespace or id can collide with
 another, whatever characters they hold)::
 
@@ -109,19 +109,36 @@ def _header(value: bytes) -> tuple[int, int]:
     return int.from_bytes(value[1:9], "big"), int.from_bytes(value[9:17], "big")
 
 
+@dataclass(frozen=True, slots=True)
+class _Space:
+    """Key prefixes of one item class's namespace."""
+
+    codec: Codec[Any]
+    record: bytes
+    created: bytes
+    updated: bytes
+
+
 @dataclass(frozen=True)
 class _Op:
     action: Literal["create", "update", "delete"]
-    codec: Codec[Any]
+    space: _Space
     id: str
     item: Any = None
 
 
 class Store:
-    """Typed items in namespaces, with created/updated indexes. See the module docs."""
+    """Typed items in namespaces, with created/updated indexes. See the module docs.
 
-    def __init__(self, kv: KV) -> None:
+    ``prefix`` places the store's keys inside a shared database (the
+    repository gives it ``b"store\\x00"``).
+    """
+
+    def __init__(self, kv: KV, prefix: bytes = b"") -> None:
         self._kv = kv
+        self._get = kv.get
+        self._prefix = prefix
+        self._spaces: dict[type[Any], _Space] = {}
         self._last_ns = 0
 
     def _now(self) -> int:
@@ -131,29 +148,79 @@ class Store:
         self._last_ns = now
         return now
 
+    def _space(self, kind: type[Any]) -> _Space:
+        space = self._spaces.get(kind)
+        if space is None:
+            codec = codec_for(kind)
+            ns = _namespace_key(codec.namespace)
+            p = self._prefix
+            space = _Space(codec, p + _RECORD + ns, p + _CREATED + ns, p + _UPDATED + ns)
+            self._spaces[kind] = space
+        return space
+
     # ------------------------------------------------------------------ single operations
 
     async def create(self, item: T) -> T:
         """Store a new item; assigns an id when it has none. Raises AlreadyExists."""
-        (stored,) = self._apply([self._op("create", item)])
-        return stored  # type: ignore[no-any-return]
+        space = self._space(type(item))
+        codec: Codec[T] = space.codec
+        given = codec.id_of(item)
+        id = given or new_id()
+        raw = _id_bytes(id)
+        record = space.record + raw
+        if self._kv.get(record) is not None:
+            raise AlreadyExists(f"{codec.namespace} {id!r} already exists")
+        now = self._now()
+        stored = codec.stamped(item, id=None if given else id, created_ns=now, updated_ns=now)
+        t = _time(now)
+        self._kv.write(
+            [
+                (record, _FORMAT + t + t + codec.encode(stored)),
+                (space.created + t + raw, b""),
+                (space.updated + t + raw, b""),
+            ]
+        )
+        return stored
 
     async def read(self, kind: type[T], id: str) -> T:
         """The item of class ``kind`` with this id. Raises NotFound."""
-        codec = codec_for(kind)
-        value = self._kv.get(_RECORD + _namespace_key(codec.namespace) + _id_bytes(id))
+        space = self._spaces.get(kind) or self._space(kind)
+        value = self._get(space.record + id.encode())
         if value is None:
-            raise NotFound(f"{codec.namespace} {id!r} not found")
+            raise NotFound(f"{space.codec.namespace} {id!r} not found")
+        codec: Codec[T] = space.codec
+        if value[:1] == _FORMAT:  # the common case inline; _decode explains failures
+            try:
+                return codec.decode(value[_HEADER:])
+            except Exception:
+                pass
         return self._decode(codec, id, value)
 
     async def update(self, item: T) -> T:
         """Replace a stored item (its created time is kept). Raises NotFound."""
-        (stored,) = self._apply([self._op("update", item)])
-        return stored  # type: ignore[no-any-return]
+        space = self._space(type(item))
+        codec: Codec[T] = space.codec
+        id = codec.id_of(item)
+        if id is None:
+            raise ValueError(f"cannot update a {codec.kind.__name__} without an id")
+        raw = _id_bytes(id)
+        record = space.record + raw
+        old = self._kv.get(record)
+        if old is None:
+            raise NotFound(f"{codec.namespace} {id!r} not found")
+        created, updated = _header(old)
+        now = self._now()
+        stored = codec.stamped(item, id=None, created_ns=created, updated_ns=now)
+        c, t = _time(created), _time(now)
+        self._kv.write(
+            [(record, _FORMAT + c + t + codec.encode(stored)), (space.updated + t + raw, b"")],
+            [space.updated + _time(updated) + raw],
+        )
+        return stored
 
     async def delete(self, kind: type[Any], id: str) -> None:
         """Remove the item of class ``kind`` with this id. Raises NotFound."""
-        self._apply([_Op("delete", codec_for(kind), id)])
+        self._apply([_Op("delete", self._space(kind), id)])
 
     async def list(
         self,
@@ -168,8 +235,8 @@ class Store:
         order = Sort(sort)
         if page < 0 or limit < 0:
             raise ValueError("page and limit must be 0 or more")
-        codec = codec_for(kind)
-        return await asyncio.to_thread(self._list, codec, page, limit, order, filter)
+        space = self._space(kind)
+        return await asyncio.to_thread(self._list, space, page, limit, order, filter)
 
     def batch(self) -> Batch:
         """Several writes that land together or not at all: ``async with store.batch() as b``."""
@@ -182,14 +249,14 @@ class Store:
     # ------------------------------------------------------------------ internals
 
     def _op(self, action: Literal["create", "update"], item: Any) -> _Op:
-        codec = codec_for(type(item))
-        id = codec.id_of(item)
+        space = self._space(type(item))
+        id = space.codec.id_of(item)
         if id is None:
             if action == "update":
-                raise ValueError(f"cannot update a {codec.kind.__name__} without an id")
+                raise ValueError(f"cannot update a {space.codec.kind.__name__} without an id")
             id = new_id()
         _id_bytes(id)
-        return _Op(action, codec, id, item)
+        return _Op(action, space, id, item)
 
     def _apply(self, ops: Sequence[_Op]) -> builtins.list[Any]:
         """Check every operation against the store and the earlier ones, then write once."""
@@ -207,32 +274,32 @@ class Store:
             deletes.add(key)
 
         for op in ops:
-            ns = _namespace_key(op.codec.namespace)
+            space, codec = op.space, op.space.codec
             raw_id = _id_bytes(op.id)
-            record = _RECORD + ns + raw_id
+            record = space.record + raw_id
             old = pending[record] if record in pending else self._kv.get(record)
             if op.action == "create":
                 if old is not None:
-                    raise AlreadyExists(f"{op.codec.namespace} {op.id!r} already exists")
+                    raise AlreadyExists(f"{codec.namespace} {op.id!r} already exists")
                 now = self._now()
                 created = now
             elif old is None:
-                raise NotFound(f"{op.codec.namespace} {op.id!r} not found")
+                raise NotFound(f"{codec.namespace} {op.id!r} not found")
             else:
                 created, updated = _header(old)
-                drop(_UPDATED + ns + _time(updated) + raw_id)
+                drop(space.updated + _time(updated) + raw_id)
                 if op.action == "delete":
                     drop(record)
-                    drop(_CREATED + ns + _time(created) + raw_id)
+                    drop(space.created + _time(created) + raw_id)
                     pending[record] = None
                     results.append(None)
                     continue
                 now = self._now()
-            stored = op.codec.stamped(op.item, id=op.id, created_ns=created, updated_ns=now)
-            value = _FORMAT + _time(created) + _time(now) + op.codec.encode(stored)
+            stored = codec.stamped(op.item, id=op.id, created_ns=created, updated_ns=now)
+            value = _FORMAT + _time(created) + _time(now) + codec.encode(stored)
             put(record, value)
-            put(_CREATED + ns + _time(created) + raw_id, b"")
-            put(_UPDATED + ns + _time(now) + raw_id, b"")
+            put(space.created + _time(created) + raw_id, b"")
+            put(space.updated + _time(now) + raw_id, b"")
             pending[record] = value
             results.append(stored)
         self._kv.write(list(puts.items()), list(deletes))
@@ -249,32 +316,34 @@ class Store:
                 f"{codec.namespace} {id!r}: stored bytes do not decode as {codec.kind.__name__}: {first_line}"
             ) from exc
 
-    def _rows(self, snap: Snapshot, ns: bytes, order: Sort) -> Iterator[tuple[str, bytes]]:
+    def _rows(self, snap: Snapshot, space: _Space, order: Sort) -> Iterator[tuple[str, bytes]]:
         if order is Sort.NATURAL:
-            prefix = _RECORD + ns
-            for key, value in snap.scan(prefix):
-                yield key[len(prefix) :].decode(), value
+            cut = len(space.record)
+            for key, value in snap.scan(space.record):
+                yield key[cut:].decode(), value
             return
-        index = _CREATED if order in (Sort.CREATED_ASC, Sort.CREATED_DESC) else _UPDATED
-        prefix = index + ns
+        index = space.created if order in (Sort.CREATED_ASC, Sort.CREATED_DESC) else space.updated
         reverse = order in (Sort.CREATED_DESC, Sort.UPDATED_DESC)
-        for key, _ in snap.scan(prefix, reverse=reverse):
-            raw_id = key[len(prefix) + 8 :]
-            record = snap.get(_RECORD + ns + raw_id)
-            if record is None:  # impossible while writes stay atomic; say so loudly
+        cut = len(index) + 8
+        record, get = space.record, snap.get
+        for key in snap.keys(index, reverse=reverse):
+            raw_id = key[cut:]
+            found = get(record + raw_id)
+            if found is None:  # impossible while writes stay atomic; say so loudly
                 raise StoreError(f"index entry without its record: {raw_id.decode(errors='replace')!r}")
-            yield raw_id.decode(), record
+            yield raw_id.decode(), found
 
     def _list(
-        self, codec: Codec[T], page: int, limit: int, order: Sort, keep: Callable[[T], bool] | None
+        self, space: _Space, page: int, limit: int, order: Sort, keep: Callable[[T], bool] | None
     ) -> builtins.list[T]:
         skip = page * limit if limit else (0 if page == 0 else -1)
         if skip < 0:
             return []
         out: builtins.list[T] = []
+        codec: Codec[T] = space.codec
         snap = self._kv.snapshot()
         try:
-            for id, value in self._rows(snap, _namespace_key(codec.namespace), order):
+            for id, value in self._rows(snap, space, order):
                 item = self._decode(codec, id, value)
                 if keep is not None and not keep(item):
                     continue
@@ -290,15 +359,16 @@ class Store:
 
     def _verify(self) -> builtins.list[str]:
         problems: builtins.list[str] = []
+        p = len(self._prefix) + 1
         snap = self._kv.snapshot()
         try:
             records: dict[bytes, tuple[int, int]] = {}
-            for key, value in snap.scan(_RECORD):
-                records[key[1:]] = _header(value)
+            for key, value in snap.scan(self._prefix + _RECORD):
+                records[key[p:]] = _header(value)
             indexed: dict[bytes, set[bytes]] = {_CREATED: set(), _UPDATED: set()}
             for tag, slot in ((_CREATED, 0), (_UPDATED, 1)):
-                for key, _ in snap.scan(tag):
-                    rest = key[1:]
+                for key in snap.keys(self._prefix + tag):
+                    rest = key[p:]
                     ns_len = rest[0] + 1
                     ns, stamp, raw_id = rest[:ns_len], rest[ns_len : ns_len + 8], rest[ns_len + 8 :]
                     header = records.get(ns + raw_id)
@@ -342,7 +412,7 @@ class Batch:
 
     def delete(self, kind: type[Any], id: str) -> None:
         """Queue a delete."""
-        self._ops.append(_Op("delete", codec_for(kind), id))
+        self._ops.append(_Op("delete", self._store._space(kind), id))
 
     async def commit(self) -> list[Any]:
         """Apply the queued writes together (also done on leaving ``async with``)."""
