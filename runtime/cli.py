@@ -48,6 +48,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(run=_validate)
 
+    generate = commands.add_parser(
+        "generate",
+        help="generate typed code (gen/) from the manifest's protos and events",
+        description="Compile the services' protos and write the output package (codegen.out, "
+        "default gen/ beside the manifest): message modules, typed stubs, wiring, events.",
+    )
+    generate.add_argument("file", nargs="?", default="msuite.yaml", metavar="FILE", help="manifest")
+    generate.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 listing stale, missing or extra files"
+    )
+    generate.set_defaults(run=_generate)
+
     schema = commands.add_parser("schema", help="print the manifest's JSON Schema")
     schema.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     schema.set_defaults(run=_schema)
@@ -132,6 +144,45 @@ def _validate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK if valid else EXIT_INVALID
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from msuite.spec import ManifestError, load_manifest, render
+
+    try:
+        manifest = load_manifest(args.file)
+    except ManifestError as exc:
+        print(render(exc.diagnostics), file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        from msuite.codegen import CodegenError, generate
+    except ImportError as exc:
+        return _error(f"msuite generate needs the codegen extra: pip install 'msuite[codegen]' ({exc})")
+    try:
+        outcome = generate(manifest, check=args.check)
+    except CodegenError as exc:
+        print(render(exc.diagnostics), file=sys.stderr)
+        return EXIT_INVALID
+    out = outcome.out_dir
+    if args.check:
+        if outcome.up_to_date:
+            print(f"{out}: up to date ({len(outcome.files)} files)")
+            return EXIT_OK
+        for label, paths in (
+            ("stale", outcome.stale),
+            ("missing", outcome.missing),
+            ("extra", outcome.extra),
+        ):
+            for path in paths:
+                print(f"{out / path}: {label}", file=sys.stderr)
+        print(f"{out}: out of date: run `msuite generate {args.file}`", file=sys.stderr)
+        return EXIT_INVALID
+    state = "written" if outcome.written else "up to date"
+    print(f"{out}: {state} ({len(outcome.files)} files)")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- schema

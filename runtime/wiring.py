@@ -1,0 +1,90 @@
+"""The contract between generated code (``gen/wiring.py``, ``gen/events.py``) and the node.
+
+``msuite generate`` writes modules that import these names; the node reads
+the tables they fill. Keep this module light: generated code imports it, and
+it imports nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+__all__ = ["AclEntry", "ChannelSource", "Event", "Route", "ServiceBinding", "StreamKind"]
+
+StreamKind = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+"""How a method streams: request side, then response side."""
+
+
+class ChannelSource(Protocol):
+    """Gives a channel for a full proto service name (``notes.v1.Notes``).
+
+    The node implements it (static addresses first, then its own services,
+    then peers found by discovery) and raises an error naming the service when
+    it resolves nowhere; it never returns None.
+    """
+
+    def channel(self, service: str) -> grpc.aio.Channel: ...
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One declared service: its name, the ``module:Class`` serving it, and how to register it."""
+
+    name: str
+    impl: str
+    add_to_server: Callable[[Any, Any], None]
+    """grpcio's ``add_<Service>Servicer_to_server(servicer, server)``."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """One gateway route: an HTTP method and path template reaching a gRPC method."""
+
+    http_method: str
+    path: str
+    """Path template with ``{field}`` parameters, e.g. ``/v1/notes/{id}``."""
+    service: str
+    method: str
+    body: str
+    """``*`` (the whole request from the JSON body), a field name, or empty (no body)."""
+    response_body: str
+    kind: StreamKind
+    annotated: bool
+    """False for the default ``POST /<package.Service>/<Method>`` route."""
+
+    @property
+    def full_method(self) -> str:
+        """``/package.Service/Method``, the ACL resource the route is checked against."""
+        return f"/{self.service}/{self.method}"
+
+
+@dataclass(frozen=True)
+class AclEntry:
+    """A manifest ACL entry, checked against the protos at generate time."""
+
+    resource: str
+    role: str
+
+
+class Event(BaseModel):
+    """Base of the generated event classes: frozen, typed, JSON on the wire."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    topic: ClassVar[str]
+    """The pubsub topic events of this class travel on."""
+
+    def to_bytes(self) -> bytes:
+        """The event as JSON bytes."""
+        return self.__pydantic_serializer__.to_json(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """An event from JSON bytes (raises pydantic's ValidationError when they don't fit)."""
+        return cls.model_validate_json(data)
