@@ -42,8 +42,9 @@ def fix_imports(path: str, text: str, generated: set[str]) -> str:
         return dots + parent, leaf
 
     out = []
-    for line in text.splitlines(keepends=True):
-        stripped = line.rstrip("\n")
+    for original in text.splitlines(keepends=True):
+        line = original
+        stripped = original.rstrip("\n")
         match = re.match(r"^(\s*)import ([\w.]+) as (\w+)$", stripped)
         if match and match[2] in generated:
             where, leaf = target(match[2])
