@@ -8,6 +8,7 @@ previous one intact). ``check=True`` writes nothing and reports what differs.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -51,8 +52,18 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["pyrepr"] = repr
+    env.filters["pyrepr"] = _literal
     return env
+
+
+def _literal(value: object) -> str:
+    """A Python literal; strings in double quotes (JSON escapes are valid Python)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _export_order(name: str) -> tuple[int, str]:
+    """isort's order for ``__all__``: CONSTANTS, then Classes, then functions."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2, name)
 
 
 def _entry_points(manifest: Manifest) -> list[ProtoSource]:
@@ -135,7 +146,11 @@ def render(manifest: Manifest) -> dict[str, bytes]:
     files["wiring.py"] = env.get_template("wiring.py.j2").render(project=project, imports=imports).encode()
     files["events.py"] = (
         env.get_template("events.py.j2")
-        .render(project=project, uses_datetime=any(e.uses_datetime for e in project.events))
+        .render(
+            project=project,
+            uses_datetime=any(e.uses_datetime for e in project.events),
+            exports=sorted([*(e.name for e in project.events), "EVENTS"], key=_export_order),
+        )
         .encode()
     )
     init = env.get_template("package_init.py.j2").render(project=project).encode()
