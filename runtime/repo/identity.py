@@ -91,19 +91,38 @@ def _public_key(seed: bytes) -> bytes:
 
 
 def create_node_key(path: Path) -> None:
-    """Write a new Ed25519 key to ``path`` (mode 0600); an existing file is kept."""
+    """Write a new Ed25519 key to ``path`` (mode 0600); an existing file is kept.
+
+    The key is written to a temporary file and linked into place, so a crash
+    never leaves an empty or partial key behind, and a key that appeared
+    meanwhile is never overwritten.
+    """
     seed = os.urandom(32)
     blob = encode_private_key(ED25519, seed + _public_key(seed))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, blob)
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink()
+
+
+def check_key_file(path: Path) -> None:
+    """Refuse a key file others may read, or one that is not a valid key."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{path}: permissions {mode:04o} let others read the node's private key: chmod 600 {path}"
+        )
+    read_seed(path)
 
 
 def read_seed(path: Path) -> bytes:

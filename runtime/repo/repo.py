@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from msuite.runtime.store import KV, KVError, LevelDB, Memory, Prefixed, Store
 
-from .identity import create_node_key, read_seed
+from .identity import KeyFileError, check_key_file, create_node_key, read_seed
 
 if TYPE_CHECKING:
     from msuite.spec import Manifest
@@ -75,43 +75,77 @@ class Repo:
         cls,
         location: str | os.PathLike[str],
         *,
-        kv: Literal["leveldb", "memory"] = "leveldb",
+        kv: Literal["leveldb", "memory"] | None = None,
         sync: bool = True,
         node_key: bool = False,
         key_path: str | os.PathLike[str] | None = None,
     ) -> Repo:
         """Open (creating if new) the repository at ``location`` or ``":memory:"``.
 
+        ``kv`` defaults to ``leveldb`` on disk and ``memory`` for ``":memory:"``.
         ``node_key`` makes sure a libp2p key exists (at ``key_path`` when given,
         else ``keys/node.key``).
         """
+        if kv not in (None, "leveldb", "memory"):
+            raise ValueError(f"kv is 'leveldb' or 'memory', not {kv!r}")
         if os.fspath(location) == MEMORY:
-            seed = os.urandom(32) if node_key and key_path is None else None
-            explicit = Path(key_path) if key_path is not None else None
-            if explicit is not None and not explicit.exists():
-                create_node_key(explicit)
-            return cls(None, Memory(), "memory", lock_fd=None, key_path=explicit, memory_seed=seed)
+            return cls._open_memory(kv or "memory", node_key, key_path)
+        kv = kv or "leveldb"
         path = Path(location).absolute()
-        fresh = _check_folder(path)
-        path.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(path)
         try:
-            if fresh:
+            fresh = _check_folder(path)
+            if fresh:  # the version file first: a folder holding it is a repository
+                path.mkdir(parents=True, exist_ok=True)
                 _write_atomically(path / "version", f"{FORMAT_VERSION}\n".encode())
+            lock_fd = _lock(path)
+        except OSError as exc:
+            raise RepoError(
+                f"{exc.filename or path}: cannot open the repository: {exc.strerror or exc}"
+            ) from None
+        try:
+            for part in ("blocks", "keys"):
+                if (path / part).exists() and not (path / part).is_dir():
+                    raise RepoError(f"{path / part}: should be a folder, but is a file")
             (path / "blocks").mkdir(exist_ok=True)
             (path / "keys").mkdir(exist_ok=True, mode=0o700)
-            store_kv: KV = LevelDB(path / "kv", sync=sync) if kv == "leveldb" else Memory()
             key_file = Path(key_path).absolute() if key_path is not None else path / "keys" / "node.key"
-            if node_key and not key_file.exists():
-                create_node_key(key_file)
-        except KVError as exc:
+            if node_key:
+                if not key_file.exists():
+                    create_node_key(key_file)
+                check_key_file(key_file)
+            # the database opens last: nothing after it can fail and leave it open
+            store_kv: KV = LevelDB(path / "kv", sync=sync) if kv == "leveldb" else Memory()
+        except (KVError, KeyFileError) as exc:
             _unlock(lock_fd)
             raise RepoError(str(exc)) from None
+        except OSError as exc:
+            _unlock(lock_fd)
+            raise RepoError(f"{exc.filename or path}: {exc.strerror or exc}") from None
         except BaseException:
             _unlock(lock_fd)
             raise
         has_key = node_key or key_file.exists()
         return cls(path, store_kv, kv, lock_fd=lock_fd, key_path=key_file if has_key else None)
+
+    @classmethod
+    def _open_memory(cls, kv: str, node_key: bool, key_path: str | os.PathLike[str] | None) -> Repo:
+        if kv == "leveldb":
+            raise RepoError('an in-memory repository (":memory:") cannot use leveldb')
+        explicit = Path(key_path).absolute() if key_path is not None else None
+        seed = None
+        if node_key:
+            if explicit is None:
+                seed = os.urandom(32)
+            else:
+                try:
+                    if not explicit.exists():
+                        create_node_key(explicit)
+                    check_key_file(explicit)
+                except KeyFileError as exc:
+                    raise RepoError(str(exc)) from None
+                except OSError as exc:
+                    raise RepoError(f"{exc.filename or explicit}: {exc.strerror or exc}") from None
+        return cls(None, Memory(), "memory", lock_fd=None, key_path=explicit, memory_seed=seed)
 
     @classmethod
     def for_manifest(cls, manifest: Manifest) -> Repo:
@@ -214,6 +248,10 @@ def repair(location: str | os.PathLike[str]) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
+_LEFTOVERS = {"repo.lock", "version.tmp"}
+"""What an opening killed before writing ``version`` may leave: still a new repository."""
+
+
 def _check_folder(path: Path) -> bool:
     """Refuse what is not (or cannot become) a repository; True when it is new."""
     if not path.exists():
@@ -224,9 +262,9 @@ def _check_folder(path: Path) -> bool:
         raise RepoError(f"{path}: permission denied: msuite needs to read and write this folder")
     version_file = path / "version"
     try:
-        text = version_file.read_text()
+        raw = version_file.read_bytes()
     except FileNotFoundError:
-        if any(path.iterdir()):
+        if {entry.name for entry in path.iterdir()} - _LEFTOVERS:
             raise RepoError(
                 f"{path}: exists and is not an msuite repository (no version file); use a new or empty folder"
             ) from None
@@ -234,9 +272,11 @@ def _check_folder(path: Path) -> bool:
     except OSError as exc:
         raise RepoError(f"{version_file}: cannot read: {exc.strerror or exc}") from None
     try:
-        version = int(text.strip())
-    except ValueError:
-        raise RepoError(f"{version_file}: damaged (expected a format number, e.g. 1)") from None
+        version = int(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        version = 0
+    if version < 1:
+        raise RepoError(f"{version_file}: damaged (expected a format number such as 1)")
     if version > FORMAT_VERSION:
         raise RepoError(
             f"{path}: written by a newer msuite (repository format {version}); this msuite reads "

@@ -11,12 +11,14 @@ An item whose ``id`` is ``None`` or empty gets one on ``create`` (a 26-letter,
 time-ordered id). Items with ``created`` and/or ``updated`` attributes get
 them set by the store (UTC datetimes); the store keeps its own copy of both
 times for ordering, so items without them can still be listed by time.
-Frozen models and dataclasses are copied, mutable objects are set in place;
-either way the store returns the item as stored.
+Items are copied, never changed in place: the store returns the item as
+stored. (Plain classes are copied with ``copy.copy``; their ``created`` and
+``updated`` are set when the instance has those attributes.)
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -164,16 +166,10 @@ def _build(kind: type[T]) -> Codec[T]:
         )
 
     def set_attributes(item: Any, changes: dict[str, Any]) -> Any:
+        stored = copy.copy(item)  # the caller's object is never changed
         for name, value in changes.items():
-            setattr(item, name, value)
-        return item
+            if name == "id" or hasattr(stored, name):
+                setattr(stored, name, value)
+        return stored
 
-    return Codec(
-        kind,
-        _namespace(kind),
-        encode_custom,
-        decode_custom,
-        hasattr(kind, "created"),
-        hasattr(kind, "updated"),
-        set_attributes,
-    )
+    return Codec(kind, _namespace(kind), encode_custom, decode_custom, True, True, set_attributes)

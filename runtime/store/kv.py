@@ -67,7 +67,13 @@ def prefix_end(prefix: bytes) -> bytes | None:
 
 
 class LevelDB:
-    """LevelDB through plyvel. ``sync`` flushes each write to disk before returning."""
+    """LevelDB through plyvel. ``sync`` flushes each write to disk before returning.
+
+    Snapshots scanned in worker threads are tracked: :meth:`close` stops new
+    ones, makes running scans end with :class:`KVError` at their next step,
+    and waits for them before closing the database (closing LevelDB under a
+    live iterator crashes the process).
+    """
 
     def __init__(self, path: Path, *, sync: bool = True, create: bool = True) -> None:
         import plyvel
@@ -77,15 +83,22 @@ class LevelDB:
         try:
             self._db = plyvel.DB(str(path), create_if_missing=create)
         except plyvel.CorruptionError as exc:
-            raise KVError(
-                f"{path}: the LevelDB database is corrupted ({exc}). Back up the folder, then "
-                f"repair it with `msuite repo repair {path.parent}` (plyvel.repair_db), which "
-                "may drop damaged records"
-            ) from None
+            raise KVError(self.corrupted(exc)) from None
         except plyvel.IOError as exc:
             raise KVError(f"{path}: cannot open the LevelDB database: {exc}") from None
         self._plyvel = plyvel
+        self._scans = 0
+        self._closing = False
+        self._condition = threading.Condition()
         self.get = self._db.get  # type: ignore[method-assign]  # the hottest call: no wrapper
+
+    def corrupted(self, exc: BaseException) -> str:
+        """The message for a corruption: where, and how to repair."""
+        return (
+            f"{self.path}: the LevelDB database is corrupted ({exc}). Back up the folder, then "
+            f"repair it with `msuite repo repair {self.path.parent}` (plyvel.repair_db), which "
+            "may drop damaged records"
+        )
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self._db.get(key)
@@ -102,11 +115,27 @@ class LevelDB:
                 batch.put(key, value)
 
     def snapshot(self) -> Snapshot:
-        return _LevelDBSnapshot(self._db.snapshot())
+        with self._condition:
+            if self._closing or self._db.closed:
+                raise KVError(f"{self.path}: the database is closed")
+            self._scans += 1
+        try:
+            return _LevelDBSnapshot(self, self._db.snapshot())
+        except BaseException:
+            self._scan_done()
+            raise
+
+    def _scan_done(self) -> None:
+        with self._condition:
+            self._scans -= 1
+            self._condition.notify_all()
 
     def close(self) -> None:
-        if not self._db.closed:
-            self._db.close()
+        with self._condition:
+            self._closing = True
+            self._condition.wait_for(lambda: self._scans == 0)
+            if not self._db.closed:
+                self._db.close()
 
     @property
     def closed(self) -> bool:
@@ -114,27 +143,52 @@ class LevelDB:
 
 
 class _LevelDBSnapshot:
-    def __init__(self, snapshot: object) -> None:
+    def __init__(self, owner: LevelDB, snapshot: object) -> None:
+        self._owner = owner
         self._snapshot = snapshot
+        self._open = True
+
+    def _check(self) -> None:
+        if self._owner._closing:
+            raise KVError(f"{self._owner.path}: the database is closing")
 
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self._snapshot.get(key)  # type: ignore[attr-defined]
+        self._check()
+        try:
+            value: bytes | None = self._snapshot.get(key)  # type: ignore[attr-defined]
+        except self._owner._plyvel.CorruptionError as exc:
+            raise KVError(self._owner.corrupted(exc)) from None
         return value
 
     def scan(self, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         iterator = self._snapshot.iterator(prefix=prefix, reverse=reverse)  # type: ignore[attr-defined]
-        with iterator:
-            yield from iterator
+        try:
+            with iterator:
+                for item in iterator:
+                    self._check()
+                    yield item
+        except self._owner._plyvel.CorruptionError as exc:
+            raise KVError(self._owner.corrupted(exc)) from None
 
     def keys(self, prefix: bytes, *, reverse: bool = False) -> Iterator[bytes]:
         iterator = self._snapshot.iterator(  # type: ignore[attr-defined]
             prefix=prefix, reverse=reverse, include_value=False
         )
-        with iterator:
-            yield from iterator
+        try:
+            with iterator:
+                for key in iterator:
+                    self._check()
+                    yield key
+        except self._owner._plyvel.CorruptionError as exc:
+            raise KVError(self._owner.corrupted(exc)) from None
 
     def close(self) -> None:
-        self._snapshot.close()  # type: ignore[attr-defined]
+        if self._open:
+            self._open = False
+            try:
+                self._snapshot.close()  # type: ignore[attr-defined]
+            finally:
+                self._owner._scan_done()
 
 
 # --------------------------------------------------------------------------- memory

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -95,7 +95,12 @@ def _namespace_key(namespace: str) -> bytes:
 
 
 def _id_bytes(id: str) -> bytes:
-    raw = id.encode()
+    if not isinstance(id, str):
+        raise TypeError(f"an id is a str, not {type(id).__name__}")
+    try:
+        raw = id.encode()
+    except UnicodeEncodeError:
+        raise ValueError("an id must be valid text (no lone surrogates)") from None
     if not 1 <= len(raw) <= MAX_ID_BYTES:
         raise ValueError(f"an id is 1-{MAX_ID_BYTES} bytes of UTF-8")
     return raw
@@ -152,6 +157,13 @@ class Store:
         space = self._spaces.get(kind)
         if space is None:
             codec = codec_for(kind)
+            for other in self._spaces.values():
+                if other.codec.namespace == codec.namespace:
+                    raise TypeError(
+                        f"{kind.__module__}.{kind.__qualname__} and {other.codec.kind.__module__}."
+                        f"{other.codec.kind.__qualname__} both use namespace {codec.namespace!r}: "
+                        "give one of them another `store_namespace`"
+                    )
             ns = _namespace_key(codec.namespace)
             p = self._prefix
             space = _Space(codec, p + _RECORD + ns, p + _CREATED + ns, p + _UPDATED + ns)
@@ -185,7 +197,11 @@ class Store:
     async def read(self, kind: type[T], id: str) -> T:
         """The item of class ``kind`` with this id. Raises NotFound."""
         space = self._spaces.get(kind) or self._space(kind)
-        value = self._get(space.record + id.encode())
+        try:
+            value = self._get(space.record + id.encode())
+        except (AttributeError, UnicodeEncodeError):
+            _id_bytes(id)  # raises the clear error
+            raise
         if value is None:
             raise NotFound(f"{space.codec.namespace} {id!r} not found")
         codec: Codec[T] = space.codec
@@ -316,7 +332,7 @@ class Store:
                 f"{codec.namespace} {id!r}: stored bytes do not decode as {codec.kind.__name__}: {first_line}"
             ) from exc
 
-    def _rows(self, snap: Snapshot, space: _Space, order: Sort) -> Iterator[tuple[str, bytes]]:
+    def _rows(self, snap: Snapshot, space: _Space, order: Sort) -> Generator[tuple[str, bytes]]:
         if order is Sort.NATURAL:
             cut = len(space.record)
             for key, value in snap.scan(space.record):
@@ -342,8 +358,9 @@ class Store:
         out: builtins.list[T] = []
         codec: Codec[T] = space.codec
         snap = self._kv.snapshot()
+        rows = self._rows(snap, space, order)
         try:
-            for id, value in self._rows(snap, space, order):
+            for id, value in rows:
                 item = self._decode(codec, id, value)
                 if keep is not None and not keep(item):
                     continue
@@ -354,6 +371,7 @@ class Store:
                 if limit and len(out) == limit:
                     break
         finally:
+            rows.close()  # close the iterator before its snapshot
             snap.close()
         return out
 
@@ -430,6 +448,7 @@ class Batch:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            await self.commit()
+            if self._ops:
+                await self.commit()
         else:
             self._ops = []
