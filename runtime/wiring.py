@@ -7,16 +7,24 @@ it imports nothing heavy at module level.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import grpc.aio
 
-__all__ = ["AclEntry", "ChannelSource", "Event", "Route", "ServiceBinding", "StreamKind"]
+__all__ = [
+    "AclEntry",
+    "ChannelSource",
+    "Event",
+    "EventHandlers",
+    "Route",
+    "ServiceBinding",
+    "StreamKind",
+]
 
 StreamKind = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 """How a method streams: request side, then response side."""
@@ -88,3 +96,30 @@ class Event(BaseModel):
     def from_bytes(cls, data: bytes) -> Self:
         """An event from JSON bytes (raises pydantic's ValidationError when they don't fit)."""
         return cls.model_validate_json(data)
+
+
+E = TypeVar("E", bound=Event)
+
+
+class EventHandlers:
+    """Handlers by event class, each typed on its class.
+
+    ``handlers.on(NoteCreated, handle)`` type-checks only when ``handle``
+    takes a ``NoteCreated``; the node's events subsystem delivers each event to
+    the handlers of its class, in registration order.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[type[Event], list[Callable[[Any], Awaitable[None]]]] = {}
+
+    def on(self, event: type[E], handler: Callable[[E], Awaitable[None]]) -> None:
+        """Call ``handler`` for every ``event`` received (the publisher's own included)."""
+        self._handlers.setdefault(event, []).append(handler)
+
+    def of(self, event: type[E]) -> list[Callable[[E], Awaitable[None]]]:
+        """The handlers of ``event``, in registration order."""
+        return list(self._handlers.get(event, ()))
+
+    def events(self) -> list[type[Event]]:
+        """Event classes with at least one handler, in registration order."""
+        return list(self._handlers)

@@ -270,3 +270,32 @@ def test_the_generator_never_imports_the_runtime(tmp_path: Path) -> None:
     result = run(sys.executable, "-c", script, cwd=folder)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_event_handlers_are_typed_on_the_event_class(tmp_path: Path) -> None:
+    folder = case_dir("chat", tmp_path)
+    assert msuite("generate", cwd=folder).returncode == 0
+    (folder / "handlers.py").write_text(
+        "from msuite.runtime.wiring import EventHandlers\n"
+        "from gen.events import MessagePosted, RoomClosed\n\n"
+        "async def posted(event: MessagePosted) -> None:\n"
+        "    print(event.text)\n\n"
+        "handlers = EventHandlers()\n"
+        "handlers.on(MessagePosted, posted)\n"
+        "handlers.on(RoomClosed, posted)  # the wrong event class\n"
+    )
+    typed = run(
+        str(BIN / "mypy"), "--strict", "--cache-dir", str(tmp_path / ".mypy"), "handlers.py", cwd=folder
+    )
+    assert typed.returncode == 1
+    errors = [line for line in typed.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("handlers.py:9:")
+    script = (
+        "import asyncio\nfrom handlers import handlers\nfrom gen.events import MessagePosted, RoomClosed\n"
+        "from datetime import datetime, UTC\n"
+        "event = MessagePosted(room='r', text='hello', at=datetime.now(UTC), tags=[])\n"
+        "for handler in handlers.of(MessagePosted):\n    asyncio.run(handler(event))\n"
+        "print(len(handlers.of(RoomClosed)), [e.__name__ for e in handlers.events()])\n"
+    )
+    result = run(sys.executable, "-c", script, cwd=folder)
+    assert result.stdout.splitlines() == ["hello", "1 ['MessagePosted', 'RoomClosed']"], result.stderr
