@@ -249,7 +249,7 @@ def _init(args: argparse.Namespace) -> int:
     print(f"created node {name!r} in {target}/")
     for rel, _ in files:
         print(f"  {rel}")
-    print(f"next: msuite validate {manifest_path}")
+    print(f"next: msuite validate {manifest_path} && msuite generate {manifest_path}")
     return EXIT_OK
 
 
