@@ -63,7 +63,7 @@ def _library_roots() -> list[Path]:
 
 def include_roots(manifest: Manifest) -> list[Path]:
     """The user's include roots: ``codegen.proto_paths``; by default those of them that exist."""
-    roots = [manifest.resolve(p) for p in manifest.codegen.proto_paths]
+    roots = [Path(os.path.normpath(manifest.base_dir / p)) for p in manifest.codegen.proto_paths]
     if "proto_paths" not in manifest.codegen.model_fields_set:
         roots = [r for r in roots if r.is_dir()]
     return list(dict.fromkeys(roots))
@@ -129,6 +129,27 @@ def _run(args: list[str], roots: list[Path], cwd: Path) -> None:
     raise CodegenError(diagnostics)
 
 
+def _refuse_module_clashes(sources: list[ProtoSource]) -> None:
+    """Two protos whose Python modules would be the same file (``a-b.proto``, ``a_b.proto``)."""
+    seen: dict[str, ProtoSource] = {}
+    problems = []
+    for source in sources:
+        module = source.name[: -len(".proto")].replace("-", "_")
+        if module in seen:
+            problems.append(
+                Diagnostic(
+                    _display(source.path),
+                    1,
+                    1,
+                    "proto",
+                    f"gives the same Python module as {seen[module].name}: rename one of them",
+                )
+            )
+        seen.setdefault(module, source)
+    if problems:
+        raise CodegenError(problems)
+
+
 def compile_protos(manifest: Manifest, entry_points: list[ProtoSource]) -> Compiled:
     """Compile ``entry_points`` and every user proto they import."""
     user_roots = include_roots(manifest)
@@ -137,7 +158,12 @@ def compile_protos(manifest: Manifest, entry_points: list[ProtoSource]) -> Compi
         work = Path(tmp)
         names = sorted({p.name for p in entry_points})
         _run(
-            [f"--descriptor_set_out={work / 'set.bin'}", "--include_imports", *names],
+            [
+                f"--descriptor_set_out={work / 'set.bin'}",
+                "--include_imports",
+                "--include_source_info",
+                *names,
+            ],
             roots,
             manifest.base_dir,
         )
@@ -150,6 +176,7 @@ def compile_protos(manifest: Manifest, entry_points: list[ProtoSource]) -> Compi
             if path is not None:
                 sources.append(ProtoSource(file.name, path))
         sources.sort(key=lambda s: s.name)
+        _refuse_module_clashes(sources)
         out = work / "out"
         out.mkdir()
         _run(

@@ -37,6 +37,8 @@ _PATTERN_HINTS = {
     r"\.proto$": "must be a path ending in .proto",
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$": "must be 1-63 letters, digits, '.', '_' or '-', "
     "starting with a letter or digit",
+    r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$": "must be a folder inside the manifest's "
+    "folder whose parts are Python identifiers, e.g. gen (no '.', '..' or absolute paths)",
 }
 _PATTERN_HINTS_BY_SHAPE = (
     (":[A-Za-z_]", "must be an import path `module:Class`, e.g. notes.service:Notes"),

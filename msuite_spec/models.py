@@ -109,7 +109,10 @@ class Codegen(Section):
 
     out: str = Field(
         "gen",
-        description="Output package for generated code, relative to the manifest's folder.",
+        description="Output package for generated code: a folder inside the manifest's folder, "
+        "each part a Python identifier (e.g. `gen` or `src/gen`). msuite owns it: every "
+        "`msuite generate` replaces it whole.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$",
     )
     proto_paths: tuple[str, ...] = Field(
         ("protos", "."),

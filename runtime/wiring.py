@@ -84,7 +84,14 @@ class AclEntry:
 class Event(BaseModel):
     """Base of the generated event classes: frozen, typed, JSON on the wire."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        # every value survives the round trip: any bytes (base64), inf and nan
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        ser_json_inf_nan="constants",
+    )
     topic: ClassVar[str]
     """The pubsub topic events of this class travel on."""
 
