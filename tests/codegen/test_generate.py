@@ -299,3 +299,10 @@ def test_event_handlers_are_typed_on_the_event_class(tmp_path: Path) -> None:
     )
     result = run(sys.executable, "-c", script, cwd=folder)
     assert result.stdout.splitlines() == ["hello", "1 ['MessagePosted', 'RoomClosed']"], result.stderr
+
+
+def test_the_committed_sample_output_is_current() -> None:
+    result = msuite("generate", "--check", "samples/hello/msuite.yaml", cwd=REPO)
+    assert result.returncode == 0, (
+        result.stderr + "\nregenerate with: msuite generate samples/hello/msuite.yaml"
+    )
