@@ -122,6 +122,7 @@ class _Space:
     record: bytes
     created: bytes
     updated: bytes
+    decode: Callable[[bytes], Any]
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class Store:
                     )
             ns = _namespace_key(codec.namespace)
             p = self._prefix
-            space = _Space(codec, p + _RECORD + ns, p + _CREATED + ns, p + _UPDATED + ns)
+            space = _Space(codec, p + _RECORD + ns, p + _CREATED + ns, p + _UPDATED + ns, codec.decode)
             self._spaces[kind] = space
         return space
 
@@ -204,12 +205,12 @@ class Store:
             raise
         if value is None:
             raise NotFound(f"{space.codec.namespace} {id!r} not found")
-        codec: Codec[T] = space.codec
-        if value[:1] == _FORMAT:  # the common case inline; _decode explains failures
+        if value[0] == 1:  # format 1, the common case inline; _decode explains failures
             try:
-                return codec.decode(value[_HEADER:])
+                return space.decode(value[_HEADER:])  # type: ignore[no-any-return]
             except Exception:
                 pass
+        codec: Codec[T] = space.codec
         return self._decode(codec, id, value)
 
     async def update(self, item: T) -> T:
