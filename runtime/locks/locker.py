@@ -1,0 +1,93 @@
+"""Distributed locks (``node.locker``): the interface every backend implements, and leases.
+
+::
+
+    async with node.locker.lock("invoice/42", timeout=5) as lease:
+        await store_write(fencing_token=lease.fencing_token)
+
+    lease = await node.locker.try_lock("invoice/42", timeout=5)
+    try:
+        ...
+    finally:
+        await lease.release()
+
+Every lease carries a **fencing token**: an integer that increases for each new
+holder of a key. Pass it along with the writes the lock protects, and have the
+resource refuse a token lower than one it has seen: a holder that paused past
+its lease (GC, a network partition) then cannot clobber the next holder's
+work. ``lease.lost`` is set when a backend can no longer vouch for the lock
+(a Redis lease that could not be renewed, a ZooKeeper session that expired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+__all__ = ["Lease", "LockTimeout", "Locker"]
+
+
+class LockTimeout(TimeoutError):
+    """The lock was not acquired in time; the message names the key and the backend."""
+
+
+class Lease:
+    """A held lock. Release it once (further calls do nothing)."""
+
+    def __init__(self, locker: Locker, key: str, fencing_token: int) -> None:
+        self.key = key
+        self.fencing_token = fencing_token
+        self.lost = asyncio.Event()
+        """Set when the backend lost the lock while it was held."""
+        self._locker = locker
+        self._released = False
+
+    @property
+    def held(self) -> bool:
+        """True until released or lost."""
+        return not self._released and not self.lost.is_set()
+
+    async def release(self) -> None:
+        """Give the lock up (only the holder's own lease can)."""
+        if self._released:
+            return
+        self._released = True
+        await self._locker._release(self)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "lost" if self.lost.is_set() else "released"
+        return f"Lease({self.key!r}, token={self.fencing_token}, {state})"
+
+
+class Locker(Protocol):
+    """What every backend provides."""
+
+    backend: str
+
+    async def try_lock(self, key: str, timeout: float) -> Lease:
+        """Acquire ``key``, waiting up to ``timeout`` seconds; raises :class:`LockTimeout`."""
+        ...
+
+    async def _release(self, lease: Lease) -> None: ...
+
+    async def close(self) -> None:
+        """Release what this locker holds and close its connections."""
+        ...
+
+
+@asynccontextmanager
+async def locked(locker: Locker, key: str, timeout: float) -> AsyncIterator[Lease]:
+    """``async with`` form of :meth:`Locker.try_lock`: released on exit, whatever happens."""
+    lease = await locker.try_lock(key, timeout)
+    try:
+        yield lease
+    finally:
+        await lease.release()
