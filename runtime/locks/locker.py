@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 __all__ = ["Lease", "LockTimeout", "Locker"]
@@ -72,6 +72,10 @@ class Locker(Protocol):
 
     backend: str
 
+    def lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Lease]:
+        """``async with locker.lock(key, timeout) as lease:``, released on exit."""
+        ...
+
     async def try_lock(self, key: str, timeout: float) -> Lease:
         """Acquire ``key``, waiting up to ``timeout`` seconds; raises :class:`LockTimeout`."""
         ...
@@ -80,6 +84,10 @@ class Locker(Protocol):
 
     async def close(self) -> None:
         """Release what this locker holds and close its connections."""
+        ...
+
+    def status(self) -> dict[str, object]:
+        """Held keys and their tokens, for status pages."""
         ...
 
 
