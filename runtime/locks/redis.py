@@ -73,8 +73,17 @@ class RedisLocker:
         """``tls`` (``ca_file``, ``cert_file``, ``key_file``, each optional) turns TLS on,
         as does a ``rediss://`` URL."""
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        options: dict[str, Any] = {"decode_responses": True}
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            # a restarted or briefly unreachable server: reconnect and retry, bounded
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 6),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        }
         if password is not None:
             options["password"] = password
         if tls is not None:

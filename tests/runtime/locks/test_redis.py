@@ -1,0 +1,155 @@
+"""The Redis locker against a real redis-server: processes, crashes, restarts, passwords."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from msuite.runtime.locks import LockTimeout
+from msuite.runtime.locks.redis import RedisLocker
+from tests.helpers import REPO
+from tests.servers import RedisServer
+
+CONTENDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import redis.asyncio as aioredis
+    from msuite.runtime.locks.redis import RedisLocker
+
+    async def main(url, rounds):
+        locker = RedisLocker(url, ttl=2)
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        for _ in range(rounds):
+            async with locker.lock("counter", timeout=30) as lease:
+                value = int(await client.get("count") or 0)
+                await asyncio.sleep(0.001)
+                await client.set("count", value + 1)
+                await client.rpush("tokens", lease.fencing_token)
+        await client.aclose()
+        await locker.close()
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def test_contender_processes_lose_no_increment(redis_server: RedisServer) -> None:
+    processes = [
+        subprocess.Popen([sys.executable, "-c", CONTENDER, redis_server.url, "25"], cwd=REPO)
+        for _ in range(4)
+    ]
+    for process in processes:
+        assert process.wait(timeout=120) == 0
+
+    async def check() -> None:
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        assert int(await client.get("count") or 0) == 100
+        tokens = [int(t) for t in await client.lrange("tokens", 0, -1)]
+        assert tokens == list(range(1, 101))  # strictly increasing, one per holder
+        await client.aclose()
+
+    asyncio.run(check())
+
+
+def test_a_killed_holder_frees_the_lock_within_the_ttl(redis_server: RedisServer) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys\nfrom msuite.runtime.locks.redis import RedisLocker\n"
+            "async def main():\n"
+            f"    lease = await RedisLocker({redis_server.url!r}, ttl=1).try_lock('job', timeout=5)\n"
+            "    print('held', lease.fencing_token, flush=True)\n"
+            "    await asyncio.sleep(60)\n"
+            "asyncio.run(main())\n",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held 1\n"
+
+    async def take_over() -> float:
+        locker = RedisLocker(redis_server.url, ttl=1)
+        with pytest.raises(LockTimeout):
+            await locker.try_lock("job", timeout=0.2)  # renewed while the holder lives
+        os.kill(holder.pid, signal.SIGKILL)
+        started = time.monotonic()
+        lease = await locker.try_lock("job", timeout=5)
+        waited = time.monotonic() - started
+        assert lease.fencing_token == 2
+        await locker.close()
+        return waited
+
+    waited = asyncio.run(take_over())
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    assert waited < 1.5  # the TTL is 1 s
+
+
+async def test_a_lease_that_cannot_be_renewed_is_marked_lost(redis_server: RedisServer) -> None:
+    locker = RedisLocker(redis_server.url, ttl=0.3)
+    lease = await locker.try_lock("k", timeout=1)
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.delete("msuite/locks/k")  # as if the lease had expired under us
+    await asyncio.wait_for(lease.lost.wait(), 2)
+    assert not lease.held
+    await lease.release()  # releasing a lost lease is harmless
+    await client.aclose()
+    await locker.close()
+
+
+async def test_the_locker_works_again_after_redis_restarts(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    locker = RedisLocker(server.url, ttl=2)
+    try:
+        async with locker.lock("k", timeout=1) as lease:
+            assert lease.fencing_token == 1
+        server.restart()  # idle restart; with persistence on, tokens keep growing
+        async with locker.lock("k", timeout=1) as lease:  # reconnects by itself
+            assert lease.fencing_token == 2
+    finally:
+        await locker.close()
+        server.stop()
+
+
+async def test_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        good = RedisLocker(server.url, password="s3cret-pw")
+        async with good.lock("k", timeout=1) as lease:
+            assert lease.fencing_token == 1
+        await good.close()
+        bad = RedisLocker(server.url, password="wrong")
+        with pytest.raises(Exception, match=r"(?i)auth|password"):
+            await bad.try_lock("k", timeout=1)
+        await bad.close()
+    finally:
+        server.stop()
+
+
+async def test_from_manifest_settings(redis_server: RedisServer) -> None:
+    from msuite.spec import loads_manifest
+
+    manifest = loads_manifest(
+        f"name: n\nlocker: {{backend: redis, url: '{redis_server.url}', ttl: 3s, prefix: app/locks}}\n"
+    )
+    assert manifest.locker is not None
+    locker = RedisLocker.from_settings(manifest.locker)
+    assert (locker.ttl, locker.prefix) == (3.0, "app/locks")
+    async with locker.lock("x", timeout=1):
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        assert await client.exists("app/locks/x") == 1
+        await client.aclose()
+    await locker.close()
