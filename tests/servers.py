@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisServer", "free_port", "need_binary"]
+__all__ = ["RedisServer", "ZooKeeperServer", "free_port", "need_binary"]
 
 
 def free_port() -> int:
@@ -74,3 +74,73 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
+
+
+class ZooKeeperServer:
+    """A standalone ZooKeeper of our own (Debian's zookeeper package), loopback only."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.java = need_binary("java", "zookeeperd (it brings a Java runtime)")
+        if not ZOOKEEPER_JAR.exists():
+            message = (
+                f"{ZOOKEEPER_JAR} is missing (Debian package zookeeperd): these tests need a real server"
+            )
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        data = self.workdir / "zk-data"
+        data.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "zoo.cfg"
+        config.write_text(
+            "tickTime=500\n"
+            f"dataDir={data}\n"
+            f"clientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\n"
+            "admin.enableServer=false\n"
+            "minSessionTimeout=1000\n"
+            "maxSessionTimeout=30000\n"
+            "4lw.commands.whitelist=ruok,srvr\n"
+        )
+        self.process = subprocess.Popen(
+            [
+                self.java,
+                "-Xmx256m",
+                "-cp",
+                f"/etc/zookeeper/conf:{ZOOKEEPER_JAR}",
+                f"-Dzookeeper.log.dir={self.workdir}",
+                "-Dzookeeper.root.logger=WARN,CONSOLE",
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+                str(config),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"srvr")  # answers "Mode: ..." only once it serves sessions
+                    if b"Mode:" in sock.recv(1024):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ZooKeeper did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None

@@ -10,7 +10,8 @@ import pytest
 from msuite.runtime.locks import MemoryLocker
 from msuite.runtime.locks.locker import Locker
 from msuite.runtime.locks.redis import RedisLocker
-from tests.servers import RedisServer
+from msuite.runtime.locks.zookeeper import ZooKeeperLocker
+from tests.servers import RedisServer, ZooKeeperServer
 
 
 @pytest.fixture
@@ -21,18 +22,36 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
+def zookeeper_server(tmp_path: Path) -> Iterator[ZooKeeperServer]:
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", "redis", "zookeeper"])
 async def locker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Locker]:
     if request.param == "memory":
         memory = MemoryLocker()
         yield memory
         await memory.close()
         return
-    server = RedisServer(tmp_path)
-    server.start()
-    redis = RedisLocker(server.url, ttl=2.0, prefix=f"test/{request.node.name}")
+    if request.param == "redis":
+        server = RedisServer(tmp_path)
+        server.start()
+        redis = RedisLocker(server.url, ttl=2.0, prefix=f"test/{request.node.name}")
+        try:
+            yield redis
+        finally:
+            await redis.close()
+            server.stop()
+        return
+    zk_server = ZooKeeperServer(tmp_path)
+    zk_server.start()
+    zookeeper = ZooKeeperLocker(zk_server.hosts, session_timeout=4)
     try:
-        yield redis
+        yield zookeeper
     finally:
-        await redis.close()
-        server.stop()
+        await zookeeper.close()
+        zk_server.stop()
