@@ -1,7 +1,9 @@
 """Distributed locks (``node.locker``) with fencing tokens.
 
-Backends: ``memory`` (here); ``redis`` and ``zookeeper`` come with the rest of
-the locker work and implement the same :class:`Locker` interface.
+Backends: ``memory`` (:class:`MemoryLocker`), ``redis``
+(:mod:`msuite.runtime.locks.redis`) and ``zookeeper``
+(:mod:`msuite.runtime.locks.zookeeper`), all behind the :class:`Locker`
+interface; the network backends import their client library only when used.
 """
 
 from .locker import Lease, Locker, LockTimeout, locked

@@ -1,0 +1,121 @@
+"""The ZooKeeper locker against a real ZooKeeper: processes, a killed holder, a lost session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from msuite.runtime.locks.zookeeper import ZooKeeperLocker
+from tests.helpers import REPO
+from tests.servers import ZooKeeperServer
+
+CONTENDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from msuite.runtime.locks.zookeeper import ZooKeeperLocker
+
+    async def main(hosts, folder, rounds):
+        locker = ZooKeeperLocker(hosts, session_timeout=5)
+        counter, tokens = Path(folder, "count"), Path(folder, "tokens")
+        for _ in range(rounds):
+            async with locker.lock("counter", timeout=60) as lease:
+                value = int(counter.read_text() or 0)
+                await asyncio.sleep(0.001)
+                counter.write_text(str(value + 1))
+                with tokens.open("a") as out:
+                    out.write(f"{lease.fencing_token}\\n")
+        await locker.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+def test_contender_processes_lose_no_increment(zookeeper_server: ZooKeeperServer, tmp_path: Path) -> None:
+    (tmp_path / "count").write_text("0")
+    (tmp_path / "tokens").write_text("")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, zookeeper_server.hosts, str(tmp_path), "15"], cwd=REPO
+        )
+        for _ in range(4)
+    ]
+    for process in processes:
+        assert process.wait(timeout=180) == 0
+    assert (tmp_path / "count").read_text() == "60"
+    tokens = [int(t) for t in (tmp_path / "tokens").read_text().split()]
+    assert len(tokens) == 60 and tokens == sorted(tokens) and len(set(tokens)) == 60
+
+
+def test_a_killed_holder_frees_the_lock_within_the_session_timeout(zookeeper_server: ZooKeeperServer) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio\nfrom msuite.runtime.locks.zookeeper import ZooKeeperLocker\n"
+            "async def main():\n"
+            f"    locker = ZooKeeperLocker({zookeeper_server.hosts!r}, session_timeout=2)\n"
+            "    lease = await locker.try_lock('job', timeout=10)\n"
+            "    print('held', lease.fencing_token, flush=True)\n"
+            "    await asyncio.sleep(60)\n"
+            "asyncio.run(main())\n",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held 1\n"
+
+    async def take_over() -> float:
+        locker = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=4)
+        os.kill(holder.pid, signal.SIGKILL)
+        started = time.monotonic()
+        lease = await locker.try_lock("job", timeout=15)
+        waited = time.monotonic() - started
+        assert lease.fencing_token == 2
+        await locker.close()
+        return waited
+
+    waited = asyncio.run(take_over())
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    assert waited < 6  # session timeout 2 s, plus ZooKeeper's expiry tick
+
+
+async def test_a_lost_session_marks_the_lease_lost(tmp_path: Path) -> None:
+    server = ZooKeeperServer(tmp_path)
+    server.start()
+    locker = ZooKeeperLocker(server.hosts, session_timeout=2)
+    try:
+        lease = await locker.try_lock("k", timeout=5)
+        server.stop()  # the server goes away for longer than the session timeout
+        await asyncio.sleep(3)
+        server.start()  # same port and data: the client reconnects and learns its session expired
+        await asyncio.wait_for(lease.lost.wait(), 20)
+        assert not lease.held
+        again = await locker.try_lock("k", timeout=10)  # the locker works again
+        assert again.fencing_token > lease.fencing_token
+        await again.release()
+    finally:
+        await locker.close()
+        server.stop()
+
+
+async def test_from_manifest_settings(zookeeper_server: ZooKeeperServer) -> None:
+    from msuite.spec import loads_manifest
+
+    manifest = loads_manifest(
+        f"name: n\nlocker: {{backend: zookeeper, hosts: '{zookeeper_server.hosts}', session_timeout: 3s}}\n"
+    )
+    assert manifest.locker is not None
+    locker = ZooKeeperLocker.from_settings(manifest.locker)
+    async with locker.lock("x", timeout=5) as lease:
+        assert lease.fencing_token == 1
+    await locker.close()
