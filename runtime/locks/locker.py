@@ -26,7 +26,19 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
-__all__ = ["Lease", "LockTimeout", "Locker"]
+__all__ = ["Lease", "LockTimeout", "Locker", "check_key"]
+
+MAX_KEY_LENGTH = 512
+
+
+def check_key(key: str) -> str:
+    """A lock key every backend accepts: non-empty text, at most 512 characters, no NUL,
+    ``/``-separated parts that are neither empty nor ``.`` or ``..``."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+        raise ValueError(f"a lock key is 1-{MAX_KEY_LENGTH} characters of text without NUL")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"lock key {key!r}: '/'-separated parts cannot be empty, '.' or '..'")
+    return key
 
 
 class LockTimeout(TimeoutError):

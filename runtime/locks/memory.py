@@ -12,7 +12,7 @@ from collections import deque
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-from .locker import Lease, LockTimeout, locked
+from .locker import Lease, LockTimeout, check_key, locked
 
 __all__ = ["MemoryLocker"]
 
@@ -38,6 +38,7 @@ class MemoryLocker:
         return locked(self, key, timeout)
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
+        check_key(key)
         if self._closed:
             raise RuntimeError("the locker is closed")
         state = self._keys.setdefault(key, _Key())

@@ -19,7 +19,7 @@ import os
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from .locker import Lease, LockTimeout, locked
+from .locker import Lease, LockTimeout, check_key, locked
 
 if TYPE_CHECKING:
     from msuite.spec import Locker as LockerSettings
@@ -135,6 +135,7 @@ class RedisLocker:
         return locked(self, key, timeout)
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
+        check_key(key)
         secret = os.urandom(16).hex()
         ttl_ms = max(1, int(self.ttl * 1000))
         loop = asyncio.get_running_loop()

@@ -18,7 +18,7 @@ import logging
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from .locker import Lease, LockTimeout, locked
+from .locker import Lease, LockTimeout, check_key, locked
 
 if TYPE_CHECKING:
     from msuite.spec import Locker as LockerSettings
@@ -88,6 +88,7 @@ class ZooKeeperLocker:
             await self._client.session.state.wait_for(States.CONNECTED)
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
+        check_key(key)
         from aiozk.protocol.watches import WatchEvent
 
         loop = asyncio.get_running_loop()

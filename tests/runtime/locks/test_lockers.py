@@ -72,3 +72,14 @@ async def test_an_exception_inside_releases_the_lock(locker: Locker) -> None:
             raise RuntimeError("work failed")
     async with locker.lock("k", timeout=0.5) as lease:
         assert lease.fencing_token == 2
+
+
+@pytest.mark.parametrize("key", ["", "/", "a//b", "a/../b", ".", "x" * 600, "nul\x00"])
+async def test_bad_keys_are_clear_errors(locker: Locker, key: str) -> None:
+    with pytest.raises(ValueError, match="lock key"):
+        await locker.try_lock(key, timeout=0.1)
+
+
+async def test_nested_and_unicode_keys(locker: Locker) -> None:
+    async with locker.lock("tenant/ñ/invoice 42", timeout=2) as lease:
+        assert lease.key == "tenant/ñ/invoice 42" and lease.fencing_token == 1
