@@ -1,5 +1,21 @@
 """The task manager every node has (``node.tasks``)."""
 
-from .manager import DuplicateTask, ManagerStopped, TaskContext, TaskHandle, TaskManager, TaskState
+from .manager import (
+    DuplicateTask,
+    ManagerStopped,
+    TaskCancelled,
+    TaskContext,
+    TaskHandle,
+    TaskManager,
+    TaskState,
+)
 
-__all__ = ["DuplicateTask", "ManagerStopped", "TaskContext", "TaskHandle", "TaskManager", "TaskState"]
+__all__ = [
+    "DuplicateTask",
+    "ManagerStopped",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskHandle",
+    "TaskManager",
+    "TaskState",
+]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DuplicateTask",
     "ManagerStopped",
+    "TaskCancelled",
     "TaskContext",
     "TaskHandle",
     "TaskManager",
@@ -46,6 +47,10 @@ class DuplicateTask(ValueError):
 
 class ManagerStopped(RuntimeError):
     """The task manager is stopped (or stopping) and takes no new tasks."""
+
+
+class TaskCancelled(RuntimeError):
+    """``wait()`` on a task that was cancelled (by ``stop()``, or queued when it came)."""
 
 
 class TaskState(StrEnum):
@@ -98,7 +103,7 @@ class TaskHandle:
         if self.error is not None:
             raise self.error
         if self.state is TaskState.CANCELLED:
-            raise asyncio.CancelledError(f"task {self.name!r} was cancelled")
+            raise TaskCancelled(f"task {self.name!r} was cancelled")
         return self.result
 
     @property
@@ -158,9 +163,12 @@ class TaskManager:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the minimum number of workers."""
+        """Start the minimum number of workers (again after a stop; twice does nothing)."""
+        if self._running:
+            return
         self._running = True
-        for _ in range(self.min_workers):
+        self._stopping = False
+        for _ in range(self.min_workers - len(self._workers)):
             self._spawn()
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -177,6 +185,10 @@ class TaskManager:
             _, pending = await asyncio.wait(workers, timeout=grace)
             if pending:
                 log.warning("%d task worker(s) did not stop within %.1fs", len(pending), grace)
+        for worker_id, worker in list(self._workers.items()):
+            if worker.done():  # cancelled before it ever ran: its own cleanup never did
+                self._workers.pop(worker_id, None)
+                self._current.pop(worker_id, None)
         for handle in list(self._tasks.values()):
             self._finish(handle, TaskState.CANCELLED)
 
@@ -193,7 +205,8 @@ class TaskManager:
         """Queue ``function(context)``; it runs as soon as a worker is free."""
         if not self._running:
             raise ManagerStopped("the task manager is not running")
-        if name is None:
+        auto = name is None
+        while name is None or (auto and name in self._tasks):
             name = f"task-{next(self._names)}"
         if name in self._tasks:
             raise DuplicateTask(f"a task named {name!r} is already queued or running")
@@ -236,6 +249,8 @@ class TaskManager:
                     await self._run(handle)
                 finally:
                     self._current[worker_id] = None
+                if self._stopping:
+                    return  # the task swallowed our cancellation: stop anyway
         finally:
             self._workers.pop(worker_id, None)
             self._current.pop(worker_id, None)
@@ -250,8 +265,9 @@ class TaskManager:
                 try:
                     return await asyncio.wait_for(self._queue.get(), self.idle_timeout)
                 except TimeoutError:
-                    # checked and acted on in one step of the loop: never below the minimum
-                    if len(self._workers) > self.min_workers:
+                    # checked and acted on in one step of the loop: never below the minimum,
+                    # and never while work waits (a submit may have counted us as idle)
+                    if len(self._workers) > self.min_workers and self._queue.empty():
                         self._workers.pop(worker_id, None)
                         return None
         finally:
@@ -263,9 +279,16 @@ class TaskManager:
             handle.state = TaskState.RUNNING
             try:
                 handle.result = await handle.function(handle.context)
-            except asyncio.CancelledError:
-                self._finish(handle, TaskState.CANCELLED)
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if self._stopping or (task is not None and task.cancelling()):
+                    self._finish(handle, TaskState.CANCELLED)
+                    raise
+                # the task's own code raised CancelledError (e.g. a wait it did was
+                # cancelled): a failure of the task, not of the worker
+                handle.error = exc
+                self._finish(handle, TaskState.FAILED)
+                return
             except Exception as exc:
                 if not handle.restart or self._stopping:
                     log.exception("task %r failed", handle.name)
@@ -285,6 +308,10 @@ class TaskManager:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
                 continue
+            except BaseException as exc:  # KeyboardInterrupt and the like: record, then let it go
+                handle.error = exc
+                self._finish(handle, TaskState.FAILED)
+                raise
             self._finish(handle, TaskState.DONE)
             return
 

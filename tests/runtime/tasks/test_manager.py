@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from msuite.runtime.tasks import DuplicateTask, ManagerStopped, TaskContext, TaskManager, TaskState
+from msuite.runtime.tasks import (
+    DuplicateTask,
+    ManagerStopped,
+    TaskCancelled,
+    TaskContext,
+    TaskManager,
+    TaskState,
+)
 
 
 @pytest.fixture
@@ -130,7 +137,7 @@ async def test_stop_cancels_running_and_queued_tasks_and_waits() -> None:
     await tasks.stop(grace=2)
     assert running.state is TaskState.CANCELLED and queued.state is TaskState.CANCELLED
     assert cleaned == ["running"]  # the running task's cleanup ran before stop returned
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(TaskCancelled, match="'running' was cancelled"):
         await running.wait()
     with pytest.raises(ManagerStopped):
         tasks.submit(long)
@@ -184,3 +191,85 @@ def test_settings_come_from_the_manifest() -> None:
     manifest = loads_manifest("name: n\ntasks: {min_workers: 3, max_workers: 7, idle_timeout: 2s}\n")
     tasks = TaskManager.for_manifest(manifest)
     assert (tasks.min_workers, tasks.max_workers, tasks.idle_timeout) == (3, 7, 2.0)
+
+
+async def test_a_task_submitted_as_an_idle_worker_leaves_still_runs() -> None:
+    tasks = TaskManager(min_workers=0, max_workers=1, idle_timeout=0.01)
+    await tasks.start()
+
+    async def job(ctx: TaskContext) -> str:
+        return ctx.name
+
+    for attempt in range(60):
+        await tasks.submit(job).wait()
+        await asyncio.sleep(0.0085 + (attempt % 6) * 0.0005)  # around the idle timeout
+        handle = tasks.submit(job)
+        assert await asyncio.wait_for(handle.wait(), 2) == handle.name
+    await tasks.stop()
+
+
+async def test_a_task_raising_cancelled_error_does_not_kill_its_worker(manager: TaskManager) -> None:
+    async def inner_cancel(ctx: TaskContext) -> None:
+        raise asyncio.CancelledError  # e.g. something the task awaited was cancelled
+
+    async def fine(ctx: TaskContext) -> str:
+        return "ran"
+
+    failed = manager.submit(inner_cancel)
+    with pytest.raises(asyncio.CancelledError):
+        await failed.wait()
+    assert failed.state is TaskState.FAILED
+    assert await asyncio.wait_for(manager.submit(fine).wait(), 2) == "ran"
+    assert len(manager.status()["workers"]) >= manager.min_workers
+
+
+async def test_stop_returns_once_a_polite_task_has_cleaned_up() -> None:
+    tasks = TaskManager(min_workers=1, max_workers=1)
+    await tasks.start()
+
+    async def polite(ctx: TaskContext) -> str:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+            return "cleaned up"
+        return "never"
+
+    handle = tasks.submit(polite)
+    await until(lambda: handle.state is TaskState.RUNNING)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await tasks.stop(grace=3)
+    assert loop.time() - started < 1
+    assert tasks.status()["workers"] == []
+
+
+async def test_generated_names_skip_names_in_use(manager: TaskManager) -> None:
+    gate = asyncio.Event()
+
+    async def blocked(ctx: TaskContext) -> None:
+        await gate.wait()
+
+    manager.submit(blocked, name="task-1")
+    unnamed = manager.submit(blocked)
+    assert unnamed.name != "task-1"
+    gate.set()
+
+
+async def test_start_twice_and_restart_after_stop() -> None:
+    tasks = TaskManager(min_workers=2, max_workers=2, backoff=0.01)
+    await tasks.start()
+    await tasks.start()
+    assert len(tasks.status()["workers"]) == 2
+    await tasks.stop()
+    await tasks.start()
+    attempts: list[int] = []
+
+    async def flaky(ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("once")
+
+    await tasks.submit(flaky, restart=True).wait()
+    assert attempts == [1, 2]  # still restartable after a stop and start
+    await tasks.stop()
