@@ -36,6 +36,10 @@ def check_key(key: str) -> str:
     ``/``-separated parts that are neither empty nor ``.`` or ``..``."""
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
         raise ValueError(f"a lock key is 1-{MAX_KEY_LENGTH} characters of text without NUL")
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise ValueError("a lock key must be valid text (no lone surrogates)") from None
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"lock key {key!r}: '/'-separated parts cannot be empty, '.' or '..'")
     return key

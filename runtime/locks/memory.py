@@ -80,7 +80,8 @@ class MemoryLocker:
         self._closed = True
         for state in self._keys.values():
             for waiter in state.waiters:
-                waiter.cancel()
+                if not waiter.done():
+                    waiter.set_exception(RuntimeError("the locker was closed while waiting for the lock"))
             state.waiters.clear()
             if state.holder is not None:
                 state.holder.lost.set()

@@ -1,11 +1,14 @@
 """The Redis locker (``locker: {backend: redis, url: ...}``), on redis-py's asyncio client.
 
-A lock is the key ``<prefix>/<key>`` holding the holder's random token, set
-with ``NX`` and a TTL (``locker.ttl``) that a background task renews every
-third of the TTL while the lease is held; a lease that cannot be renewed in
-time is marked lost. Only the holder's token can release (a Lua script
-compares before deleting). Fencing tokens come from ``INCR`` on
-``<prefix>/<key>/fence`` in the same script that takes the lock, so they grow
+A lock is the key ``<prefix>:lock:<key>`` holding the holder's random secret,
+set with ``NX`` and a TTL (``locker.ttl``) that a background task renews every
+third of the TTL while the lease is held. A lease is marked lost as soon as a
+whole TTL has passed since the last renewal that succeeded was sent (a silent
+or unreachable server included): by then the server may have let the key
+expire. Only the holder's secret can release (a Lua script compares before
+deleting). Fencing tokens come from ``INCR`` on ``<prefix>:fence:<key>`` in the
+same script that takes the lock (lock keys and counters live in separate
+namespaces, so no key can collide with another's counter), so they grow
 for every new holder, as long as Redis keeps its data: a Redis without
 persistence that restarts starts them again from 1.
 """
@@ -78,10 +81,14 @@ class RedisLocker:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        io_timeout = max(0.2, min(2.0, ttl / 4))
         options: dict[str, Any] = {
             "decode_responses": True,
+            # a silent server must not hang renewals, try_lock or close
+            "socket_timeout": io_timeout,
+            "socket_connect_timeout": io_timeout,
             # a restarted or briefly unreachable server: reconnect and retry, bounded
-            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 6),
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         }
         if password is not None:
@@ -127,52 +134,83 @@ class RedisLocker:
         )
 
     def _keys(self, key: str) -> list[str]:
-        lock = f"{self.prefix}/{key}"
-        return [lock, f"{lock}/fence"]
+        return [f"{self.prefix}:lock:{key}", f"{self.prefix}:fence:{key}"]
 
     def lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Lease]:
         """``async with locker.lock(key, timeout) as lease:``."""
         return locked(self, key, timeout)
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
+        from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
         check_key(key)
         secret = os.urandom(16).hex()
         ttl_ms = max(1, int(self.ttl * 1000))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.005
+        last_error: BaseException | None = None
         while True:
-            token = int(await self._acquire(keys=self._keys(key), args=[secret, ttl_ms]))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                why = f": {last_error!r}" if last_error else ""
+                raise LockTimeout(f"lock {key!r} (backend redis) not acquired within {timeout:g}s{why}")
+            try:
+                token = int(
+                    await asyncio.wait_for(
+                        self._acquire(keys=self._keys(key), args=[secret, ttl_ms]), remaining
+                    )
+                )
+            except (AuthenticationError, ResponseError):
+                raise  # wrong password, a server that refuses the script: retrying won't help
+            except (TimeoutError, RedisError, OSError) as exc:
+                last_error = exc
+                await self._abandon(key, secret)  # the SET may have landed: undo it if so
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, 0.1)
+                continue
+            except asyncio.CancelledError:
+                await self._abandon(key, secret)
+                raise
             if token:
                 lease = _RedisLease(self, key, token, secret)
                 lease.renewer = loop.create_task(self._keep(lease), name=f"msuite-lock-renew-{key}")
                 self._leases.add(lease)
                 return lease
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise LockTimeout(f"lock {key!r} (backend redis) not acquired within {timeout:g}s")
-            await asyncio.sleep(min(delay, remaining))
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.1)
 
+    async def _abandon(self, key: str, secret: str) -> None:
+        """Release ``key`` if it holds ``secret`` (a try that failed half-way), bounded, best effort."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(
+                asyncio.wait_for(self._release_script(keys=self._keys(key)[:1], args=[secret]), 1.0)
+            )
+
     async def _keep(self, lease: _RedisLease) -> None:
-        """Renew the lease every third of the TTL; mark it lost when that fails for a whole TTL."""
+        """Renew every third of the TTL; lost once a TTL has passed since the last good renewal was sent."""
         loop = asyncio.get_running_loop()
         ttl_ms = max(1, int(self.ttl * 1000))
-        renewed_at = loop.time()
+        vouched_until = loop.time() + self.ttl  # the acquire itself was sent before now
         while lease.held:
             await asyncio.sleep(self.ttl / 3)
+            sent = loop.time()
             try:
-                still_ours = await self._renew(keys=self._keys(lease.key)[:1], args=[lease.secret, ttl_ms])
-            except Exception as exc:  # a connection problem: keep trying until the TTL runs out
-                if loop.time() - renewed_at < self.ttl:
+                still_ours = await asyncio.wait_for(
+                    self._renew(keys=self._keys(lease.key)[:1], args=[lease.secret, ttl_ms]),
+                    max(0.05, vouched_until - sent),
+                )
+            except Exception as exc:
+                if loop.time() < vouched_until - 0.05:
                     log.warning("renewing lock %r failed, retrying: %r", lease.key, exc)
                     continue
                 still_ours = 0
             if not still_ours:
-                log.error("lock %r was lost (its lease could not be renewed)", lease.key)
+                log.error("lock %r was lost (its lease could not be renewed in time)", lease.key)
                 lease.lost.set()
+                self._leases.discard(lease)
                 return
-            renewed_at = loop.time()
+            vouched_until = sent + self.ttl
 
     async def _release(self, lease: Lease) -> None:
         assert isinstance(lease, _RedisLease)
@@ -182,13 +220,15 @@ class RedisLocker:
             with contextlib.suppress(asyncio.CancelledError):
                 await lease.renewer
         if not lease.lost.is_set():
-            await self._release_script(keys=self._keys(lease.key)[:1], args=[lease.secret])
+            await self._abandon(lease.key, lease.secret)
 
     async def close(self) -> None:
+        """Release held leases and close the connection (bounded: a dead server can't hang it)."""
         for lease in list(self._leases):
             with contextlib.suppress(Exception):
-                await lease.release()
-        await self._client.aclose()
+                await asyncio.wait_for(lease.release(), 2.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.aclose(), 2.0)
 
     def status(self) -> dict[str, object]:
         return {

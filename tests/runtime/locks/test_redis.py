@@ -100,7 +100,7 @@ async def test_a_lease_that_cannot_be_renewed_is_marked_lost(redis_server: Redis
     locker = RedisLocker(redis_server.url, ttl=0.3)
     lease = await locker.try_lock("k", timeout=1)
     client = aioredis.Redis.from_url(redis_server.url)
-    await client.delete("msuite/locks/k")  # as if the lease had expired under us
+    await client.delete("msuite/locks:lock:k")  # as if the lease had expired under us
     await asyncio.wait_for(lease.lost.wait(), 2)
     assert not lease.held
     await lease.release()  # releasing a lost lease is harmless
@@ -150,6 +150,51 @@ async def test_from_manifest_settings(redis_server: RedisServer) -> None:
     assert (locker.ttl, locker.prefix) == (3.0, "app/locks")
     async with locker.lock("x", timeout=1):
         client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-        assert await client.exists("app/locks/x") == 1
+        assert await client.exists("app/locks:lock:x") == 1
         await client.aclose()
     await locker.close()
+
+
+async def test_keys_cannot_collide_with_fence_counters(redis_server: RedisServer) -> None:
+    locker = RedisLocker(redis_server.url)
+    async with locker.lock("x", timeout=1):
+        pass
+    async with locker.lock("x/fence", timeout=1) as lease:  # once the same Redis key as x's counter
+        assert lease.fencing_token == 1
+    async with locker.lock("y/fence", timeout=1), locker.lock("y", timeout=1) as lease:
+        assert lease.fencing_token == 1
+    await locker.close()
+
+
+async def test_a_silent_server_marks_the_lease_lost_within_the_ttl(redis_server: RedisServer) -> None:
+    assert redis_server.process is not None
+    locker = RedisLocker(redis_server.url, ttl=1)
+    lease = await locker.try_lock("k", timeout=1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    os.kill(redis_server.process.pid, signal.SIGSTOP)  # the server goes silent
+    try:
+        await asyncio.wait_for(lease.lost.wait(), 5)
+        assert loop.time() - started < 1.5  # within the TTL (renewals every 1/3 s)
+        with pytest.raises(LockTimeout):
+            await asyncio.wait_for(locker.try_lock("other", timeout=0.5), 3)  # bounded
+        closing = loop.time()
+        await locker.close()  # bounded too
+        assert loop.time() - closing < 5
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+
+
+async def test_wrong_password_is_not_retried_into_a_timeout(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        bad = RedisLocker(server.url, password="wrong")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Exception, match=r"(?i)auth|password") as info:
+            await bad.try_lock("k", timeout=5)
+        assert not isinstance(info.value, LockTimeout) and loop.time() - started < 2
+        await bad.close()
+    finally:
+        server.stop()
