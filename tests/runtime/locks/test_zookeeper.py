@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -11,6 +12,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
+from msuite.runtime.locks import LockTimeout
 from msuite.runtime.locks.zookeeper import ZooKeeperLocker
 from tests.helpers import REPO
 from tests.servers import ZooKeeperServer
@@ -119,3 +123,60 @@ async def test_from_manifest_settings(zookeeper_server: ZooKeeperServer) -> None
     async with locker.lock("x", timeout=5) as lease:
         assert lease.fencing_token == 1
     await locker.close()
+
+
+async def test_keys_never_collide_with_lock_nodes(zookeeper_server: ZooKeeperServer) -> None:
+    locker = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=4)
+    for tricky, plain in (("a/lock-", "a"), ("b/lock-3", "b")):
+        async with locker.lock(tricky, timeout=5):
+            pass
+        for _ in range(5):  # past the sequence number a colliding node would have had
+            async with locker.lock(plain, timeout=5):
+                pass
+    await locker.close()
+
+
+async def test_cancelled_attempts_leave_nothing_behind(zookeeper_server: ZooKeeperServer) -> None:
+    import aiozk
+
+    locker = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=4)
+    await (await locker.try_lock("warm", timeout=5)).release()
+    for i in range(30):
+        attempt = asyncio.ensure_future(locker.try_lock(f"k{i}", timeout=5))
+        await asyncio.sleep(0.0005 * i)
+        attempt.cancel()
+        result = await asyncio.gather(attempt, return_exceptions=True)
+        if not isinstance(result[0], BaseException):
+            await result[0].release()
+    client = aiozk.ZKClient(zookeeper_server.hosts)
+    await client.start()
+    leftovers = {
+        k: await client.get_children(f"/msuite/locks/k{k}")
+        for k in range(30)
+        if await client.exists(f"/msuite/locks/k{k}")
+    }
+    await client.close()
+    assert all(children == [] for children in leftovers.values()), leftovers
+    for i in range(30):  # and every key is free
+        await (await locker.try_lock(f"k{i}", timeout=2)).release()
+    await locker.close()
+
+
+async def test_a_silent_server_marks_leases_lost_and_nothing_hangs(zookeeper_server: ZooKeeperServer) -> None:
+    assert zookeeper_server.process is not None
+    locker = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=2)
+    lease = await locker.try_lock("k", timeout=5)
+    loop = asyncio.get_running_loop()
+    os.kill(zookeeper_server.process.pid, signal.SIGSTOP)
+    try:
+        started = loop.time()
+        await asyncio.wait_for(lease.lost.wait(), 15)
+        assert loop.time() - started < 10
+        with pytest.raises(LockTimeout):
+            await asyncio.wait_for(locker.try_lock("other", timeout=1), 5)
+        closing = loop.time()
+        await locker.close()
+        assert loop.time() - closing < 10
+    finally:
+        os.kill(zookeeper_server.process.pid, signal.SIGCONT)
+        gc.collect()  # anything left unclosed would warn here, inside this test
