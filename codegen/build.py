@@ -99,9 +99,11 @@ class _Locator:
 
 
 def _check_modules(compiled: Compiled, where: _Locator) -> list[Diagnostic]:
-    """Every user proto must give an importable module that hides nothing generated."""
+    """Every user proto must give an importable module that hides nothing generated.
+
+    (Two protos giving the same module are refused earlier, by protoc.compile_protos:
+    protoc itself would fail on them.)"""
     problems = []
-    seen: dict[str, str] = {}
     for source in compiled.sources:
         module = module_of(source.name, "_pb2")
         parts = module.split(".")
@@ -123,11 +125,6 @@ def _check_modules(compiled: Compiled, where: _Locator) -> list[Diagnostic]:
                     "move it under another folder",
                 )
             )
-        if module in seen:
-            problems.append(
-                where.proto(source.name, [], f"gives the same Python module {module} as {seen[module]}")
-            )
-        seen[module] = source.name
     return problems
 
 
