@@ -164,15 +164,13 @@ class Repo:
 
     def space(self, name: str) -> KV:
         """A key space of its own in the repository's database, for one subsystem."""
-        if not name or "\x00" in name:
-            raise ValueError("a key space name is non-empty and has no NUL")
-        return Prefixed(self.kv, name.encode() + b"\x00")
+        return Prefixed(self.kv, _space_prefix(name))
 
     @property
     def store(self) -> Store:
         """The item store (key space ``store``)."""
         if self._store is None:
-            self._store = Store(self.kv, prefix=b"store\x00")  # the same keys as space("store")
+            self._store = Store(self.kv, prefix=_space_prefix("store"))  # the keys of space("store")
         return self._store
 
     def node_seed(self) -> bytes:
@@ -246,6 +244,12 @@ def repair(location: str | os.PathLike[str]) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _space_prefix(name: str) -> bytes:
+    if not name or "\x00" in name:
+        raise ValueError("a key space name is non-empty and has no NUL")
+    return name.encode() + b"\x00"
 
 
 _LEFTOVERS = {"repo.lock", "version.tmp"}
