@@ -107,6 +107,14 @@ class Locker(Protocol):
         ...
 
 
+class LockerBase:
+    """What every backend shares: the ``async with`` form of ``try_lock``."""
+
+    def lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Lease]:
+        """``async with locker.lock(key, timeout) as lease:``, released on exit."""
+        return locked(self, key, timeout)  # type: ignore[arg-type]
+
+
 @asynccontextmanager
 async def locked(locker: Locker, key: str, timeout: float) -> AsyncIterator[Lease]:
     """``async with`` form of :meth:`Locker.try_lock`: released on exit, whatever happens."""

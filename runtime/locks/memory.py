@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-from .locker import Lease, LockTimeout, check_key, locked
+from .locker import Lease, LockerBase, LockTimeout, check_key
 
 __all__ = ["MemoryLocker"]
 
@@ -24,7 +23,7 @@ class _Key:
     tokens: int = 0
 
 
-class MemoryLocker:
+class MemoryLocker(LockerBase):
     """Process-local locks with the same API (and fencing tokens) as the network backends."""
 
     backend = "memory"
@@ -32,10 +31,6 @@ class MemoryLocker:
     def __init__(self) -> None:
         self._keys: dict[str, _Key] = {}
         self._closed = False
-
-    def lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Lease]:
-        """``async with locker.lock(key, timeout) as lease:``."""
-        return locked(self, key, timeout)
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
         check_key(key)

@@ -19,10 +19,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from .locker import Lease, LockTimeout, check_key, locked
+from .locker import Lease, LockerBase, LockTimeout, check_key
 
 if TYPE_CHECKING:
     from msuite.spec import Locker as LockerSettings
@@ -59,7 +58,7 @@ class _RedisLease(Lease):
         self.renewer: asyncio.Task[None] | None = None
 
 
-class RedisLocker:
+class RedisLocker(LockerBase):
     """Locks on a Redis server. See the module docs for the guarantees."""
 
     backend = "redis"
@@ -135,10 +134,6 @@ class RedisLocker:
 
     def _keys(self, key: str) -> list[str]:
         return [f"{self.prefix}:lock:{key}", f"{self.prefix}:fence:{key}"]
-
-    def lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Lease]:
-        """``async with locker.lock(key, timeout) as lease:``."""
-        return locked(self, key, timeout)
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
         from redis.exceptions import AuthenticationError, RedisError, ResponseError

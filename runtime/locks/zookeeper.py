@@ -22,11 +22,10 @@ import contextlib
 import logging
 import re
 import uuid
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .locker import Lease, LockTimeout, check_key, locked
+from .locker import Lease, LockerBase, LockTimeout, check_key
 
 if TYPE_CHECKING:
     from msuite.spec import Locker as LockerSettings
@@ -49,7 +48,7 @@ def _sequence(name: str) -> int:
     return int(name.rsplit("-", 1)[1])
 
 
-class ZooKeeperLocker:
+class ZooKeeperLocker(LockerBase):
     """Locks on a ZooKeeper ensemble. See the module docs for the guarantees."""
 
     backend = "zookeeper"
@@ -74,10 +73,6 @@ class ZooKeeperLocker:
         return cls(
             settings.hosts, prefix=settings.prefix, session_timeout=settings.session_timeout.total_seconds()
         )
-
-    def lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Lease]:
-        """``async with locker.lock(key, timeout) as lease:``."""
-        return locked(self, key, timeout)
 
     async def _ensure_started(self) -> None:
         async with self._start_lock:
