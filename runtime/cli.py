@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from importlib import resources
 from importlib.abc import Traversable
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 import msuite
+
+_BEGAN = time.perf_counter()
 
 __all__ = ["main"]
 
@@ -47,6 +50,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help="text (default), json, or github (GitHub Actions ::error annotations)",
     )
     validate.set_defaults(run=_validate)
+
+    up = commands.add_parser(
+        "up",
+        help="serve the node a manifest declares, until SIGINT or SIGTERM",
+        description="Load the manifest, regenerate code when stale, start the node, print a "
+        "readiness line per listener, serve until SIGINT/SIGTERM, drain and exit 0.",
+    )
+    up.add_argument(
+        "-f", "--file", default="msuite.yaml", metavar="FILE", help="manifest (default: ./msuite.yaml)"
+    )
+    up.set_defaults(run=_up)
 
     generate = commands.add_parser(
         "generate",
@@ -102,6 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- validate
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .up import up
+
+    return up(args.file, began=_BEGAN)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -1,0 +1,107 @@
+"""Channels to services by name (component ``clients``, ``node.grpc.client(name)``).
+
+A full proto service name resolves, in this order:
+
+1. ``discovery.static``: ``host:port``, ``[::1]:port``, ``unix:/path`` or
+   ``unix-abstract:NAME``;
+2. the services this node serves itself (over its Unix socket when it has
+   one, else its TCP port);
+3. (with p2p, later) peers found by discovery.
+
+A name that resolves nowhere raises :class:`ServiceNotFound` naming what was
+tried. Channels are cached per target and closed when the node stops. Calls
+made through them carry the caller's metadata only: nothing is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc.aio
+
+from ..errors import NodeError
+
+__all__ = ["GrpcClients", "ServiceNotFound", "target_of"]
+
+
+class ServiceNotFound(NodeError, LookupError):
+    """No address is known for a service name."""
+
+
+def target_of(address: str, base_dir: Path | None = None) -> str:
+    """The grpc target for a ``discovery.static`` address (relative socket paths from ``base_dir``)."""
+    if address.startswith("unix:") and not address.startswith("unix://"):
+        path = Path(address[len("unix:") :])
+        if not path.is_absolute() and base_dir is not None:
+            return f"unix:{base_dir / path}"
+    return address  # host:port, [v6]:port and unix-abstract:NAME are grpc targets as they are
+
+
+class GrpcClients:
+    """Component ``clients``: resolves service names to cached grpc.aio channels."""
+
+    name = "clients"
+    requires: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        static: Mapping[str, str],
+        *,
+        own_services: Collection[str] = (),
+        own_target: Callable[[], str] | None = None,
+        options: list[tuple[str, Any]] | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self._static = {name: target_of(address, base_dir) for name, address in static.items()}
+        self._own_services = frozenset(own_services)
+        self._own_target = own_target
+        self._options = options or []
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
+
+    def resolve(self, service: str) -> str:
+        """The target ``service`` is reached at; :class:`ServiceNotFound` when none."""
+        address = self._static.get(service)
+        if address is not None:
+            return address
+        if service in self._own_services and self._own_target is not None:
+            return self._own_target()
+        tried = ["discovery.static (" + (", ".join(sorted(self._static)) or "empty") + ")"]
+        tried.append("this node's services (" + (", ".join(sorted(self._own_services)) or "none") + ")")
+        raise ServiceNotFound(f"no address for service {service!r}: tried " + "; ".join(tried))
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        """A channel to ``service`` (cached; closed with the node)."""
+        return self.channel_to(self.resolve(service))
+
+    client = channel
+
+    def channel_to(self, target: str) -> grpc.aio.Channel:
+        """A cached channel to a grpc target."""
+        if self._closed:
+            raise NodeError("the node's clients are closed")
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(target, options=self._options)
+            self._channels[target] = channel
+        return channel
+
+    def own_channel(self) -> grpc.aio.Channel:
+        """A channel to this node's own gRPC server (the gateway's)."""
+        if self._own_target is None:
+            raise NodeError("this node has no gRPC server")
+        return self.channel_to(self._own_target())
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def stop(self, grace: float) -> None:
+        self._closed = True
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(grace)
+
+    def status(self) -> dict[str, Any]:
+        return {"static": dict(self._static), "open_channels": sorted(self._channels)}

@@ -1,0 +1,270 @@
+"""The node's gRPC server (component ``grpc``): one grpc.aio server on every listener.
+
+- The declared services, each ``impl`` constructed once, are registered once
+  and served on ``grpc.tcp`` and ``grpc.unix`` at the same time.
+- ``grpc.so_reuseport`` is off: a taken port is an error naming the port and
+  its manifest line, never a silent split of traffic with another process.
+  A Unix socket another live server answers on is refused the same way (grpc
+  would otherwise unlink it and steal the path); a stale socket file is replaced.
+- The standard health service (``grpc.health.v1.Health``) and server
+  reflection are on unless the manifest turns them off. Health reports
+  SERVING once started and NOT_SERVING from the moment the node drains.
+- Servicer methods must be ``async def``; a method the ``impl`` does not
+  define answers UNIMPLEMENTED and is named in a startup warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import inspect
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+from google.protobuf import descriptor_pool
+
+from msuite.spec import GRPC, Manifest
+
+from ..errors import NodeError, where
+from .interceptors import CallHook, NodeInterceptor
+
+if TYPE_CHECKING:
+    from msuite.runtime.auth import Auth
+    from msuite.runtime.wiring import ServiceBinding
+
+__all__ = ["GrpcServer", "Listener"]
+
+log = logging.getLogger("msuite.grpc")
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+
+
+class Listener:
+    """One bound address of the server, for readiness lines and ``/status``."""
+
+    def __init__(self, kind: str, address: str, target: str) -> None:
+        self.kind = kind
+        self.address = address
+        """As printed: ``127.0.0.1:50051`` or ``unix:/abs/path.sock``."""
+        self.target = target
+        """What a grpc client dials to reach it."""
+        self.state = "bound"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "address": self.address, "state": self.state}
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _dial_host(host: str) -> str:
+    """Where a local client reaches a server bound on ``host`` (wildcards become loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _unix_in_use(path: str) -> bool:
+    """Whether a live server accepts on the Unix socket at ``path`` (a stale file: False)."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
+    finally:
+        probe.close()
+    return True
+
+
+def _methods_of(service: str) -> list[str]:
+    return [m.name for m in descriptor_pool.Default().FindServiceByName(service).methods]
+
+
+def _check_servicer(manifest: Manifest, binding: ServiceBinding, servicer: Any) -> dict[str, str]:
+    """Methods ``servicer`` leaves to its generated base class; refuses sync overrides."""
+    missing: dict[str, str] = {}
+    impl = manifest.services[binding.name].impl if binding.name in manifest.services else binding.impl
+    for name in _methods_of(binding.name):
+        attr = inspect.getattr_static(type(servicer), name, None)
+        owner = next((k for k in type(servicer).__mro__ if name in vars(k)), None)
+        generated = (
+            owner is not None
+            and owner.__name__.endswith("Servicer")
+            and owner.__module__.endswith("_pb2_grpc")
+        )
+        if attr is None or generated:
+            missing[f"/{binding.name}/{name}"] = impl
+            continue
+        function = getattr(servicer, name)
+        if not (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)):
+            raise NodeError(
+                f"{where(manifest, 'services', binding.name, 'impl')}: {impl}.{name} must be "
+                "`async def` (msuite serves with grpc.aio)"
+            )
+    return missing
+
+
+class GrpcServer:
+    """Component ``grpc``: the node's grpc.aio server."""
+
+    name = "grpc"
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        bindings: Sequence[ServiceBinding],
+        *,
+        make_servicers: Callable[[], Mapping[str, Any]],
+        requires: tuple[str, ...] = (),
+    ) -> None:
+        """``make_servicers`` builds the ``impl`` instances when the server starts."""
+        assert manifest.grpc is not None
+        self.manifest = manifest
+        self.settings: GRPC = manifest.grpc
+        self.bindings = list(bindings)
+        self.servicers: dict[str, Any] = {}
+        self.requires = requires
+        self.listeners: list[Listener] = []
+        self.server: grpc.aio.Server | None = None
+        self.state = "new"
+        self._make_servicers = make_servicers
+        self._auth: Auth | None = None
+        self._hooks: list[CallHook] = []
+        self._health: Any = None
+
+    def set_auth(self, auth: Auth) -> None:
+        """Authenticate and check the ACL on every call (before start)."""
+        self._auth = auth
+
+    @property
+    def hooks(self) -> list[CallHook]:
+        """Call hooks (metrics, tracing) run around every call; add them before start."""
+        return self._hooks
+
+    @property
+    def local_target(self) -> str:
+        """What a client in this process dials to reach this server (Unix socket preferred)."""
+        for kind in ("unix", "tcp"):
+            for listener in self.listeners:
+                if listener.kind == kind:
+                    return listener.target
+        raise NodeError("the gRPC server has no listener this process can dial")
+
+    async def start(self) -> None:
+        self.servicers = dict(self._make_servicers())
+        unimplemented: dict[str, str] = {}
+        for binding in self.bindings:
+            unimplemented.update(_check_servicer(self.manifest, binding, self.servicers[binding.name]))
+        for method, impl in unimplemented.items():
+            log.warning("%s does not implement %s: calls answer UNIMPLEMENTED", impl, method)
+        interceptor = NodeInterceptor(self._auth, self._hooks, unimplemented)
+        options = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", self.settings.max_receive_message_size),
+            ("grpc.max_send_message_length", self.settings.max_send_message_size),
+        ]
+        server = grpc.aio.server(interceptors=[interceptor], options=options)
+        for binding in self.bindings:
+            binding.add_to_server(self.servicers[binding.name], server)
+        names = [b.name for b in self.bindings]
+        if self.settings.health:
+            from grpc_health.v1 import health_pb2_grpc
+            from grpc_health.v1._async import HealthServicer
+
+            self._health = HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            names.append(HEALTH_SERVICE)
+        if self.settings.reflection:
+            from grpc_reflection.v1alpha import reflection
+
+            names.append(REFLECTION_SERVICE)
+            reflection.enable_server_reflection(names, server)
+        try:
+            self._bind(server)
+            await server.start()
+        except BaseException:
+            await server.stop(None)
+            raise
+        self.server = server
+        self.state = "serving"
+        for listener in self.listeners:
+            listener.state = "serving"
+        if self._health is not None:
+            from grpc_health.v1 import health_pb2
+
+            for service in ["", *(b.name for b in self.bindings)]:
+                await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def _bind(self, server: grpc.aio.Server) -> None:
+        self.listeners = []
+        tcp, unix = self.settings.tcp, self.settings.unix
+        if tcp is not None:
+            address = _host_port(tcp.host, tcp.port)
+            try:
+                port = server.add_insecure_port(address)
+            except RuntimeError:
+                port = 0
+            if port == 0:
+                raise NodeError(
+                    f"{where(self.manifest, 'grpc', 'tcp', 'port')}: cannot listen on {address} "
+                    "(the port is in use, or the address is not on this machine)"
+                )
+            bound = _host_port(tcp.host, port)
+            self.listeners.append(Listener("tcp", bound, _host_port(_dial_host(tcp.host), port)))
+        if unix is not None:
+            if unix.path.startswith("unix-abstract:"):
+                target = unix.path
+            else:
+                path = str(self.manifest.resolve(unix.path))
+                if _unix_in_use(path):
+                    raise NodeError(
+                        f"{where(self.manifest, 'grpc', 'unix', 'path')}: {path} is in use by "
+                        "another running server"
+                    )
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                target = f"unix:{path}"
+            try:
+                port = server.add_insecure_port(target)
+            except RuntimeError:
+                port = 0
+            if port == 0:
+                raise NodeError(f"{where(self.manifest, 'grpc', 'unix', 'path')}: cannot listen on {target}")
+            self.listeners.append(Listener("unix", target, target))
+
+    async def draining(self) -> None:
+        """Health turns NOT_SERVING at once; calls are still served until ``stop``."""
+        self.state = "draining"
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace``, then close."""
+        if self.server is None:
+            return
+        self.state = "stopping"
+        await self.server.stop(grace)
+        self.server = None
+        self.state = "stopped"
+        for listener in self.listeners:
+            listener.state = "closed"
+            if listener.kind == "unix" and listener.target.startswith("unix:"):
+                with contextlib.suppress(OSError):
+                    os.unlink(listener.target[len("unix:") :])
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "services": [b.name for b in self.bindings],
+            "listeners": [listener.as_dict() for listener in self.listeners],
+            "health": self.settings.health,
+            "reflection": self.settings.reflection,
+        }

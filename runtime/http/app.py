@@ -1,0 +1,245 @@
+"""The node's HTTP server (component ``http``, ``node.http``): users' handlers, gateway, status.
+
+The request pipeline is one aiohttp middleware composed once at start (each
+extra aiohttp middleware layer costs time on every request). Its steps,
+outermost first, fixed:
+
+1. **Access log**: one line per request on logger ``msuite.http.access``
+   (method, path, status, milliseconds), when ``http.access_log`` is on.
+2. **Recovery**: an exception escaping a handler becomes a 500 with
+   ``{"code": 13, "message": "internal error"}``; the stack is logged, never sent.
+3. **Call hooks** (metrics and tracing, filled in by diagnostics).
+4. **CORS** (``http.cors``): preflight requests are answered here, before
+   authentication; every response to an allowed origin carries its headers.
+5. **Authentication and ACL** on the request path (no query string): a
+   present but invalid token is 401, too low a role 403, both as JSON.
+
+Routes: users' own (``node.http.router``, added before start), ``GET
+/status`` (``diagnostics.status``), then the gateway's (``http.gateway``),
+whose calls go through the gRPC server and its interceptors, so a gateway call
+is also checked against the gRPC method it reaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from msuite.spec import Manifest
+
+from ..errors import NodeError, where
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+    from msuite.runtime.auth import Auth
+    from msuite.runtime.wiring import Route
+
+__all__ = ["HttpHook", "HttpServer"]
+
+log = logging.getLogger("msuite.http")
+access_log = logging.getLogger("msuite.http.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpHook(Protocol):
+    """Observes every request (metrics, tracing): ``begin`` returns the callback for its end."""
+
+    def begin(self, request: web.Request) -> Callable[[int, float], None]: ...
+
+
+def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps({"code": code, "message": message, "details": []})
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+class HttpServer:
+    """Component ``http``: an aiohttp server bound to ``http.host``:``http.port``."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        auth: Auth | None = None,
+        status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        routes: Sequence[Route] = (),
+        channel: Callable[[], grpc.aio.Channel] | None = None,
+        requires: tuple[str, ...] = (),
+    ) -> None:
+        assert manifest.http is not None
+        self.manifest = manifest
+        self.settings = manifest.http
+        self.requires = requires
+        self.app = web.Application(client_max_size=self.settings.max_body_size)
+        self.hooks: list[HttpHook] = []
+        self.state = "new"
+        self.address: str | None = None
+        self.port: int | None = None
+        self._auth = auth
+        self._status = status
+        self._routes = list(routes)
+        self._channel = channel
+        self._runner: web.AppRunner | None = None
+
+    def set_auth(self, auth: Auth) -> None:
+        """Authenticate and check the ACL on every request (before start)."""
+        self._auth = auth
+
+    @property
+    def router(self) -> web.UrlDispatcher:
+        """Add your own handlers here before the node starts."""
+        return self.app.router
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._status is not None:
+            self.router.add_get("/status", self._serve_status)
+        if self.settings.gateway and self._routes and self._channel is not None:
+            from .gateway import Gateway
+
+            Gateway(self._routes, self._channel).add_to(self.router)
+        self.app.middlewares.append(self._pipeline())
+        grace = self.manifest.shutdown.grace.total_seconds()
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=grace)
+        await runner.setup()
+        host, port = self.settings.host, self.settings.port
+        site = web.TCPSite(runner, host, port, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise NodeError(
+                f"{where(self.manifest, 'http', 'port')}: cannot listen on "
+                f"{f'[{host}]' if ':' in host else host}:{port}: {exc.strerror or exc}"
+            ) from None
+        self._runner = runner
+        addresses = runner.addresses
+        self.port = int(addresses[0][1]) if addresses else port
+        shown = f"[{host}]" if ":" in host else host
+        self.address = f"http://{shown}:{self.port}"
+        self.state = "serving"
+
+    async def draining(self) -> None:
+        self.state = "draining"
+
+    async def stop(self, grace: float) -> None:
+        """Close the listener, let in-flight requests finish (``shutdown.grace``), then close."""
+        if self._runner is None:
+            return
+        self.state = "stopping"
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "address": self.address, "gateway": self.settings.gateway}
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _serve_status(self, request: web.Request) -> web.Response:
+        assert self._status is not None
+        report = await self._status()
+        return web.json_response(report, dumps=lambda v: json.dumps(v, default=str, indent=2))
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def _pipeline(self) -> Middleware:
+        """The one middleware: access log, recovery, hooks, CORS, auth/ACL (in that order)."""
+        auth = self._auth
+        hooks = tuple(self.hooks)
+        log_access = self.settings.access_log
+        origins = frozenset(self.settings.cors)
+        any_origin = "*" in origins
+
+        def cors_headers(request: web.Request) -> dict[str, str] | None:
+            origin = request.headers.get("Origin")
+            if origin is None or not origins:
+                return None
+            if any_origin:
+                return {"Access-Control-Allow-Origin": "*"}
+            if origin in origins:
+                return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+            return None
+
+        async def inner(request: web.Request, handler: Handler) -> web.StreamResponse:
+            cors = cors_headers(request) if origins else None
+            if cors is not None and request.method == "OPTIONS":
+                wanted = request.headers.get("Access-Control-Request-Method")
+                if wanted is not None:
+                    cors.update(
+                        {
+                            "Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+                            "Access-Control-Allow-Headers": request.headers.get(
+                                "Access-Control-Request-Headers", "Authorization, Content-Type"
+                            ),
+                            "Access-Control-Max-Age": "600",
+                        }
+                    )
+                    return web.Response(status=204, headers=cors)
+            if auth is not None:
+                from msuite.runtime.auth import AuthError, set_principal
+
+                try:
+                    set_principal(auth.authorize(request.path, request.headers.get("Authorization")))
+                except AuthError as exc:
+                    headers = dict(cors or {})
+                    if exc.http_status == 401:
+                        headers["WWW-Authenticate"] = "Bearer"
+                    return _error(exc.http_status, exc.grpc_code.value[0], str(exc), headers)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if cors is not None:
+                    exc.headers.update(cors)
+                raise
+            if cors is not None:
+                response.headers.update(cors)
+            return response
+
+        @web.middleware
+        async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            ends = [hook.begin(request) for hook in hooks]
+            try:
+                response = await inner(request, handler)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            except asyncio.CancelledError:
+                status = 499
+                raise
+            except Exception as exc:
+                log.error("%s %s raised %s", request.method, request.path, type(exc).__name__, exc_info=exc)
+                return _error(500, 13, "internal error")
+            finally:
+                elapsed = time.perf_counter() - started
+                for end in ends:
+                    try:
+                        end(status, elapsed)
+                    except Exception:
+                        log.exception("an HTTP hook failed")
+                if log_access:
+                    access_log.info(
+                        "%s %s %d %.1fms",
+                        request.method,
+                        request.path,
+                        status,
+                        elapsed * 1000,
+                        extra={"remote": request.remote, "status": status},
+                    )
+
+        return pipeline

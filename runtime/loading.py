@@ -1,0 +1,113 @@
+"""Importing a node's generated wiring and its ``impl`` classes from the manifest's folder.
+
+Modules are imported with the manifest's folder first on ``sys.path``. A
+module of the same name already imported from another folder (two nodes'
+``gen`` packages in one test process) is dropped from ``sys.modules`` first,
+so each node gets its own code, never a neighbour's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from msuite.spec import Manifest
+
+from .errors import NodeError, where
+
+__all__ = ["construct", "import_from", "load_impl", "load_wiring"]
+
+
+def _inside(module: ModuleType, folder: Path) -> bool:
+    locations = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []) or [])]
+    for location in locations:
+        if location is None:
+            continue
+        try:
+            Path(location).resolve().relative_to(folder)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def _installed(module: ModuleType) -> bool:
+    """Whether ``module`` comes from the interpreter: built in, stdlib or site-packages."""
+    locations = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []) or [])]
+    files = [Path(x).resolve() for x in locations if x]
+    if not files:
+        return True
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return any(f.is_relative_to(p) for f in files for p in prefixes)
+
+
+def _evict_foreign(name: str, folder: Path) -> None:
+    """Drop ``name``'s top package (and its submodules) when it was imported from another folder."""
+    top = name.split(".", 1)[0]
+    module = sys.modules.get(top)
+    if module is None or _inside(module, folder) or _installed(module):
+        return
+    for loaded in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+        del sys.modules[loaded]
+
+
+def import_from(folder: Path, name: str) -> ModuleType:
+    """Import module ``name`` with ``folder`` first on ``sys.path``."""
+    folder = folder.resolve()
+    _evict_foreign(name, folder)
+    text = str(folder)
+    if text in sys.path:
+        sys.path.remove(text)
+    sys.path.insert(0, text)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def load_wiring(manifest: Manifest) -> ModuleType:
+    """The generated ``wiring`` module of ``manifest`` (``<codegen.out>/wiring.py``)."""
+    package = manifest.codegen.out.replace("/", ".")
+    try:
+        return import_from(manifest.base_dir, f"{package}.wiring")
+    except ImportError as exc:
+        raise NodeError(
+            f"{where(manifest, 'codegen', 'out')}: cannot import the generated code "
+            f"{package}.wiring ({exc}); run `msuite generate`"
+        ) from None
+
+
+def load_impl(manifest: Manifest, service: str) -> type[Any]:
+    """The class named by ``services.<service>.impl``; import errors name the manifest line."""
+    text = manifest.services[service].impl
+    module_name, _, class_name = text.partition(":")
+    at = where(manifest, "services", service, "impl")
+    try:
+        module = import_from(manifest.base_dir, module_name)
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        origin = next(
+            (f" ({f.filename}:{f.lineno})" for f in reversed(frames) if "importlib" not in f.filename), ""
+        )
+        raise NodeError(f"{at}: cannot import {module_name!r}: {type(exc).__name__}: {exc}{origin}") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise NodeError(f"{at}: module {module_name!r} has no {class_name!r}")
+    if not isinstance(cls, type):
+        raise NodeError(f"{at}: {text} is not a class")
+    return cls
+
+
+def construct(cls: type[Any], node: object) -> Any:
+    """An instance of ``cls``: given the node when its ``__init__`` takes a positional argument."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return cls()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind in positional or p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return cls(node)
+    return cls()

@@ -1,0 +1,561 @@
+"""The node: a manifest turned into running components.
+
+``Node(manifest)`` builds nothing until :meth:`Node.start` (or ``async with
+node:``). Start builds the components the manifest enables, then starts them
+in this fixed order (requirements first, then the order below), and stops them
+in exact reverse:
+
+=========  ============================================  =====================
+start      component                                     present when
+=========  ============================================  =====================
+1          ``repo`` (repository, key-value store)        always
+2          ``auth`` (JWT, ACL kept in the repo)          ``auth:``
+3          ``tasks`` (task manager)                      always
+4          ``locker`` (distributed locks)                ``locker:``
+5          ``clients`` (channels by service name)        always
+6          ``grpc`` (server; ``impl`` classes built)     ``grpc:``
+7          ``http`` (handlers, status, gateway)          ``http:``
+=========  ============================================  =====================
+
+So transports stop accepting first (``http``, then ``grpc``, each draining
+in-flight calls within what is left of ``shutdown.grace``), then shared
+resources close, and the repository closes very last. Before any component
+stops, every started one is told the node is draining (gRPC health turns
+NOT_SERVING at once). If a component fails to start, those already started
+are stopped in reverse and :class:`StartError` names the failing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import msuite
+from msuite.spec import Manifest
+
+from .components import Component, start_order
+from .errors import NodeError, NotConfigured, NotSupported, StartError, where
+
+if TYPE_CHECKING:
+    import grpc.aio
+
+    from .auth import Auth
+    from .grpc.clients import GrpcClients
+    from .grpc.server import GrpcServer
+    from .http.app import HttpServer
+    from .locks import Locker
+    from .repo import Repo
+    from .store import Store
+    from .tasks import TaskManager
+    from .wiring import ServiceBinding
+
+__all__ = ["Node", "StatusBoard"]
+
+log = logging.getLogger("msuite.node")
+
+# manifest keys that enable subsystems this version does not build yet, in manifest order
+_NOT_BUILT = (
+    (("p2p",), lambda m: m.p2p is not None, "the libp2p host"),
+    (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store"),
+    (("files",), lambda m: m.files, "file sharing"),
+    (("events",), lambda m: bool(m.events), "events"),
+    (("diagnostics", "profiling"), lambda m: m.diagnostics.profiling, "profiling pages"),
+    (("diagnostics", "metrics"), lambda m: m.diagnostics.metrics is not None, "Prometheus metrics"),
+    (("diagnostics", "tracing"), lambda m: m.diagnostics.tracing is not None, "tracing"),
+)
+
+
+class StatusBoard:
+    """``node.status``: the sections of ``GET /status``; add your own with :meth:`add`."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._sections: dict[str, Callable[[], Any]] = {}
+
+    def add(self, name: str, fn: Callable[[], Any]) -> None:
+        """Add section ``name``: ``fn()`` (sync or async) returns its JSON-able content."""
+        if name in self._sections or name in _CORE_SECTIONS:
+            raise ValueError(f"status section {name!r} exists already")
+        self._sections[name] = fn
+
+    async def report(self) -> dict[str, Any]:
+        """The whole status document."""
+        node = self._node
+        report: dict[str, Any] = {
+            "node": node.name,
+            "version": msuite.__version__,
+            "state": node.state,
+            "uptime_s": round(time.monotonic() - node._started_at, 3) if node._started_at else 0.0,
+            "services": list(node.manifest.services),
+        }
+        for component in node._started:
+            if component.name == "repo":
+                report["repo"] = await asyncio.to_thread(component.status)
+            else:
+                report[component.name] = component.status()
+        for name, fn in self._sections.items():
+            try:
+                value = fn()
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                log.exception("status section %s failed", name)
+                value = {"error": f"{type(exc).__name__}: {exc}"}
+            report[name] = value
+        return report
+
+
+_CORE_SECTIONS = frozenset(
+    {"node", "version", "state", "uptime_s", "services", "repo", "auth", "tasks", "locker", "clients"}
+    | {"grpc", "http"}
+)
+
+
+class _RepoComponent:
+    name = "repo"
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.repo: Repo | None = None
+
+    async def start(self) -> None:
+        from .repo import Repo, RepoError
+
+        try:
+            self.repo = await asyncio.to_thread(Repo.for_manifest, self.manifest)
+        except RepoError as exc:
+            raise NodeError(f"{where(self.manifest, 'repo')}: {exc}") from None
+
+    async def stop(self, grace: float) -> None:
+        if self.repo is not None:
+            repo, self.repo = self.repo, None
+            await asyncio.to_thread(repo.close)
+
+    def status(self) -> dict[str, Any]:
+        return self.repo.status() if self.repo is not None else {"state": "closed"}
+
+
+class _Wrapped:
+    """A subsystem object with start/stop/status under a component name."""
+
+    def __init__(
+        self,
+        name: str,
+        target: Any,
+        *,
+        requires: tuple[str, ...] = (),
+        start: Callable[[], Awaitable[None]] | None = None,
+        stop: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.name = name
+        self.requires = requires
+        self.target = target
+        self._start = start
+        self._stop = stop
+
+    async def start(self) -> None:
+        if self._start is not None:
+            await self._start()
+
+    async def stop(self, grace: float) -> None:
+        await self._stop(grace)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.target.status()
+        return result
+
+
+class GrpcAccess:
+    """``node.grpc``: channels to services by name, and the server when the node has one."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def client(self, service: str) -> grpc.aio.Channel:
+        """A channel to ``service`` (static discovery, then this node's own services)."""
+        return self._node._clients_component().channel(service)
+
+    channel = client
+
+    @property
+    def server(self) -> GrpcServer:
+        """The node's gRPC server component (``grpc:``)."""
+        if self._node._grpc is None:
+            raise NotConfigured("grpc.server", "grpc")
+        return self._node._grpc
+
+
+class Node:
+    """A node assembled from a manifest. ``async with Node(manifest) as node: ...``."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        wiring: ModuleType | None = None,
+        servicers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``wiring``: the generated ``gen.wiring`` module (default: imported from
+        ``codegen.out`` beside the manifest). ``servicers``: instances by service
+        name, used instead of constructing the manifest's ``impl`` classes."""
+        self.manifest = manifest
+        self.status = StatusBoard(self)
+        self.state = "new"
+        self.started_in: float | None = None
+        """Seconds from the start call until the last component started."""
+        self._wiring = wiring
+        self._given_servicers = dict(servicers or {})
+        self._servicers: dict[str, Any] = {}
+        self._components: list[Component] = []
+        self._started: list[Component] = []
+        self._started_at = 0.0
+        self._repo: _RepoComponent | None = None
+        self._auth: Auth | None = None
+        self._tasks: TaskManager | None = None
+        self._locker: Locker | None = None
+        self._clients: GrpcClients | None = None
+        self._grpc: GrpcServer | None = None
+        self._http: HttpServer | None = None
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ what the manifest says
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The manifest's ``config:`` section (the application's own settings)."""
+        return self.manifest.config
+
+    # ------------------------------------------------------------------ accessors
+
+    @property
+    def repo(self) -> Repo:
+        """The repository (``repo:``); open while the node runs."""
+        if self._repo is None or self._repo.repo is None:
+            raise NodeError("node.repo is open only while the node runs")
+        return self._repo.repo
+
+    @property
+    def store(self) -> Store:
+        """The item store in the repository."""
+        return self.repo.store
+
+    @property
+    def tasks(self) -> TaskManager:
+        """The task manager (``tasks:``; always present)."""
+        if self._tasks is None:
+            raise NodeError("node.tasks exists once the node has started")
+        return self._tasks
+
+    @property
+    def auth(self) -> Auth:
+        """JWT and ACLs (``auth:``)."""
+        if self.manifest.auth is None:
+            raise NotConfigured("auth", "auth")
+        if self._auth is None:
+            raise NodeError("node.auth exists once the node has started")
+        return self._auth
+
+    @property
+    def locker(self) -> Locker:
+        """Distributed locks (``locker:``)."""
+        if self.manifest.locker is None:
+            raise NotConfigured("locker", "locker")
+        if self._locker is None:
+            raise NodeError("node.locker exists once the node has started")
+        return self._locker
+
+    @property
+    def grpc(self) -> GrpcAccess:
+        """Clients by service name (always) and the gRPC server (``grpc:``)."""
+        return GrpcAccess(self)
+
+    @property
+    def http(self) -> HttpServer:
+        """The HTTP server (``http:``): add handlers to ``node.http.router`` before start."""
+        if self.manifest.http is None:
+            raise NotConfigured("http", "http")
+        if self._http is None:
+            self._build()
+        assert self._http is not None
+        return self._http
+
+    @property
+    def p2p(self) -> Any:
+        raise NotConfigured("p2p", "p2p")
+
+    @property
+    def events(self) -> Any:
+        raise NotConfigured("events", "events")
+
+    @property
+    def protocols(self) -> Any:
+        raise NotConfigured("protocols", "p2p")
+
+    @property
+    def files(self) -> Any:
+        raise NotConfigured("files", "files")
+
+    def shared(self, namespace: str, on_change: Callable[..., Any] | None = None) -> Any:
+        raise NotConfigured("shared", "storage.shared")
+
+    @property
+    def tracer(self) -> Any:
+        raise NotConfigured("tracer", "diagnostics.tracing")
+
+    @property
+    def metrics(self) -> Any:
+        raise NotConfigured("metrics", "diagnostics.metrics")
+
+    def _clients_component(self) -> GrpcClients:
+        if self._clients is None:
+            raise NodeError("node.grpc clients exist once the node has started")
+        return self._clients
+
+    # ------------------------------------------------------------------ building
+
+    def _refuse_unbuilt(self) -> None:
+        problems = [
+            f"{where(self.manifest, *path, prefer_key=True)}: {what} is not built by msuite "
+            f"{msuite.__version__} yet; remove this key to run the node"
+            for path, present, what in _NOT_BUILT
+            if present(self.manifest)
+        ]
+        if problems:
+            raise NotSupported("\n".join(problems))
+
+    def _bindings(self) -> list[ServiceBinding]:
+        if not self.manifest.services:
+            return []
+        if self._wiring is None:
+            from .loading import load_wiring
+
+            self._wiring = load_wiring(self.manifest)
+        bindings: list[ServiceBinding] = list(self._wiring.SERVICES)
+        generated = [b.name for b in bindings]
+        if generated != list(self.manifest.services):
+            raise NodeError(
+                f"{where(self.manifest, 'services', prefer_key=True)}: the generated code serves "
+                f"{', '.join(generated) or 'nothing'}, the manifest declares "
+                f"{', '.join(self.manifest.services)}; run `msuite generate`"
+            )
+        return bindings
+
+    def _build(self) -> None:
+        """Create the components the manifest enables (nothing starts here)."""
+        if self._components:
+            return
+        self._refuse_unbuilt()
+        m = self.manifest
+        bindings = self._bindings()
+        routes = tuple(getattr(self._wiring, "ROUTES", ())) if bindings else ()
+        components: list[Component] = []
+
+        self._repo = _RepoComponent(m)
+        components.append(self._repo)
+
+        if m.auth is not None:
+            from .auth import Auth
+
+            components.append(
+                _Wrapped("auth", self, requires=("repo",), start=self._start_auth, stop=self._stop_auth)
+            )
+
+        from .tasks import TaskManager
+
+        tasks = TaskManager.for_manifest(m)
+        self._tasks = tasks
+        components.append(_Wrapped("tasks", tasks, start=tasks.start, stop=tasks.stop))
+
+        if m.locker is not None:
+            locker = _make_locker(m)
+            self._locker = locker
+
+            async def close_locker(grace: float) -> None:
+                await locker.close()
+
+            components.append(_Wrapped("locker", locker, stop=close_locker))
+
+        from .grpc.clients import GrpcClients
+
+        own_target = None
+        if m.grpc is not None:
+
+            def own_target() -> str:
+                assert self._grpc is not None
+                return self._grpc.local_target
+
+        self._clients = GrpcClients(
+            m.discovery.static,
+            own_services=list(m.services),
+            own_target=own_target,
+            base_dir=m.base_dir,
+        )
+        components.append(self._clients)
+
+        resources = tuple(c.name for c in components)
+        if m.grpc is not None:
+            from .grpc.server import GrpcServer
+
+            self._grpc = GrpcServer(m, bindings, make_servicers=self._make_servicers, requires=resources)
+            components.append(self._grpc)
+
+        if m.http is not None:
+            from .http.app import HttpServer
+
+            self._http = HttpServer(
+                m,
+                status=self.status.report if m.diagnostics.status else None,
+                routes=routes,
+                channel=self._clients.own_channel if m.grpc is not None else None,
+                requires=resources + (("grpc",) if m.grpc is not None else ()),
+            )
+            components.append(self._http)
+        start_order(components)  # refuse a bad graph before anything starts
+        self._components = components
+        self._bindings_built = bindings
+
+    def _make_servicers(self) -> dict[str, Any]:
+        from .loading import construct, load_impl
+
+        servicers: dict[str, Any] = {}
+        for binding in self._bindings_built:
+            given = self._given_servicers.get(binding.name)
+            if given is not None:
+                servicers[binding.name] = given
+                continue
+            cls = load_impl(self.manifest, binding.name)
+            try:
+                servicers[binding.name] = construct(cls, self)
+            except Exception as exc:
+                raise NodeError(
+                    f"{where(self.manifest, 'services', binding.name, 'impl')}: "
+                    f"{self.manifest.services[binding.name].impl}(...) raised {type(exc).__name__}: {exc}"
+                ) from exc
+        return servicers
+
+    async def _start_auth(self) -> None:
+        from .auth import Auth
+
+        assert self.manifest.auth is not None
+        auth = Auth(self.manifest.auth, kv=self.repo.space("acl"))
+        await auth.start()
+        self._auth = auth
+        if self._grpc is not None:
+            self._grpc.set_auth(auth)
+        if self._http is not None:
+            self._http.set_auth(auth)
+
+    async def _stop_auth(self, grace: float) -> None:
+        if self._auth is not None:
+            await self._auth.stop()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Build and start every component, in the documented order."""
+        async with self._lock:
+            if self.state != "new":
+                raise NodeError(f"node {self.name} was started already (state: {self.state})")
+            began = time.perf_counter()
+            self.state = "starting"
+            self._build()
+            order = start_order(self._components)
+            for component in order:
+                try:
+                    await component.start()
+                except BaseException as exc:
+                    log.debug("component %s failed to start", component.name, exc_info=True)
+                    self.state = "failed"
+                    await self._stop_started(self.manifest.shutdown.grace.total_seconds())
+                    if isinstance(exc, Exception):
+                        raise StartError(component.name, exc) from exc
+                    raise
+                self._started.append(component)
+            self.state = "running"
+            self._started_at = time.monotonic()
+            self.started_in = time.perf_counter() - began
+            log.info("node %s running (%.0f ms)", self.name, self.started_in * 1000)
+
+    async def stop(self) -> None:
+        """Drain and stop every started component in reverse order (within ``shutdown.grace``)."""
+        async with self._lock:
+            if self.state in ("stopped", "new"):
+                self.state = "stopped"
+                return
+            self.state = "draining"
+            errors = await self._stop_started(self.manifest.shutdown.grace.total_seconds())
+            self.state = "stopped"
+            if errors:
+                raise ExceptionGroup(f"node {self.name} did not stop cleanly", errors)
+
+    async def _stop_started(self, grace: float) -> list[Exception]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        errors: list[Exception] = []
+        started = list(reversed(self._started))
+        for component in started:
+            draining = getattr(component, "draining", None)
+            if draining is not None:
+                try:
+                    await draining()
+                except Exception as exc:
+                    errors.append(exc)
+        for component in started:
+            try:
+                await component.stop(max(0.0, deadline - loop.time()))
+            except Exception as exc:
+                log.error("component %s failed to stop", component.name, exc_info=exc)
+                errors.append(exc)
+            self._started.remove(component)
+        return errors
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def components(self) -> list[str]:
+        """Names of the started components, in start order."""
+        return [c.name for c in self._started]
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """``(listener, address)`` of every bound listener, for readiness lines."""
+        found: list[tuple[str, str]] = []
+        if self._grpc is not None:
+            found += [(f"grpc.{listener.kind}", listener.address) for listener in self._grpc.listeners]
+        if self._http is not None and self._http.address is not None:
+            found.append(("http", self._http.address))
+        return found
+
+
+def _make_locker(manifest: Manifest) -> Locker:
+    settings = manifest.locker
+    assert settings is not None
+    if settings.backend == "redis":
+        from .locks.redis import RedisLocker
+
+        return RedisLocker.from_settings(settings, manifest.base_dir)
+    if settings.backend == "zookeeper":
+        from .locks.zookeeper import ZooKeeperLocker
+
+        return ZooKeeperLocker.from_settings(settings)
+    from .locks import MemoryLocker
+
+    return MemoryLocker()

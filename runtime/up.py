@@ -1,0 +1,127 @@
+"""``msuite up``: load the manifest, make sure the generated code is current, serve until a signal.
+
+Steps, in order:
+
+1. Load and check the manifest (problems print as ``FILE:LINE:COL: PATH: MESSAGE``; exit 1).
+2. When it declares services, compare ``<codegen.out>/wiring.py`` with its
+   sources (a hash in its header, no protoc run). Stale or missing: regenerate
+   when the ``codegen`` extra is installed, else exit 1 printing the exact command.
+3. Configure logging from ``logging:``.
+4. Start the node; print one readiness line per listener on stdout:
+   ``ready grpc.tcp 127.0.0.1:50051 (312 ms)``, the time counted from the
+   command's start.
+5. Serve until SIGINT or SIGTERM, then drain (``shutdown.grace``) and exit 0.
+   A second signal while draining exits at once with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["up"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def _problem(err: TextIO, text: str) -> int:
+    print(text, file=err)
+    return EXIT_FAILED
+
+
+def _ensure_generated(file: str, err: TextIO) -> int | None:
+    """None when the generated code is current (or was regenerated), else an exit status."""
+    from msuite.spec import load_manifest
+
+    from msuite.codegen import is_current
+
+    manifest = load_manifest(file)
+
+    if is_current(manifest):
+        return None
+    try:
+        import grpc_tools  # noqa: F401
+    except ImportError:
+        return _problem(
+            err,
+            f"{file}: the generated code in {manifest.codegen.out}/ is stale or missing; run "
+            f"`msuite generate {file}` (needs `pip install 'msuite[codegen]'`)",
+        )
+    from msuite.codegen import CodegenError, generate
+
+    try:
+        outcome = generate(manifest)
+    except CodegenError as exc:
+        return _problem(err, str(exc))
+    if outcome.written:
+        print(f"regenerated {os.path.relpath(outcome.out_dir)}/ (its sources changed)", file=err)
+    return None
+
+
+async def _serve(file: str, began: float, out: TextIO, err: TextIO) -> int:
+    from msuite.spec import load_manifest
+
+    from .errors import NodeError
+    from .node import Node
+
+    manifest = load_manifest(file)
+    node = Node(manifest)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(number: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            print(f"{signal.Signals(number).name}: draining (again to force exit)", file=err, flush=True)
+            stop.set()
+        else:
+            print("forced exit", file=err, flush=True)
+            os._exit(EXIT_FAILED)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+    try:
+        await node.start()
+    except NodeError as exc:
+        return _problem(err, f"{Path(file)}: cannot start node {manifest.name}: {exc}")
+    elapsed_ms = (time.perf_counter() - began) * 1000
+    for listener, address in node.listeners():
+        print(f"ready {listener} {address} ({elapsed_ms:.0f} ms)", file=out, flush=True)
+    if not node.listeners():
+        print(f"ready (no listeners) ({elapsed_ms:.0f} ms)", file=out, flush=True)
+    await stop.wait()
+    try:
+        await node.stop()
+    except ExceptionGroup as group:
+        for error in group.exceptions:
+            print(f"while stopping: {type(error).__name__}: {error}", file=err)
+        return EXIT_FAILED
+    print(f"stopped {manifest.name}", file=err, flush=True)
+    return EXIT_OK
+
+
+def up(file: str, *, began: float | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the node of manifest ``file`` until a signal; the process exit status."""
+    from msuite.spec import ManifestError, load_manifest
+
+    began = time.perf_counter() if began is None else began
+    try:
+        manifest = load_manifest(file)
+    except ManifestError as exc:
+        return _problem(err, str(exc))
+    if manifest.services:
+        status = _ensure_generated(file, err)
+        if status is not None:
+            return status
+    from .logs import configure
+
+    configure(manifest.logging)
+    return asyncio.run(_serve(file, began, out, err))
