@@ -88,9 +88,12 @@ def load_impl(manifest: Manifest, service: str) -> type[Any]:
     try:
         module = import_from(manifest.base_dir, module_name)
     except Exception as exc:
+        # where in the user's own files it went wrong (a SyntaxError names its line itself)
         frames = traceback.extract_tb(exc.__traceback__)
+        base = manifest.base_dir.resolve()
         origin = next(
-            (f" ({f.filename}:{f.lineno})" for f in reversed(frames) if "importlib" not in f.filename), ""
+            (f" ({f.filename}:{f.lineno})" for f in reversed(frames) if Path(f.filename).is_relative_to(base)),
+            "",
         )
         raise NodeError(f"{at}: cannot import {module_name!r}: {type(exc).__name__}: {exc}{origin}") from exc
     cls = getattr(module, class_name, None)

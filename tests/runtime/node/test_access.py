@@ -1,0 +1,161 @@
+"""JWT and ACL through a running node: gRPC metadata, HTTP headers, run-time ACL changes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from aiohttp import web
+
+from msuite.runtime.node import Node
+from msuite.runtime.testing import Harness, prepare, running
+from msuite.spec import Role, load_manifest
+
+
+@pytest.fixture
+async def echo(echo_manifest: Path) -> AsyncIterator[Harness]:
+    async with running(echo_manifest) as harness:
+        yield harness
+
+
+def pb(folder: Path) -> Any:
+    sys.path.insert(0, str(folder))
+    from gen import echo_pb2
+
+    return echo_pb2
+
+
+async def code_of(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        (Role.PUBLIC_READ, grpc.StatusCode.PERMISSION_DENIED),
+        (Role.AUTHENTICATED_READ, grpc.StatusCode.PERMISSION_DENIED),
+        (Role.AUTHENTICATED_WRITE, grpc.StatusCode.OK),
+        (Role.ADMIN, grpc.StatusCode.OK),
+    ],
+)
+async def test_a_protected_method_needs_a_high_enough_role(
+    echo: Harness, echo_project: Path, role: Role | None, expected: grpc.StatusCode
+) -> None:
+    echo_pb2 = pb(echo_project)
+    metadata = echo.metadata(role, "alice") if role else None
+    assert await code_of(echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=metadata)) == expected
+
+
+async def test_the_handler_sees_who_called(echo: Harness, echo_project: Path) -> None:
+    echo_pb2 = pb(echo_project)
+    reply = await echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=echo.metadata("admin", "alice"))
+    assert (reply.text, reply.subject, reply.role) == ("echo: HI", "alice", "admin")
+    anonymous = await echo.clients.echo().Say(echo_pb2.Ping(text="hi"))
+    assert (anonymous.subject, anonymous.role) == ("", "none")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer not-a-token",
+        "Bearer a.b.c",
+        "Basic dXNlcjpwYXNz",
+        "Bearer " + "x" * 9000,
+        "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhIiwicm9sZSI6ImFkbWluIiwiZXhwIjo0MTAyNDQ0ODAwfQ.",
+    ],
+)
+async def test_a_bad_token_is_unauthenticated_even_on_an_open_method(
+    echo: Harness, echo_project: Path, authorization: str
+) -> None:
+    echo_pb2 = pb(echo_project)
+    call = echo.clients.echo().Say(echo_pb2.Ping(text="hi"), metadata=(("authorization", authorization),))
+    assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_expired_token_is_unauthenticated(echo: Harness, echo_project: Path) -> None:
+    echo_pb2 = pb(echo_project)
+    from jose import jwt
+
+    settings = echo.node.manifest.auth
+    assert settings is not None and settings.jwt is not None
+    now = int(time.time())
+    claims = {"sub": "alice", "role": "admin", "iat": now - 60, "exp": now - 5}
+    token = jwt.encode(claims, settings.jwt.secret.get_secret_value(), algorithm="HS256")
+    call = echo.clients.echo().Shout(echo_pb2.Ping(), metadata=(("authorization", f"Bearer {token}"),))
+    assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_service_prefix_covers_its_methods(echo: Harness, echo_project: Path) -> None:
+    from gen import echo_pb2_grpc
+
+    echo_pb2 = pb(echo_project)
+    stub = echo_pb2_grpc.AdminStub(echo.node.grpc.client("echo.v1.Admin"))
+    assert await code_of(stub.Reset(echo_pb2.Ping())) == grpc.StatusCode.UNAUTHENTICATED
+    low = echo.metadata("authenticated_write")
+    assert await code_of(stub.Reset(echo_pb2.Ping(), metadata=low)) == grpc.StatusCode.PERMISSION_DENIED
+    assert await code_of(stub.Reset(echo_pb2.Ping(), metadata=echo.metadata("admin"))) == grpc.StatusCode.OK
+
+
+async def test_acl_changes_apply_at_once_and_persist(echo_manifest: Path, tmp_path: Path, echo_project: Path) -> None:
+    echo_pb2 = pb(echo_project)
+    manifest = prepare(load_manifest(echo_manifest), tmp_path)
+    async with running(manifest, repo=str(tmp_path / "kept")) as echo:
+        say = echo.clients.echo().Say
+        assert await code_of(say(echo_pb2.Ping())) == grpc.StatusCode.OK
+        await echo.node.auth.acl.allow("/echo.v1.Echo/Say", Role.AUTHENTICATED_READ)
+        assert await code_of(say(echo_pb2.Ping())) == grpc.StatusCode.UNAUTHENTICATED
+        reader = echo.metadata("authenticated_read")
+        assert await code_of(say(echo_pb2.Ping(), metadata=reader)) == grpc.StatusCode.OK
+        # a manifest entry changed at run time is put back at the next start
+        await echo.node.auth.acl.allow("/echo.v1.Echo/Shout", Role.NONE)
+        assert await code_of(echo.clients.echo().Shout(echo_pb2.Ping())) == grpc.StatusCode.OK
+    async with running(manifest, repo=str(tmp_path / "kept")) as echo:
+        acl = echo.node.auth.acl.list()
+        assert acl["/echo.v1.Echo/Say"] == Role.AUTHENTICATED_READ  # added at run time: kept
+        assert acl["/echo.v1.Echo/Shout"] == Role.AUTHENTICATED_WRITE  # from the manifest: restored
+        assert await code_of(echo.clients.echo().Say(echo_pb2.Ping())) == grpc.StatusCode.UNAUTHENTICATED
+        assert await echo.node.auth.acl.remove("/echo.v1.Echo/Say")
+        assert await code_of(echo.clients.echo().Say(echo_pb2.Ping())) == grpc.StatusCode.OK
+    async with running(manifest, repo=str(tmp_path / "kept")) as echo:
+        assert "/echo.v1.Echo/Say" not in echo.node.auth.acl.list()
+
+
+async def test_http_paths_are_checked_with_the_same_tokens(echo_manifest: Path, tmp_path: Path) -> None:
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path))
+
+    async def secret(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path})
+
+    node.http.router.add_get("/private/{name}", secret)
+    node.http.router.add_get("/public", secret)
+    async with node:
+        harness = Harness(node, None)
+        try:
+            http = harness.http
+            async with http.get("/private/x") as response:
+                assert response.status == 401
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+                assert (await response.json())["code"] == 16
+            async with http.get("/private/x", headers=harness.bearer("public_read")) as response:
+                assert response.status == 403
+                assert (await response.json())["code"] == 7
+            async with http.get("/private/x?q=1", headers=harness.bearer("authenticated_read")) as response:
+                assert response.status == 200
+                assert await response.json() == {"path": "/private/x"}
+            async with http.get("/public") as response:
+                assert response.status == 200
+            async with http.get("/public", headers={"Authorization": "Bearer nonsense"}) as response:
+                assert response.status == 401
+        finally:
+            await harness.close()

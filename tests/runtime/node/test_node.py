@@ -1,0 +1,186 @@
+"""The node: what it builds, the order it starts and stops in, failures, accessors."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from msuite.runtime.errors import NodeError, NotConfigured, NotSupported, StartError
+from msuite.runtime.node import Node
+from msuite.runtime.testing import prepare
+from msuite.spec import GRPC, HTTP, Manifest, TCPListener, load_manifest, loads_manifest
+
+
+async def test_bare_node_starts_with_repo_tasks_and_clients_only() -> None:
+    node = Node(Manifest(name="bare", repo=":memory:"))
+    async with node:
+        assert node.state == "running"
+        assert node.components == ["repo", "tasks", "clients"]
+        assert node.repo.backend == "memory"
+        handle = node.tasks.submit(lambda ctx: _answer(), name="job")
+        assert await handle.wait() == 42
+        assert node.listeners() == []
+    assert node.state == "stopped"
+    assert node.components == []
+
+
+async def _answer() -> int:
+    return 42
+
+
+@pytest.mark.parametrize(
+    ("accessor", "key"),
+    [
+        ("auth", "auth"),
+        ("http", "http"),
+        ("locker", "locker"),
+        ("p2p", "p2p"),
+        ("events", "events"),
+        ("files", "files"),
+        ("tracer", "diagnostics.tracing"),
+        ("metrics", "diagnostics.metrics"),
+    ],
+)
+async def test_absent_subsystems_raise_not_configured_naming_the_key(accessor: str, key: str) -> None:
+    async with Node(Manifest(name="bare", repo=":memory:")) as node:
+        with pytest.raises(NotConfigured, match=f"add `{key}` to the manifest"):
+            getattr(node, accessor)
+        with pytest.raises(NotConfigured, match="storage.shared"):
+            node.shared("notes")
+        with pytest.raises(NotConfigured, match="`grpc`"):
+            node.grpc.server  # noqa: B018
+
+
+async def test_configured_subsystems_are_present(tmp_path: Path) -> None:
+    manifest = Manifest(
+        name="full",
+        repo=str(tmp_path / "repo"),
+        http=HTTP(port=0),
+        locker={"backend": "memory"},  # type: ignore[arg-type]
+        auth={"jwt": {"secret": "x" * 32}},  # type: ignore[arg-type]
+    )
+    async with Node(manifest) as node:
+        assert node.components == ["repo", "auth", "tasks", "locker", "clients", "http"]
+        assert node.auth.jwt.verify(node.auth.jwt.issue("a", "admin")).subject == "a"
+        async with node.locker.lock("k", timeout=1) as lease:
+            assert lease.fencing_token >= 1
+        assert node.http.address is not None and node.http.address.startswith("http://127.0.0.1:")
+        assert node.repo.backend == "leveldb"
+
+
+async def test_start_and_stop_follow_the_documented_order(echo_manifest: Path, tmp_path: Path) -> None:
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path))
+    events: list[str] = []
+    node._build()
+    for component in node._components:
+        start, stop = component.start, component.stop
+
+        async def started(start: Any = start, name: str = component.name) -> None:
+            await start()
+            events.append(f"start {name}")
+
+        async def stopped(grace: float, stop: Any = stop, name: str = component.name) -> None:
+            events.append(f"stop {name}")
+            await stop(grace)
+
+        component.start = started  # type: ignore[method-assign]
+        component.stop = stopped  # type: ignore[method-assign]
+    async with node:
+        pass
+    order = ["repo", "auth", "tasks", "clients", "grpc", "http"]
+    assert events == [f"start {n}" for n in order] + [f"stop {n}" for n in reversed(order)]
+
+
+def _taken_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+async def test_a_failed_start_stops_what_started_and_names_the_component(
+    echo_manifest: Path, tmp_path: Path
+) -> None:
+    blocker = _taken_port()
+    try:
+        prepared = prepare(load_manifest(echo_manifest), tmp_path)
+        assert prepared.http is not None
+        manifest = prepared.model_copy(
+            update={"http": prepared.http.model_copy(update={"port": blocker.getsockname()[1]})}
+        )
+        node = Node(manifest)
+        with pytest.raises(StartError) as caught:
+            await node.start()
+        assert caught.value.component == "http"
+        assert f"cannot listen on 127.0.0.1:{blocker.getsockname()[1]}" in str(caught.value)
+        assert "msuite.yaml:" in str(caught.value)  # the manifest line of http.port
+        assert node.components == []
+        assert not (tmp_path / "grpc.sock").exists()
+        # the repository was closed: another node can open it at once
+        async with Node(prepare(load_manifest(echo_manifest), tmp_path)) as again:
+            assert again.state == "running"
+    finally:
+        blocker.close()
+
+
+async def test_a_node_starts_once(tmp_path: Path) -> None:
+    node = Node(Manifest(name="once", repo=":memory:"))
+    async with node:
+        with pytest.raises(NodeError, match="started already"):
+            await node.start()
+
+
+async def test_subsystems_not_built_yet_are_refused_with_their_lines(tmp_path: Path) -> None:
+    text = "name: later\nrepo: ':memory:'\np2p: true\nevents:\n  Joined: {who: str}\n"
+    manifest = loads_manifest(text, file="later.yaml", base_dir=tmp_path)
+    with pytest.raises(NotSupported) as caught:
+        await Node(manifest).start()
+    message = str(caught.value)
+    assert "later.yaml:3:1: p2p: the libp2p host is not built" in message
+    assert "later.yaml:4:1: events: events is not built" in message
+
+
+async def test_an_impl_that_fails_to_import_names_the_manifest_line(echo_project: Path, tmp_path: Path) -> None:
+    text = (echo_project / "msuite.yaml").read_text().replace("echo_service:Admin", "missing_module:Admin")
+    (echo_project / "broken.yaml").write_text(text)
+    try:
+        manifest = load_manifest(echo_project / "broken.yaml")
+        with pytest.raises(StartError) as caught:
+            await Node(prepare(manifest, tmp_path)).start()
+        assert caught.value.component == "grpc"
+        assert "broken.yaml:8:11: services['echo.v1.Admin'].impl: cannot import 'missing_module'" in str(
+            caught.value
+        )
+        assert str(caught.value).endswith("ModuleNotFoundError: No module named 'missing_module'")
+    finally:
+        (echo_project / "broken.yaml").unlink()
+
+
+def test_impls_get_the_node_only_when_they_take_an_argument() -> None:
+    from msuite.runtime.loading import construct
+
+    class Takes:
+        def __init__(self, node: object) -> None:
+            self.node = node
+
+    class TakesNothing:
+        pass
+
+    class Optional:
+        def __init__(self, node: object = None) -> None:
+            self.node = node
+
+    sentinel = object()
+    assert construct(Takes, sentinel).node is sentinel
+    assert isinstance(construct(TakesNothing, sentinel), TakesNothing)
+    assert construct(Optional, sentinel).node is sentinel
+
+
+async def test_grpc_server_without_services_serves_health(tmp_path: Path) -> None:
+    manifest = Manifest(name="lonely", repo=":memory:", grpc=GRPC(tcp=TCPListener(port=0)))
+    async with Node(manifest) as node:
+        assert [kind for kind, _ in node.listeners()] == ["grpc.tcp"]
+        assert node.grpc.server.status()["state"] == "serving"
