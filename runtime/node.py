@@ -171,6 +171,36 @@ class _Wrapped:
         return result
 
 
+class _AuthComponent:
+    """Component ``auth``: JWT and the ACL, whose entries live in the repo's ``acl`` space."""
+
+    name = "auth"
+    requires: tuple[str, ...] = ("repo",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def start(self) -> None:
+        from .auth import Auth
+
+        node = self.node
+        assert node.manifest.auth is not None
+        auth = Auth(node.manifest.auth, kv=node.repo.space("acl"))
+        await auth.start()
+        node._auth = auth
+        if node._grpc is not None:
+            node._grpc.set_auth(auth)
+        if node._http is not None:
+            node._http.set_auth(auth)
+
+    async def stop(self, grace: float) -> None:
+        if self.node._auth is not None:
+            await self.node._auth.stop()
+
+    def status(self) -> dict[str, Any]:
+        return self.node._auth.status() if self.node._auth is not None else {"state": "stopped"}
+
+
 class GrpcAccess:
     """``node.grpc``: channels to services by name, and the server when the node has one."""
 
@@ -366,9 +396,7 @@ class Node:
         if m.auth is not None:
             from .auth import Auth
 
-            components.append(
-                _Wrapped("auth", self, requires=("repo",), start=self._start_auth, stop=self._stop_auth)
-            )
+            components.append(_AuthComponent(self))
 
         from .tasks import TaskManager
 
@@ -442,22 +470,6 @@ class Node:
                     f"{self.manifest.services[binding.name].impl}(...) raised {type(exc).__name__}: {exc}"
                 ) from exc
         return servicers
-
-    async def _start_auth(self) -> None:
-        from .auth import Auth
-
-        assert self.manifest.auth is not None
-        auth = Auth(self.manifest.auth, kv=self.repo.space("acl"))
-        await auth.start()
-        self._auth = auth
-        if self._grpc is not None:
-            self._grpc.set_auth(auth)
-        if self._http is not None:
-            self._http.set_auth(auth)
-
-    async def _stop_auth(self, grace: float) -> None:
-        if self._auth is not None:
-            await self._auth.stop()
 
     # ------------------------------------------------------------------ lifecycle
 

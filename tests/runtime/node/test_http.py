@@ -1,0 +1,123 @@
+"""The HTTP server: users' handlers, /status, recovery, CORS, body limit, access log."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from msuite.runtime.node import Node
+from msuite.runtime.testing import Harness, prepare
+from msuite.spec import load_manifest
+
+
+@pytest.fixture
+async def web_node(echo_manifest: Path, tmp_path: Path) -> AsyncIterator[Harness]:
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path))
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"hello {request.match_info['name']}")
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail")
+
+    async def echo_body(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    node.http.router.add_get("/hello/{name}", hello)
+    node.http.router.add_get("/broken", broken)
+    node.http.router.add_post("/body", echo_body)
+    async with node:
+        harness = Harness(node, None)
+        yield harness
+        await harness.close()
+
+
+async def test_users_handlers_are_served(web_node: Harness) -> None:
+    async with web_node.http.get("/hello/ann") as response:
+        assert response.status == 200
+        assert await response.text() == "hello ann"
+    async with web_node.http.get("/nowhere") as response:
+        assert response.status == 404
+
+
+async def test_status_reports_the_node_its_services_and_listeners(web_node: Harness) -> None:
+    async with web_node.http.get("/status") as response:
+        assert response.status == 200
+        report = await response.json()
+    assert report["node"] == "echo"
+    assert report["state"] == "running"
+    assert report["services"] == ["echo.v1.Echo", "echo.v1.Admin"]
+    listeners = report["grpc"]["listeners"]
+    assert [(entry["kind"], entry["state"]) for entry in listeners] == [("tcp", "serving"), ("unix", "serving")]
+    assert report["http"]["state"] == "serving"
+    assert report["repo"]["kv"]["backend"] == "leveldb"
+    assert [worker["task"] for worker in report["tasks"]["workers"]] == [None]
+    assert report["auth"]["acl"]["entries"] == 4
+    secret = web_node.node.manifest.auth.jwt.secret.get_secret_value()  # type: ignore[union-attr]
+    assert secret not in str(report)
+
+
+async def test_users_add_status_sections(web_node: Harness) -> None:
+    async def queue() -> dict[str, int]:
+        return {"depth": 3}
+
+    web_node.node.status.add("queue", queue)
+    web_node.node.status.add("broken", lambda: 1 / 0)
+    with pytest.raises(ValueError, match="exists already"):
+        web_node.node.status.add("grpc", dict)
+    async with web_node.http.get("/status") as response:
+        report = await response.json()
+    assert report["queue"] == {"depth": 3}
+    assert report["broken"] == {"error": "ZeroDivisionError: division by zero"}
+
+
+async def test_a_failing_handler_is_a_500_without_details(
+    web_node: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="msuite.http"):
+        async with web_node.http.get("/broken") as response:
+            assert response.status == 500
+            body = await response.json()
+    assert body == {"code": 13, "message": "internal error", "details": []}
+    assert any("secret detail" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+async def test_cors_for_allowed_origins_only(web_node: Harness) -> None:
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    async with web_node.http.options("/private/x", headers=preflight) as response:
+        assert response.status == 204  # answered before authentication
+        assert response.headers["Access-Control-Allow-Origin"] == "http://app.example"
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    async with web_node.http.get("/hello/a", headers={"Origin": "http://app.example"}) as response:
+        assert response.headers["Access-Control-Allow-Origin"] == "http://app.example"
+    async with web_node.http.get("/private/x", headers={"Origin": "http://app.example"}) as response:
+        assert response.status == 401
+        assert response.headers["Access-Control-Allow-Origin"] == "http://app.example"
+    async with web_node.http.get("/hello/a", headers={"Origin": "http://evil.example"}) as response:
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_bodies_over_the_limit_are_refused(web_node: Harness) -> None:
+    async with web_node.http.post("/body", data=b"x" * 1000) as response:
+        assert response.status == 200
+        assert len(await response.read()) == 1000
+    async with web_node.http.post("/body", data=b"x" * (64 * 1024 + 1)) as response:
+        assert response.status == 413
+
+
+async def test_one_access_log_line_per_request(web_node: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="msuite.http.access"):
+        async with web_node.http.get("/hello/a?x=1") as response:
+            await response.read()
+        async with web_node.http.get("/nowhere") as response:
+            await response.read()
+    lines = [r.getMessage() for r in caplog.records if r.name == "msuite.http.access"]
+    assert [line.rsplit(" ", 1)[0] for line in lines] == ["GET /hello/a 200", "GET /nowhere 404"]
+
+
+async def test_the_server_binds_loopback_by_default(web_node: Harness) -> None:
+    assert web_node.base_url.startswith("http://127.0.0.1:")
