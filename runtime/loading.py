@@ -92,7 +92,11 @@ def load_impl(manifest: Manifest, service: str) -> type[Any]:
         frames = traceback.extract_tb(exc.__traceback__)
         base = manifest.base_dir.resolve()
         origin = next(
-            (f" ({f.filename}:{f.lineno})" for f in reversed(frames) if Path(f.filename).is_relative_to(base)),
+            (
+                f" ({f.filename}:{f.lineno})"
+                for f in reversed(frames)
+                if Path(f.filename).is_relative_to(base)
+            ),
             "",
         )
         raise NodeError(f"{at}: cannot import {module_name!r}: {type(exc).__name__}: {exc}{origin}") from exc

@@ -394,8 +394,6 @@ class Node:
         components.append(self._repo)
 
         if m.auth is not None:
-            from .auth import Auth
-
             components.append(_AuthComponent(self))
 
         from .tasks import TaskManager

@@ -37,9 +37,8 @@ def _problem(err: TextIO, text: str) -> int:
 
 def _ensure_generated(file: str, err: TextIO) -> int | None:
     """None when the generated code is current (or was regenerated), else an exit status."""
-    from msuite.spec import load_manifest
-
     from msuite.codegen import is_current
+    from msuite.spec import load_manifest
 
     manifest = load_manifest(file)
 

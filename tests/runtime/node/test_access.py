@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,9 @@ async def test_a_protected_method_needs_a_high_enough_role(
 
 async def test_the_handler_sees_who_called(echo: Harness, echo_project: Path) -> None:
     echo_pb2 = pb(echo_project)
-    reply = await echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=echo.metadata("admin", "alice"))
+    reply = await echo.clients.echo().Shout(
+        echo_pb2.Ping(text="hi"), metadata=echo.metadata("admin", "alice")
+    )
     assert (reply.text, reply.subject, reply.role) == ("echo: HI", "alice", "admin")
     anonymous = await echo.clients.echo().Say(echo_pb2.Ping(text="hi"))
     assert (anonymous.subject, anonymous.role) == ("", "none")
@@ -107,7 +109,9 @@ async def test_a_service_prefix_covers_its_methods(echo: Harness, echo_project: 
     assert await code_of(stub.Reset(echo_pb2.Ping(), metadata=echo.metadata("admin"))) == grpc.StatusCode.OK
 
 
-async def test_acl_changes_apply_at_once_and_persist(echo_manifest: Path, tmp_path: Path, echo_project: Path) -> None:
+async def test_acl_changes_apply_at_once_and_persist(
+    echo_manifest: Path, tmp_path: Path, echo_project: Path
+) -> None:
     echo_pb2 = pb(echo_project)
     manifest = prepare(load_manifest(echo_manifest), tmp_path)
     async with running(manifest, repo=str(tmp_path / "kept")) as echo:

@@ -13,7 +13,9 @@ from msuite.runtime.testing import running
 from msuite.spec import Discovery, Manifest
 
 
-async def test_two_clients_reach_a_server_by_static_unix_socket_and_tcp(echo_manifest: Path, echo_project: Path) -> None:
+async def test_two_clients_reach_a_server_by_static_unix_socket_and_tcp(
+    echo_manifest: Path, echo_project: Path
+) -> None:
     sys.path.insert(0, str(echo_project))
     from gen import echo_pb2, echo_pb2_grpc
 

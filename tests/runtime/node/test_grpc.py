@@ -50,9 +50,8 @@ async def test_an_exception_becomes_internal_without_its_details(
     echo: Harness, echo_project: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     echo_pb2, _ = pb(echo_project)
-    with caplog.at_level(logging.ERROR, logger="msuite.grpc"):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await echo.clients.echo().Say(echo_pb2.Ping(text="x", action="raise"))
+    with caplog.at_level(logging.ERROR, logger="msuite.grpc"), pytest.raises(grpc.aio.AioRpcError) as caught:
+        await echo.clients.echo().Say(echo_pb2.Ping(text="x", action="raise"))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert caught.value.details() == "internal error"
     assert "secret" not in str(caught.value.debug_error_string())
@@ -116,7 +115,9 @@ async def test_a_missing_method_is_named_in_a_startup_warning(
         async with running(echo_manifest):
             pass
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == ["echo_service:Admin does not implement /echo.v1.Admin/Wipe: calls answer UNIMPLEMENTED"]
+    assert warnings == [
+        "echo_service:Admin does not implement /echo.v1.Admin/Wipe: calls answer UNIMPLEMENTED"
+    ]
 
 
 async def test_health_is_serving_then_not_serving_while_draining(echo: Harness) -> None:
@@ -151,14 +152,15 @@ async def test_health_and_reflection_can_be_turned_off(echo_manifest: Path, tmp_
     manifest = manifest.model_copy(
         update={"grpc": manifest.grpc.model_copy(update={"health": False, "reflection": False})}
     )
-    async with running(manifest) as echo:
-        async with grpc.aio.insecure_channel(echo.target("tcp")) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    async with running(manifest) as echo, grpc.aio.insecure_channel(echo.target("tcp")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_a_taken_tcp_port_fails_instead_of_sharing_it(echo: Harness, echo_manifest: Path, tmp_path: Path) -> None:
+async def test_a_taken_tcp_port_fails_instead_of_sharing_it(
+    echo: Harness, echo_manifest: Path, tmp_path: Path
+) -> None:
     port = int(echo.target("tcp").rsplit(":", 1)[1])
     manifest = prepare(load_manifest(echo_manifest), tmp_path)
     assert manifest.grpc is not None and manifest.grpc.tcp is not None
@@ -177,7 +179,9 @@ async def test_a_taken_tcp_port_fails_instead_of_sharing_it(echo: Harness, echo_
         assert (await echo.clients.echo().Say(echo_pb2.Ping(text="still"))).text == "echo: still"
 
 
-async def test_a_unix_socket_in_use_is_refused_and_a_stale_one_replaced(echo: Harness, tmp_path: Path) -> None:
+async def test_a_unix_socket_in_use_is_refused_and_a_stale_one_replaced(
+    echo: Harness, tmp_path: Path
+) -> None:
     path = echo.target("unix")[len("unix:") :]
     manifest = echo.node.manifest
     assert manifest.grpc is not None
@@ -194,7 +198,9 @@ async def test_a_unix_socket_in_use_is_refused_and_a_stale_one_replaced(echo: Ha
             "tcp": manifest.grpc.tcp.model_copy(update={"port": 0}),
         }
     )
-    async with Node(manifest.model_copy(update={"grpc": settings, "http": None, "repo": str(tmp_path / "r3")})):
+    async with Node(
+        manifest.model_copy(update={"grpc": settings, "http": None, "repo": str(tmp_path / "r3")})
+    ):
         assert path != str(stale)
 
 
@@ -212,7 +218,9 @@ async def test_message_size_limits(echo_manifest: Path, tmp_path: Path, echo_pro
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(echo_manifest: Path, echo_project: Path) -> None:
+async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(
+    echo_manifest: Path, echo_project: Path
+) -> None:
     echo_pb2, echo_pb2_grpc = pb(echo_project)
     async with running(echo_manifest) as echo:
         target = echo.target("tcp")

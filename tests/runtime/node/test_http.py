@@ -52,7 +52,10 @@ async def test_status_reports_the_node_its_services_and_listeners(web_node: Harn
     assert report["state"] == "running"
     assert report["services"] == ["echo.v1.Echo", "echo.v1.Admin"]
     listeners = report["grpc"]["listeners"]
-    assert [(entry["kind"], entry["state"]) for entry in listeners] == [("tcp", "serving"), ("unix", "serving")]
+    assert [(entry["kind"], entry["state"]) for entry in listeners] == [
+        ("tcp", "serving"),
+        ("unix", "serving"),
+    ]
     assert report["http"]["state"] == "serving"
     assert report["repo"]["kv"]["backend"] == "leveldb"
     assert [worker["task"] for worker in report["tasks"]["workers"]] == [None]

@@ -48,7 +48,7 @@ async def test_absent_subsystems_raise_not_configured_naming_the_key(accessor: s
     async with Node(Manifest(name="bare", repo=":memory:")) as node:
         with pytest.raises(NotConfigured, match=f"add `{key}` to the manifest"):
             getattr(node, accessor)
-        with pytest.raises(NotConfigured, match="storage.shared"):
+        with pytest.raises(NotConfigured, match=r"storage\.shared"):
             node.shared("notes")
         with pytest.raises(NotConfigured, match="`grpc`"):
             node.grpc.server  # noqa: B018
@@ -143,7 +143,9 @@ async def test_subsystems_not_built_yet_are_refused_with_their_lines(tmp_path: P
     assert "later.yaml:4:1: events: events is not built" in message
 
 
-async def test_an_impl_that_fails_to_import_names_the_manifest_line(echo_project: Path, tmp_path: Path) -> None:
+async def test_an_impl_that_fails_to_import_names_the_manifest_line(
+    echo_project: Path, tmp_path: Path
+) -> None:
     text = (echo_project / "msuite.yaml").read_text().replace("echo_service:Admin", "missing_module:Admin")
     (echo_project / "broken.yaml").write_text(text)
     try:

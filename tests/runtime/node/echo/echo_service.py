@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-
 from gen import echo_pb2, echo_pb2_grpc
+
 from msuite.runtime.auth import current_principal
 
 calls: list[str] = []

@@ -1,0 +1,260 @@
+"""The access control list (``node.auth.acl``): the minimum role per resource.
+
+A resource is a gRPC full method name (``/pkg.Service/Method``) or an HTTP
+path without its query string. An entry's key starts with ``/`` and has no
+``?`` and no whitespace or control characters; a key ending in ``/`` covers
+every resource under it (``/v1/rooms/`` covers ``/v1/rooms/7``, and
+``/pkg.Service/`` every method of that service).
+
+:meth:`Acl.required` answers, for each request:
+
+1. the entry whose key equals the resource, else
+2. the entry of the longest key ending in ``/`` that prefixes the resource, else
+3. None: a resource that is not listed is open.
+
+It looks up the resource's own ``/`` boundaries in a dict (no further than
+the longest prefix key), so it costs a few dict lookups whatever the size of
+the list. A query string in the resource is ignored. For an HTTP path that is
+not in canonical form (``//``, ``.`` or ``..`` segments, ``%``-escapes) the
+stricter of the answers for the path as given and for its canonical form
+(decoded, slashes merged, dot segments resolved) applies, so no spelling of a
+path reaches a resource with less protection than its canonical one has.
+
+Entries are kept in a key space of the repository (``repo.space("acl")``),
+each marked as coming from the manifest or from a run-time change.
+:meth:`Acl.load_manifest` (at start) writes the manifest's entries over
+stored ones and drops stored manifest entries the manifest no longer has;
+entries added at run time (:meth:`Acl.allow`) persist across restarts until
+removed. Changes are written (in a worker thread: LevelDB may fsync) before
+they take effect, and take effect for the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import unquote
+
+from msuite.runtime.store.kv import KV
+from msuite.spec import Role
+
+__all__ = ["Acl", "check_resource", "check_role"]
+
+Source = Literal["manifest", "runtime"]
+
+_ROLES = {role.value: role for role in Role}
+_RANK = {role: rank for rank, role in enumerate(Role)}
+MAX_RESOURCE_LENGTH = 4096
+
+
+def check_resource(resource: str) -> str:
+    """``resource`` if it is a valid ACL key, else ValueError saying why."""
+    if not isinstance(resource, str) or not resource.startswith("/"):
+        raise ValueError(
+            f"ACL resource {resource!r}: a gRPC method (/pkg.Service/Method) or an HTTP path, "
+            "starting with '/'"
+        )
+    if len(resource) > MAX_RESOURCE_LENGTH:
+        raise ValueError(f"ACL resource {resource[:40]!r}...: longer than {MAX_RESOURCE_LENGTH} characters")
+    if "?" in resource:
+        raise ValueError(f"ACL resource {resource!r}: an HTTP path without its query string (no '?')")
+    if any(c.isspace() or not c.isprintable() for c in resource):
+        raise ValueError(f"ACL resource {resource!r}: no whitespace or control characters")
+    return resource
+
+
+def check_role(role: Role | str) -> Role:
+    """``role`` as a :class:`Role`, else ValueError listing the roles."""
+    checked = _ROLES.get(role) if isinstance(role, str) else None
+    if checked is None:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(_ROLES)}")
+    return checked
+
+
+def canonical(path: str) -> str:
+    """``path`` %-decoded, with empty and ``.`` segments dropped and ``..`` resolved.
+
+    A trailing ``/`` (or a trailing ``.``/``..`` segment) is kept as a trailing ``/``.
+    """
+    decoded = unquote(path) if "%" in path else path
+    segments: list[str] = []
+    for part in decoded.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(part)
+    out = "/" + "/".join(segments)
+    if segments and decoded.endswith(("/", "/.", "/..")):
+        out += "/"
+    return out
+
+
+class _Table:
+    """An immutable lookup table; :class:`Acl` swaps in a new one on each change."""
+
+    __slots__ = ("exact", "longest", "prefixes")
+
+    def __init__(self, entries: Mapping[str, Role]) -> None:
+        self.exact = dict(entries)
+        self.prefixes = {k: v for k, v in entries.items() if k.endswith("/")}
+        self.longest = max(map(len, self.prefixes), default=0)
+
+    def lookup(self, resource: str) -> Role | None:
+        role = self.exact.get(resource)
+        if role is not None or not self.prefixes:
+            return role
+        prefixes = self.prefixes
+        # the boundaries of resource[:longest], longest prefix first
+        i = resource.rfind("/", 0, min(len(resource), self.longest))
+        while i >= 0:
+            role = prefixes.get(resource[: i + 1])
+            if role is not None:
+                return role
+            i = resource.rfind("/", 0, i)
+        return None
+
+
+def _stricter(a: Role | None, b: Role | None) -> Role | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if _RANK[a] >= _RANK[b] else b
+
+
+class Acl:
+    """Resource -> minimum role, persisted in ``kv`` (memory only when ``kv`` is None)."""
+
+    def __init__(self, kv: KV | None = None) -> None:
+        self._kv = kv
+        self._roles: dict[str, Role] = {}
+        self._sources: dict[str, Source] = {}
+        self._lock = asyncio.Lock()
+        if kv is not None:
+            self._load(kv)
+        self._table = _Table(self._roles)
+
+    def _load(self, kv: KV) -> None:
+        snapshot = kv.snapshot()
+        try:
+            for key, value in snapshot.scan(b""):
+                resource, role, source = _decode(key, value)
+                self._roles[resource] = role
+                self._sources[resource] = source
+        finally:
+            snapshot.close()
+
+    # ----------------------------------------------------------------------- lookups
+
+    def required(self, resource: str) -> Role | None:
+        """The minimum role for ``resource`` (None: open). Runs on every request."""
+        table = self._table
+        if "?" in resource:
+            resource = resource[: resource.index("?")]
+        role = table.lookup(resource)
+        if "//" in resource or "/." in resource or "%" in resource:
+            role = _stricter(role, table.lookup(canonical(resource)))
+        return role
+
+    def list(self) -> dict[str, Role]:
+        """Every entry, sorted by resource."""
+        return dict(sorted(self._roles.items()))
+
+    def source(self, resource: str) -> Source | None:
+        """Where an entry came from: ``manifest``, ``runtime``, or None when not listed."""
+        return self._sources.get(resource)
+
+    def __len__(self) -> int:
+        return len(self._roles)
+
+    def status(self) -> dict[str, Any]:
+        """Entry counts for status pages."""
+        manifest = sum(1 for s in self._sources.values() if s == "manifest")
+        return {"entries": len(self._roles), "manifest": manifest, "runtime": len(self._roles) - manifest}
+
+    # ----------------------------------------------------------------------- changes
+
+    async def load_manifest(self, entries: Mapping[str, Role | str]) -> None:
+        """Write the manifest's entries over stored ones, in one batch; drop stale manifest entries.
+
+        Entries added at run time and not in the manifest are kept. Raises
+        ValueError (before changing anything) for an invalid resource or role.
+        """
+        checked = {check_resource(resource): check_role(role) for resource, role in entries.items()}
+        async with self._lock:
+            stale = [r for r, s in self._sources.items() if s == "manifest" and r not in checked]
+            puts = [(_key(r), _value(role, "manifest")) for r, role in checked.items()]
+            await self._write(puts, [_key(r) for r in stale])
+            roles, sources = dict(self._roles), dict(self._sources)
+            for resource in stale:
+                del roles[resource], sources[resource]
+            for resource, role in checked.items():
+                roles[resource], sources[resource] = role, "manifest"
+            self._swap(roles, sources)
+
+    async def allow(self, resource: str, role: Role | str) -> None:
+        """Set the minimum role of ``resource`` (persisted; kept across restarts)."""
+        check_resource(resource)
+        checked = check_role(role)
+        async with self._lock:
+            await self._write([(_key(resource), _value(checked, "runtime"))], [])
+            roles, sources = dict(self._roles), dict(self._sources)
+            roles[resource], sources[resource] = checked, "runtime"
+            self._swap(roles, sources)
+
+    async def remove(self, resource: str) -> bool:
+        """Drop the entry of ``resource`` (the resource becomes open unless a prefix covers it).
+
+        Returns False when there was no such entry. A manifest entry comes back
+        at the next start.
+        """
+        check_resource(resource)
+        async with self._lock:
+            if resource not in self._roles:
+                return False
+            await self._write([], [_key(resource)])
+            roles, sources = dict(self._roles), dict(self._sources)
+            del roles[resource], sources[resource]
+            self._swap(roles, sources)
+            return True
+
+    async def _write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> None:
+        if self._kv is not None and (puts or deletes):
+            await asyncio.to_thread(self._kv.write, puts, deletes)
+
+    def _swap(self, roles: dict[str, Role], sources: dict[str, Source]) -> None:
+        self._roles, self._sources = roles, sources
+        self._table = _Table(roles)
+
+    def __repr__(self) -> str:
+        return f"Acl({len(self._roles)} entries)"
+
+
+def _key(resource: str) -> bytes:
+    return resource.encode("utf-8")
+
+
+def _value(role: Role, source: Source) -> bytes:
+    return json.dumps({"role": role.value, "source": source}, separators=(",", ":")).encode()
+
+
+def _decode(key: bytes, value: bytes) -> tuple[str, Role, Source]:
+    """A stored entry; ValueError naming it when it cannot be read (the ACL then fails closed)."""
+    try:
+        resource = check_resource(key.decode("utf-8"))
+        data = json.loads(value)
+        role = check_role(data["role"])
+        source = data["source"]
+        if source not in ("manifest", "runtime"):
+            raise ValueError(f"unknown source {source!r}")
+    except Exception as exc:
+        raise ValueError(
+            f"ACL store: the entry {key!r} cannot be read ({exc}); remove it from the repository's "
+            "'acl' key space or restore a backup"
+        ) from None
+    return resource, role, source

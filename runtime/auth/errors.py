@@ -1,0 +1,64 @@
+"""Errors of authentication and access control, with their gRPC and HTTP codes.
+
+Every message is short and safe to send to the client that made the request:
+it never contains the token, a secret or a traceback. Transports answer with
+``str(error)`` and the error's ``grpc_code`` or ``http_status``:
+
+- :class:`Unauthenticated`: no usable identity (a token that is malformed,
+  forged, expired or of a disallowed algorithm, a header that is not
+  ``Bearer <token>``, or no token on a resource that needs one):
+  ``UNAUTHENTICATED`` / 401.
+- :class:`PermissionDenied`: a valid token whose role is too low for the
+  resource: ``PERMISSION_DENIED`` / 403.
+
+``grpc_code`` imports grpc when first read, so an HTTP-only node does not need
+grpc installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, overload
+
+if TYPE_CHECKING:
+    import grpc
+
+__all__ = ["AuthError", "PermissionDenied", "Unauthenticated"]
+
+
+class _GrpcCode:
+    """A class attribute holding a ``grpc.StatusCode``, resolved (importing grpc) when read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type[AuthError]) -> grpc.StatusCode: ...
+    @overload
+    def __get__(self, instance: AuthError, owner: type[AuthError]) -> grpc.StatusCode: ...
+    def __get__(self, instance: AuthError | None, owner: type[AuthError]) -> grpc.StatusCode:
+        import grpc
+
+        return grpc.StatusCode[self.name]
+
+
+class AuthError(Exception):
+    """A request was refused by authentication or the ACL; the message is safe for clients."""
+
+    grpc_code = _GrpcCode("UNAUTHENTICATED")
+    """The gRPC status code to answer with."""
+    http_status: int = 401
+    """The HTTP status code to answer with."""
+
+
+class Unauthenticated(AuthError):
+    """No valid identity: a bad, expired or refused token, or none where one is needed."""
+
+    grpc_code = _GrpcCode("UNAUTHENTICATED")
+    http_status = 401
+
+
+class PermissionDenied(AuthError):
+    """A valid token, but its role ranks below what the resource needs."""
+
+    grpc_code = _GrpcCode("PERMISSION_DENIED")
+    http_status = 403
