@@ -1,0 +1,71 @@
+"""``msuite up`` from process start to ready, for the scaffold node (target: under 1 s).
+
+    python bench/bench_up.py [--runs N]
+
+Runs ``msuite init`` once into a temporary folder (ports set to 0, code
+generated), then N times: start ``python -m msuite up``, wait for its last
+readiness line, stop it with SIGTERM. Reports the wall time from spawning
+the process to that line (median and worst), beside the time a bare
+``python -c "import grpc, aiohttp"`` takes to start and exit, the floor no
+Python gRPC + HTTP server can go under.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def ready_time(folder: Path) -> float:
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "msuite", "up"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    try:
+        for _ in range(3):  # grpc.tcp, grpc.unix, http
+            line = process.stdout.readline()
+            if not line.startswith(b"ready "):
+                raise SystemExit(f"msuite up failed: {line!r}")
+        return time.perf_counter() - start
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        process.stdout.close()
+
+
+def floor() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import grpc.aio, aiohttp.web"], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="msuite-up-") as tmp:
+        folder = Path(tmp) / "hello"
+        subprocess.run([sys.executable, "-m", "msuite", "init", str(folder)], check=True, capture_output=True)
+        manifest = folder / "msuite.yaml"
+        text = manifest.read_text().replace("port: 50051", "port: 0").replace("port: 8080", "port: 0")
+        manifest.write_text(text.replace("path: hello.sock", f"path: {tmp}/h.sock"))
+        generate = [sys.executable, "-m", "msuite", "generate"]
+        subprocess.run(generate, cwd=folder, check=True, capture_output=True)
+        times = [ready_time(folder) for _ in range(args.runs)]
+        bare = min(floor() for _ in range(3))
+    print(
+        f"msuite up (scaffold) to ready: median {statistics.median(times) * 1000:.0f} ms, "
+        f"worst {max(times) * 1000:.0f} ms over {args.runs} runs   "
+        f"(python -c 'import grpc.aio, aiohttp.web': {bare * 1000:.0f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
