@@ -269,7 +269,7 @@ def _init(args: argparse.Namespace) -> int:
     print(f"created node {name!r} in {target}/")
     for rel, _ in files:
         print(f"  {rel}")
-    print(f"next: msuite validate {manifest_path} && msuite generate {manifest_path}")
+    print(f"next: msuite up -f {manifest_path}   (then, from another shell: python {target / 'client.py'})")
     return EXIT_OK
 
 
