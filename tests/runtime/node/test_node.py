@@ -186,3 +186,16 @@ async def test_grpc_server_without_services_serves_health(tmp_path: Path) -> Non
     async with Node(manifest) as node:
         assert [kind for kind, _ in node.listeners()] == ["grpc.tcp"]
         assert node.grpc.server.status()["state"] == "serving"
+
+
+async def test_auth_only_node_has_auth_and_nothing_else() -> None:
+    manifest = Manifest(name="guard", repo=":memory:", auth={"jwt": {"secret": "s" * 32}})  # type: ignore[arg-type]
+    async with Node(manifest) as node:
+        assert node.components == ["repo", "auth", "tasks", "clients"]
+        token = node.auth.jwt.issue("ann", "authenticated_write")
+        assert node.auth.jwt.verify(token).subject == "ann"
+        for absent in ("http", "locker", "p2p", "events", "files", "tracer", "metrics"):
+            with pytest.raises(NotConfigured):
+                getattr(node, absent)
+        with pytest.raises(NotConfigured):
+            node.grpc.server  # noqa: B018
