@@ -44,6 +44,8 @@ log = logging.getLogger("msuite.grpc")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+METADATA_LIMIT = 32 * 1024
+"""Largest request metadata (headers) accepted, in bytes; larger is RESOURCE_EXHAUSTED."""
 
 
 class Listener:
@@ -169,6 +171,11 @@ class GrpcServer:
         interceptor = NodeInterceptor(self._auth, self._hooks, unimplemented)
         options = [
             ("grpc.so_reuseport", 0),
+            # one metadata limit, no random zone: gRPC's default rejects requests between a soft
+            # (8 KiB) and a hard limit at random; up to 32 KiB reaches auth, which refuses
+            # tokens over auth.jwt.max_token_size with a clear UNAUTHENTICATED
+            ("grpc.max_metadata_size", METADATA_LIMIT),
+            ("grpc.absolute_max_metadata_size", METADATA_LIMIT),
             ("grpc.max_receive_message_length", self.settings.max_receive_message_size),
             ("grpc.max_send_message_length", self.settings.max_send_message_size),
         ]

@@ -85,6 +85,17 @@ async def test_a_bad_token_is_unauthenticated_even_on_an_open_method(
     assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_metadata_over_the_limit_is_refused_every_time(echo: Harness, echo_project: Path) -> None:
+    echo_pb2 = pb(echo_project)
+    for size in (9_000, 20_000, 30_000):  # between gRPC's default soft and hard limits: no randomness
+        metadata = (("authorization", "Bearer " + "x" * size),)
+        for _ in range(5):
+            call = echo.clients.echo().Say(echo_pb2.Ping(), metadata=metadata)
+            assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
+    call = echo.clients.echo().Say(echo_pb2.Ping(), metadata=(("authorization", "x" * 40_000),))
+    assert await code_of(call) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 async def test_an_expired_token_is_unauthenticated(echo: Harness, echo_project: Path) -> None:
     echo_pb2 = pb(echo_project)
     from jose import jwt
