@@ -1,0 +1,47 @@
+"""``is_current``: the generated package against its sources, from the header's hash."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from msuite.codegen import generate, is_current
+from msuite.spec import load_manifest
+from tests.helpers import REPO
+
+
+def _copy(tmp_path: Path) -> Path:
+    folder = tmp_path / "hello"
+    shutil.copytree(
+        REPO / "samples" / "hello", folder, ignore=shutil.ignore_patterns(".msuite", "__pycache__")
+    )
+    return folder
+
+
+def test_the_committed_sample_is_current() -> None:
+    assert is_current(load_manifest(REPO / "samples" / "hello" / "msuite.yaml"))
+
+
+def test_a_changed_proto_or_manifest_is_stale_until_regenerated(tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    manifest_path = folder / "msuite.yaml"
+    assert is_current(load_manifest(manifest_path))
+    proto = folder / "protos" / "hello.proto"
+    proto.write_text(proto.read_text() + "// a comment changes the hash\n")
+    assert not is_current(load_manifest(manifest_path))
+    generate(load_manifest(manifest_path))
+    assert is_current(load_manifest(manifest_path))
+    manifest_path.write_text(manifest_path.read_text() + "# another comment\n")
+    assert not is_current(load_manifest(manifest_path))
+
+
+def test_missing_or_foreign_output_is_stale(tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    wiring = folder / "gen" / "wiring.py"
+    text = wiring.read_text()
+    wiring.write_text(text.replace("(msuite ", "(msuite 0.0.0-other ", 1))
+    assert not is_current(load_manifest(folder / "msuite.yaml"))
+    wiring.write_text("# hand written\n")
+    assert not is_current(load_manifest(folder / "msuite.yaml"))
+    shutil.rmtree(folder / "gen")
+    assert not is_current(load_manifest(folder / "msuite.yaml"))
