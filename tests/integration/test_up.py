@@ -211,11 +211,18 @@ def test_up_regenerates_stale_code(scaffold: Path) -> None:
         up.kill()
 
 
-def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path) -> None:
+def _echo(tmp_path: Path, grace: str = "2s") -> Path:
+    """A copy of the echo test project, its socket in a short path, with ``shutdown.grace``."""
     folder = tmp_path / "echo"
     shutil.copytree(Path(__file__).parents[1] / "runtime" / "node" / "echo", folder)
     manifest = folder / "msuite.yaml"
-    manifest.write_text(manifest.read_text().replace("path: echo.sock", f"path: {tmp_path}/e.sock"))
+    text = manifest.read_text().replace("path: echo.sock", f"path: {tmp_path}/e.sock")
+    manifest.write_text(text.replace("grace: 2s", f"grace: {grace}"))
+    return folder
+
+
+def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path) -> None:
+    folder = _echo(tmp_path)
     up = Up(folder)
     try:
         listeners = up.wait_ready(3)
@@ -245,11 +252,7 @@ def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path) -> None:
 
 
 def test_a_second_signal_forces_exit(tmp_path: Path) -> None:
-    folder = tmp_path / "echo"
-    shutil.copytree(Path(__file__).parents[1] / "runtime" / "node" / "echo", folder)
-    manifest = folder / "msuite.yaml"
-    text = manifest.read_text().replace("path: echo.sock", f"path: {tmp_path}/e.sock")
-    manifest.write_text(text.replace("grace: 2s", "grace: 30s"))
+    folder = _echo(tmp_path, grace="30s")
     up = Up(folder)
     try:
         listeners = up.wait_ready(3)
