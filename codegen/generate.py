@@ -15,8 +15,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 import msuite
 from msuite.spec import Diagnostic, Manifest, format_path
@@ -24,6 +23,9 @@ from msuite.spec import Diagnostic, Manifest, format_path
 from .build import build_project, fix_imports, module_of
 from .fresh import source_digest
 from .protoc import CodegenError, Compiled, ProtoSource, compile_protos, include_roots
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["Outcome", "generate", "render"]
 
@@ -47,6 +49,8 @@ class Outcome:
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # only when rendering: `msuite up` imports this package to check freshness
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("msuite.templates", "codegen"),
         undefined=jinja2.StrictUndefined,

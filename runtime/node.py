@@ -216,8 +216,11 @@ class GrpcAccess:
     @property
     def server(self) -> GrpcServer:
         """The node's gRPC server component (``grpc:``)."""
-        if self._node._grpc is None:
+        if self._node.manifest.grpc is None:
             raise NotConfigured("grpc.server", "grpc")
+        if self._node._grpc is None:
+            self._node._build()
+        assert self._node._grpc is not None
         return self._node._grpc
 
 

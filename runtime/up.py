@@ -44,9 +44,9 @@ def _ensure_generated(file: str, err: TextIO) -> int | None:
 
     if is_current(manifest):
         return None
-    try:
-        import grpc_tools  # noqa: F401
-    except ImportError:
+    from importlib.util import find_spec
+
+    if find_spec("jinja2") is None or find_spec("grpc_tools") is None:
         return _problem(
             err,
             f"{file}: the generated code in {manifest.codegen.out}/ is stale or missing; run "

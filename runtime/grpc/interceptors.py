@@ -74,7 +74,9 @@ class _Chain:
         self.hooks = tuple(hooks)
 
     async def enter(self, context: Context) -> list[Callable[[grpc.StatusCode, float], None]]:
-        ends = [hook.begin(self.method, context) for hook in self.hooks]
+        ends: list[Callable[[grpc.StatusCode, float], None]] = []
+        for hook in self.hooks:
+            ends.append(hook.begin(self.method, context))
         if self.auth is not None:
             from msuite.runtime.auth import AuthError, set_principal
 
@@ -112,9 +114,10 @@ class _Chain:
 def _unary_response(chain: _Chain, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def call(request: Any, context: Context) -> Any:
         started = time.perf_counter()
-        ends = await chain.enter(context)
+        ends: list[Callable[[grpc.StatusCode, float], None]] = []
         error: BaseException | None = None
         try:
+            ends = await chain.enter(context)
             return await behavior(request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError) as exc:
             error = exc
@@ -133,9 +136,10 @@ def _stream_response(chain: _Chain, behavior: Callable[..., Any]) -> Callable[..
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            ends = await chain.enter(context)
+            ends: list[Callable[[grpc.StatusCode, float], None]] = []
             error: BaseException | None = None
             try:
+                ends = await chain.enter(context)
                 async for response in behavior(request, context):
                     yield response
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit) as exc:

@@ -197,6 +197,14 @@ class GrpcServer:
             reflection.enable_server_reflection(names, server)
         try:
             self._bind(server)
+        except BaseException:
+            # a grpc.aio server releases the ports it bound only once started
+            if self.listeners:
+                await server.start()
+            await server.stop(None)
+            self.listeners = []
+            raise
+        try:
             await server.start()
         except BaseException:
             await server.stop(None)
@@ -211,9 +219,28 @@ class GrpcServer:
             for service in ["", *(b.name for b in self.bindings)]:
                 await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
+    def _unix_target(self) -> str | None:
+        """The Unix listener's target, checked before anything binds (None without one)."""
+        unix = self.settings.unix
+        if unix is None:
+            return None
+        if unix.path.startswith("unix-abstract:"):
+            return unix.path
+        path = str(self.manifest.resolve(unix.path))
+        at = where(self.manifest, "grpc", "unix", "path")
+        if _unix_in_use(path):
+            raise NodeError(f"{at}: {path} is in use by another running server")
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(f"{at}: cannot create {Path(path).parent}: {exc.strerror or exc}") from None
+        return f"unix:{path}"
+
     def _bind(self, server: grpc.aio.Server) -> None:
+        """Bind every listener; raises before binding anything when it can tell in advance."""
         self.listeners = []
-        tcp, unix = self.settings.tcp, self.settings.unix
+        tcp = self.settings.tcp
+        unix_target = self._unix_target()
         if tcp is not None:
             address = _host_port(tcp.host, tcp.port)
             try:
@@ -227,25 +254,16 @@ class GrpcServer:
                 )
             bound = _host_port(tcp.host, port)
             self.listeners.append(Listener("tcp", bound, _host_port(_dial_host(tcp.host), port)))
-        if unix is not None:
-            if unix.path.startswith("unix-abstract:"):
-                target = unix.path
-            else:
-                path = str(self.manifest.resolve(unix.path))
-                if _unix_in_use(path):
-                    raise NodeError(
-                        f"{where(self.manifest, 'grpc', 'unix', 'path')}: {path} is in use by "
-                        "another running server"
-                    )
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                target = f"unix:{path}"
+        if unix_target is not None:
             try:
-                port = server.add_insecure_port(target)
+                port = server.add_insecure_port(unix_target)
             except RuntimeError:
                 port = 0
             if port == 0:
-                raise NodeError(f"{where(self.manifest, 'grpc', 'unix', 'path')}: cannot listen on {target}")
-            self.listeners.append(Listener("unix", target, target))
+                raise NodeError(
+                    f"{where(self.manifest, 'grpc', 'unix', 'path')}: cannot listen on {unix_target}"
+                )
+            self.listeners.append(Listener("unix", unix_target, unix_target))
 
     async def draining(self) -> None:
         """Health turns NOT_SERVING at once; calls are still served until ``stop``."""

@@ -211,8 +211,10 @@ class HttpServer:
         async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
             status = 500
-            ends = [hook.begin(request) for hook in hooks]
+            ends: list[Callable[[int, float], None]] = []
             try:
+                for hook in hooks:
+                    ends.append(hook.begin(request))
                 response = await inner(request, handler)
                 status = response.status
                 return response

@@ -237,3 +237,36 @@ async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(
             await stopping
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     assert echo.node.state == "stopped"
+
+
+async def test_a_failing_call_hook_is_recovered_like_a_handler(echo_manifest: Path, tmp_path: Path) -> None:
+    class Broken:
+        def begin(self, method: str, context: Any) -> Any:
+            raise RuntimeError("hook secret")
+
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path))
+    node.grpc.server.hooks.append(Broken())
+    echo_pb2, echo_pb2_grpc = pb(node.manifest.base_dir)
+    async with node, grpc.aio.insecure_channel(node.grpc.server.local_target) as channel:
+        for call in (
+            echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping()),
+            echo_pb2_grpc.EchoStub(channel).Repeat(echo_pb2.Ping(count=1)).read(),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call
+            assert caught.value.code() == grpc.StatusCode.INTERNAL
+            assert caught.value.details() == "internal error"
+
+
+async def test_a_failed_unix_listener_leaves_no_tcp_port_bound(echo: Harness, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    manifest = echo.node.manifest  # its Unix socket is in use by `echo`
+    assert manifest.grpc is not None and manifest.grpc.tcp is not None
+    settings = manifest.grpc.model_copy(update={"tcp": manifest.grpc.tcp.model_copy(update={"port": port})})
+    node = Node(manifest.model_copy(update={"grpc": settings, "http": None, "repo": str(tmp_path / "r")}))
+    with pytest.raises(StartError, match="in use by another running server"):
+        await node.start()
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # free: nothing of the failed node listens
