@@ -25,9 +25,15 @@ _SOURCES = "# Sources: "
 _HASH = "# Source hash: sha256:"
 
 
-def source_digest(manifest_bytes: bytes, protos: list[tuple[str, bytes]]) -> str:
-    """The header's hash: the manifest's bytes, then each proto's import name and bytes."""
+_CODEGEN_INPUTS = {"name", "codegen", "services", "events", "auth"}
+"""The manifest sections generated code depends on, hashed after ``${VAR}`` interpolation."""
+
+
+def source_digest(manifest: Manifest, manifest_bytes: bytes, protos: list[tuple[str, bytes]]) -> str:
+    """The header's hash: the manifest's bytes and its interpolated codegen inputs, then each
+    proto's import name and bytes."""
     digest = hashlib.sha256(manifest_bytes)
+    digest.update(b"\0" + manifest.model_dump_json(include=_CODEGEN_INPUTS).encode())
     for name, content in protos:
         digest.update(b"\0" + name.encode() + b"\0" + content)
     return digest.hexdigest()
@@ -44,6 +50,7 @@ def _import_name(path: Path, roots: list[Path]) -> str | None:
 
 def is_current(manifest: Manifest) -> bool:
     """Whether ``<codegen.out>/wiring.py`` was generated from the files as they are now."""
+    from .build import module_of
     from .protoc import include_roots
 
     if manifest.source is None or not Path(manifest.source.file).is_file():
@@ -61,13 +68,20 @@ def is_current(manifest: Manifest) -> bool:
         if os.path.relpath(manifest_path, manifest.base_dir) != names[0]:
             return False
         roots = include_roots(manifest)
+        out = manifest.base_dir / manifest.codegen.out
         protos: list[tuple[str, bytes]] = []
         for relative in names[1:]:
             path = Path(os.path.normpath(manifest.base_dir / relative))
             name = _import_name(path, roots)
             if name is None:
                 return False
+            # a file added since in an earlier include root would now be the one protoc reads
+            if next((root / name for root in roots if (root / name).is_file()), None) != path:
+                return False
+            if not (out / (module_of(name, "_pb2").replace(".", "/") + ".py")).is_file():
+                return False
             protos.append((name, path.read_bytes()))
-        return source_digest(manifest_path.read_bytes(), protos) == head[2][len(_HASH) :]
+        digest = source_digest(manifest, manifest_path.read_bytes(), protos)
+        return digest == head[2][len(_HASH) :]
     except (OSError, UnicodeDecodeError, IndexError):
         return False
