@@ -23,34 +23,30 @@ from .errors import NodeError, where
 __all__ = ["construct", "import_from", "load_impl", "load_wiring"]
 
 
-def _inside(module: ModuleType, folder: Path) -> bool:
-    locations = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []) or [])]
-    for location in locations:
-        if location is None:
-            continue
-        try:
-            Path(location).resolve().relative_to(folder)
-        except ValueError:
-            continue
-        return True
-    return False
+_NODE_FOLDERS: set[Path] = set()
+"""Folders nodes of this process imported their code from."""
 
 
-def _installed(module: ModuleType) -> bool:
-    """Whether ``module`` comes from the interpreter: built in, stdlib or site-packages."""
-    locations = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []) or [])]
-    files = [Path(x).resolve() for x in locations if x]
-    if not files:
+def _from_folder(module: ModuleType, top: str, folder: Path) -> bool:
+    """Whether top-level module ``top`` was found directly in ``folder`` (not a subfolder)."""
+    candidates = {folder / top / "__init__.py", folder / f"{top}.py"}
+    location = getattr(module, "__file__", None)
+    if location is not None and Path(location).resolve() in candidates:
         return True
-    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return any(f.is_relative_to(p) for f in files for p in prefixes)
+    return any(Path(p).resolve() == folder / top for p in list(getattr(module, "__path__", []) or []))
 
 
 def _evict_foreign(name: str, folder: Path) -> None:
-    """Drop ``name``'s top package (and its submodules) when it was imported from another folder."""
+    """Drop ``name``'s top package (and its submodules) when another node's folder provided it.
+
+    Only modules found directly in a folder another node was loaded from are dropped:
+    a library, msuite itself or anything else imported from elsewhere is never touched.
+    """
     top = name.split(".", 1)[0]
     module = sys.modules.get(top)
-    if module is None or _inside(module, folder) or _installed(module):
+    if module is None or _from_folder(module, top, folder):
+        return
+    if not any(_from_folder(module, top, other) for other in _NODE_FOLDERS if other != folder):
         return
     for loaded in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
         del sys.modules[loaded]
@@ -60,6 +56,7 @@ def import_from(folder: Path, name: str) -> ModuleType:
     """Import module ``name`` with ``folder`` first on ``sys.path``."""
     folder = folder.resolve()
     _evict_foreign(name, folder)
+    _NODE_FOLDERS.add(folder)
     text = str(folder)
     if text in sys.path:
         sys.path.remove(text)

@@ -481,7 +481,11 @@ class Node:
                 raise NodeError(f"node {self.name} was started already (state: {self.state})")
             began = time.perf_counter()
             self.state = "starting"
-            self._build()
+            try:
+                self._build()
+            except BaseException:
+                self.state = "failed"
+                raise
             order = start_order(self._components)
             for component in order:
                 try:

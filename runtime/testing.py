@@ -17,7 +17,8 @@ As a pytest plugin (``pytest_plugins = ["msuite.runtime.testing"]`` in a
 starts a node like ``running`` and stops it when the test ends.
 
 What is changed from the manifest: ``grpc.tcp.port`` and ``http.port`` become
-0 (free ports), ``grpc.unix.path`` moves to a short temporary path, ``repo``
+0 (free ports), ``grpc.unix.path`` moves to a short temporary path (an
+abstract socket gets a name of its own), ``repo``
 to a temporary folder (a real LevelDB repository; pass ``repo=":memory:"``
 for an in-memory one). Generated code is regenerated first when stale.
 """
@@ -50,8 +51,16 @@ def prepare(manifest: Manifest, folder: Path, *, repo: str | None = None) -> Man
         grpc_update: dict[str, Any] = {}
         if manifest.grpc.tcp is not None:
             grpc_update["tcp"] = manifest.grpc.tcp.model_copy(update={"port": 0})
-        if manifest.grpc.unix is not None and not manifest.grpc.unix.path.startswith("unix-abstract:"):
-            grpc_update["unix"] = manifest.grpc.unix.model_copy(update={"path": str(folder / "grpc.sock")})
+        if manifest.grpc.unix is not None:
+            # a short path (107-byte limit); an abstract name unique to this run
+            path = (
+                f"unix-abstract:{folder.name}"
+                if manifest.grpc.unix.path.startswith("unix-abstract:")
+                else None
+            )
+            grpc_update["unix"] = manifest.grpc.unix.model_copy(
+                update={"path": path or str(folder / "grpc.sock")}
+            )
         update["grpc"] = manifest.grpc.model_copy(update=grpc_update)
     if manifest.http is not None:
         update["http"] = manifest.http.model_copy(update={"port": 0})
