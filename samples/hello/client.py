@@ -1,6 +1,6 @@
-"""Call the hello node over gRPC (TCP and Unix socket) and HTTP; run it while `msuite up` serves.
+"""Call the hello node over gRPC (TCP and Unix socket) and HTTP while `msuite up` serves it.
 
-python client.py [NAME]
+Usage: python client.py [NAME]
 """
 
 from __future__ import annotations
