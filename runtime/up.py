@@ -22,7 +22,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from msuite.spec import Manifest
 
 __all__ = ["up"]
 
@@ -35,12 +38,9 @@ def _problem(err: TextIO, text: str) -> int:
     return EXIT_FAILED
 
 
-def _ensure_generated(file: str, err: TextIO) -> int | None:
+def _ensure_generated(manifest: Manifest, file: str, err: TextIO) -> int | None:
     """None when the generated code is current (or was regenerated), else an exit status."""
     from msuite.codegen import is_current
-    from msuite.spec import load_manifest
-
-    manifest = load_manifest(file)
 
     if is_current(manifest):
         return None
@@ -63,13 +63,10 @@ def _ensure_generated(file: str, err: TextIO) -> int | None:
     return None
 
 
-async def _serve(file: str, began: float, out: TextIO, err: TextIO) -> int:
-    from msuite.spec import load_manifest
-
+async def _serve(manifest: Manifest, file: str, began: float, out: TextIO, err: TextIO) -> int:
     from .errors import NodeError
     from .node import Node
 
-    manifest = load_manifest(file)
     node = Node(manifest)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -92,9 +89,10 @@ async def _serve(file: str, began: float, out: TextIO, err: TextIO) -> int:
     except NodeError as exc:
         return _problem(err, f"{Path(file)}: cannot start node {manifest.name}: {exc}")
     elapsed_ms = (time.perf_counter() - began) * 1000
-    for listener, address in node.listeners():
+    listeners = node.listeners()
+    for listener, address in listeners:
         print(f"ready {listener} {address} ({elapsed_ms:.0f} ms)", file=out, flush=True)
-    if not node.listeners():
+    if not listeners:
         print(f"ready (no listeners) ({elapsed_ms:.0f} ms)", file=out, flush=True)
     await stop.wait()
     try:
@@ -117,10 +115,10 @@ def up(file: str, *, began: float | None = None, out: TextIO = sys.stdout, err: 
     except ManifestError as exc:
         return _problem(err, str(exc))
     if manifest.services:
-        status = _ensure_generated(file, err)
+        status = _ensure_generated(manifest, file, err)
         if status is not None:
             return status
     from .logs import configure
 
     configure(manifest.logging)
-    return asyncio.run(_serve(file, began, out, err))
+    return asyncio.run(_serve(manifest, file, began, out, err))

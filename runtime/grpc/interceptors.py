@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import grpc
 import grpc.aio
 
+from msuite.runtime.auth import AuthError, set_principal
+
 if TYPE_CHECKING:
     from msuite.runtime.auth import Auth
 
@@ -78,8 +80,6 @@ class _Chain:
         for hook in self.hooks:
             ends.append(hook.begin(self.method, context))
         if self.auth is not None:
-            from msuite.runtime.auth import AuthError, set_principal
-
             try:
                 principal = self.auth.authorize(self.method, _authorization(context))
             except AuthError as exc:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from msuite.runtime.auth import AuthError, set_principal
 from msuite.spec import Manifest
 
 from ..errors import NodeError, where
@@ -188,8 +189,6 @@ class HttpServer:
                     )
                     return web.Response(status=204, headers=cors)
             if auth is not None:
-                from msuite.runtime.auth import AuthError, set_principal
-
                 try:
                     set_principal(auth.authorize(request.path, request.headers.get("Authorization")))
                 except AuthError as exc:
@@ -234,7 +233,7 @@ class HttpServer:
                         end(status, elapsed)
                     except Exception:
                         log.exception("an HTTP hook failed")
-                if log_access:
+                if log_access and access_log.isEnabledFor(logging.INFO):
                     access_log.info(
                         "%s %s %d %.1fms",
                         request.method,
