@@ -110,9 +110,10 @@ class StatusBoard:
         return report
 
 
+# the report's own keys and the component names: users' sections take other names
 _CORE_SECTIONS = frozenset(
-    {"node", "version", "state", "uptime_s", "services", "repo", "auth", "tasks", "locker", "clients"}
-    | {"grpc", "http"}
+    {"node", "version", "state", "uptime_s", "services"}
+    | {"repo", "auth", "tasks", "locker", "clients", "grpc", "http"}
 )
 
 
@@ -244,7 +245,7 @@ class Node:
         """Seconds from the start call until the last component started."""
         self._wiring = wiring
         self._given_servicers = dict(servicers or {})
-        self._servicers: dict[str, Any] = {}
+        self._service_bindings: list[ServiceBinding] = []
         self._components: list[Component] = []
         self._started: list[Component] = []
         self._started_at = 0.0
@@ -451,13 +452,13 @@ class Node:
             components.append(self._http)
         start_order(components)  # refuse a bad graph before anything starts
         self._components = components
-        self._bindings_built = bindings
+        self._service_bindings = bindings
 
     def _make_servicers(self) -> dict[str, Any]:
         from .loading import construct, load_impl
 
         servicers: dict[str, Any] = {}
-        for binding in self._bindings_built:
+        for binding in self._service_bindings:
             given = self._given_servicers.get(binding.name)
             if given is not None:
                 servicers[binding.name] = given

@@ -46,6 +46,8 @@ class AuthError(Exception):
 
     grpc_code = _GrpcCode("UNAUTHENTICATED")
     """The gRPC status code to answer with."""
+    grpc_number: int = 16
+    """Its number, for answers written without importing grpc (HTTP error bodies)."""
     http_status: int = 401
     """The HTTP status code to answer with."""
 
@@ -54,6 +56,7 @@ class Unauthenticated(AuthError):
     """No valid identity: a bad, expired or refused token, or none where one is needed."""
 
     grpc_code = _GrpcCode("UNAUTHENTICATED")
+    grpc_number = 16
     http_status = 401
 
 
@@ -61,4 +64,5 @@ class PermissionDenied(AuthError):
     """A valid token, but its role ranks below what the resource needs."""
 
     grpc_code = _GrpcCode("PERMISSION_DENIED")
+    grpc_number = 7
     http_status = 403

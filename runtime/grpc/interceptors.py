@@ -68,7 +68,7 @@ def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCod
 
 
 class _Chain:
-    """The steps around one method; ``enter``/``leave`` bracket the user's handler."""
+    """The steps around one method: ``enter`` before the user's handler, ``finish`` after it."""
 
     def __init__(self, method: str, auth: Auth | None, hooks: Sequence[CallHook]) -> None:
         self.method = method
@@ -162,6 +162,15 @@ def _unimplemented(method: str, impl: str) -> Callable[..., Awaitable[None]]:
     return call
 
 
+# (request streaming, response streaming) -> how to build the handler, and its behaviour attribute
+_KINDS: dict[tuple[bool, bool], tuple[Callable[..., Any], str]] = {
+    (False, False): (grpc.unary_unary_rpc_method_handler, "unary_unary"),
+    (False, True): (grpc.unary_stream_rpc_method_handler, "unary_stream"),
+    (True, False): (grpc.stream_unary_rpc_method_handler, "stream_unary"),
+    (True, True): (grpc.stream_stream_rpc_method_handler, "stream_stream"),
+}
+
+
 class NodeInterceptor(grpc.aio.ServerInterceptor):
     """Recovery, call hooks, authentication and ACL, in that order, around every method."""
 
@@ -200,13 +209,7 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, method: str, handler: Handler) -> Handler:
         chain = _Chain(method, self._auth, self._hooks)
         missing = self._unimplemented.get(method)
-        kinds: dict[tuple[bool, bool], tuple[Callable[..., Any], str]] = {
-            (False, False): (grpc.unary_unary_rpc_method_handler, "unary_unary"),
-            (False, True): (grpc.unary_stream_rpc_method_handler, "unary_stream"),
-            (True, False): (grpc.stream_unary_rpc_method_handler, "stream_unary"),
-            (True, True): (grpc.stream_stream_rpc_method_handler, "stream_stream"),
-        }
-        make, kind = kinds[(handler.request_streaming, handler.response_streaming)]
+        make, kind = _KINDS[(handler.request_streaming, handler.response_streaming)]
         behavior = _unimplemented(method, missing) if missing else getattr(handler, kind)
         if handler.response_streaming and not missing:
             call = _stream_response(chain, behavior)

@@ -94,16 +94,11 @@ def _methods_of(service: str) -> list[str]:
 def _check_servicer(manifest: Manifest, binding: ServiceBinding, servicer: Any) -> dict[str, str]:
     """Methods ``servicer`` leaves to its generated base class; refuses sync overrides."""
     missing: dict[str, str] = {}
-    impl = manifest.services[binding.name].impl if binding.name in manifest.services else binding.impl
+    impl = manifest.services[binding.name].impl
     for name in _methods_of(binding.name):
-        attr = inspect.getattr_static(type(servicer), name, None)
         owner = next((k for k in type(servicer).__mro__ if name in vars(k)), None)
-        generated = (
-            owner is not None
-            and owner.__name__.endswith("Servicer")
-            and owner.__module__.endswith("_pb2_grpc")
-        )
-        if attr is None or generated:
+        generated = owner is not None and owner.__module__.endswith("_pb2_grpc")
+        if owner is None or generated:
             missing[f"/{binding.name}/{name}"] = impl
             continue
         function = getattr(servicer, name)
@@ -185,9 +180,9 @@ class GrpcServer:
         names = [b.name for b in self.bindings]
         if self.settings.health:
             from grpc_health.v1 import health_pb2_grpc
-            from grpc_health.v1._async import HealthServicer
+            from grpc_health.v1.health import aio as health_aio
 
-            self._health = HealthServicer()
+            self._health = health_aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             names.append(HEALTH_SERVICE)
         if self.settings.reflection:
@@ -243,27 +238,27 @@ class GrpcServer:
         unix_target = self._unix_target()
         if tcp is not None:
             address = _host_port(tcp.host, tcp.port)
-            try:
-                port = server.add_insecure_port(address)
-            except RuntimeError:
-                port = 0
-            if port == 0:
-                raise NodeError(
-                    f"{where(self.manifest, 'grpc', 'tcp', 'port')}: cannot listen on {address} "
-                    "(the port is in use, or the address is not on this machine)"
-                )
+            port = self._add_port(
+                server,
+                address,
+                ("tcp", "port"),
+                "(the port is in use, or the address is not on this machine)",
+            )
             bound = _host_port(tcp.host, port)
             self.listeners.append(Listener("tcp", bound, _host_port(_dial_host(tcp.host), port)))
         if unix_target is not None:
-            try:
-                port = server.add_insecure_port(unix_target)
-            except RuntimeError:
-                port = 0
-            if port == 0:
-                raise NodeError(
-                    f"{where(self.manifest, 'grpc', 'unix', 'path')}: cannot listen on {unix_target}"
-                )
+            self._add_port(server, unix_target, ("unix", "path"))
             self.listeners.append(Listener("unix", unix_target, unix_target))
+
+    def _add_port(self, server: grpc.aio.Server, target: str, key: tuple[str, str], why: str = "") -> int:
+        """Bind ``target``; a failure names the manifest key ``grpc.<key>`` and its line."""
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise NodeError(f"{where(self.manifest, 'grpc', *key)}: cannot listen on {target} {why}".rstrip())
+        return port
 
     async def draining(self) -> None:
         """Health turns NOT_SERVING at once; calls are still served until ``stop``."""

@@ -36,6 +36,7 @@ from msuite.runtime.auth import AuthError, set_principal
 from msuite.spec import Manifest
 
 from ..errors import NodeError, where
+from .errors import error_response
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -48,6 +49,9 @@ __all__ = ["HttpHook", "HttpServer"]
 log = logging.getLogger("msuite.http")
 access_log = logging.getLogger("msuite.http.access")
 
+INTERNAL = 13
+"""gRPC's INTERNAL, the code of a 500 (the number: HTTP-only nodes don't import grpc)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -55,11 +59,6 @@ class HttpHook(Protocol):
     """Observes every request (metrics, tracing): ``begin`` returns the callback for its end."""
 
     def begin(self, request: web.Request) -> Callable[[int, float], None]: ...
-
-
-def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = json.dumps({"code": code, "message": message, "details": []})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
 class HttpServer:
@@ -195,7 +194,7 @@ class HttpServer:
                     headers = dict(cors or {})
                     if exc.http_status == 401:
                         headers["WWW-Authenticate"] = "Bearer"
-                    return _error(exc.http_status, exc.grpc_code.value[0], str(exc), headers)
+                    return error_response(exc.http_status, exc.grpc_number, str(exc), headers)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
@@ -225,7 +224,7 @@ class HttpServer:
                 raise
             except Exception as exc:
                 log.error("%s %s raised %s", request.method, request.path, type(exc).__name__, exc_info=exc)
-                return _error(500, 13, "internal error")
+                return error_response(500, INTERNAL, "internal error")
             finally:
                 elapsed = time.perf_counter() - started
                 for end in ends:

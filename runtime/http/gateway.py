@@ -124,6 +124,8 @@ from google.protobuf.message import Message
 
 from msuite.runtime.wiring import Route
 
+from .errors import error_body, error_response
+
 __all__ = ["HTTP_STATUS", "Gateway"]
 
 log = logging.getLogger("msuite.http.gateway")
@@ -153,8 +155,6 @@ HTTP_STATUS: Final[Mapping[grpc.StatusCode, int]] = MappingProxyType(
 )
 """HTTP status of each gRPC status code (grpc-gateway's mapping)."""
 
-_CODE: Final[Mapping[grpc.StatusCode, int]] = {code: int(code.value[0]) for code in grpc.StatusCode}
-_REASONS: Final = {499: "Client Closed Request"}
 _JSON: Final = "application/json"
 _NDJSON: Final = "application/x-ndjson"
 _EOF: Final = grpc.aio.EOF
@@ -178,18 +178,9 @@ class _Unavailable(Exception):
     """The call failed without a gRPC status (no channel, channel closed): a 503."""
 
 
-def _error(code: grpc.StatusCode, message: str) -> dict[str, Any]:
-    return {"code": _CODE[code], "message": message, "details": []}
-
-
-def _error_response(status: int, code: grpc.StatusCode, message: str) -> web.Response:
-    body = json.dumps(_error(code, message), ensure_ascii=False, separators=(",", ":")).encode()
-    return web.Response(status=status, reason=_REASONS.get(status), body=body, content_type=_JSON)
-
-
 def _status_response(exc: grpc.aio.AioRpcError) -> web.Response:
     code = exc.code()
-    return _error_response(HTTP_STATUS.get(code, 500), code, exc.details() or "")
+    return error_response(HTTP_STATUS.get(code, 500), code, exc.details() or "")
 
 
 # --------------------------------------------------------------------------- values from text
@@ -622,17 +613,17 @@ class _Endpoint:
         try:
             return await self.serve(request)
         except _Refused as exc:
-            return _error_response(exc.status, exc.code, exc.message)
+            return error_response(exc.status, exc.code, exc.message)
         except grpc.aio.AioRpcError as exc:
             return _status_response(exc)
         except (_Unavailable, grpc.RpcError, grpc.aio.BaseError) as exc:
             log.warning("%s %s -> %s: call failed: %s", request.method, request.path, self.full_method, exc)
-            return _error_response(503, _C.UNAVAILABLE, f"gRPC call failed: {exc}")
+            return error_response(503, _C.UNAVAILABLE, f"gRPC call failed: {exc}")
         except ConnectionResetError:  # the client left: nobody reads this
-            return _error_response(499, _C.CANCELLED, "the client closed the request")
+            return error_response(499, _C.CANCELLED, "the client closed the request")
         except Exception:
             log.exception("%s %s -> %s failed", request.method, request.path, self.full_method)
-            return _error_response(500, _C.INTERNAL, "internal error")
+            return error_response(500, _C.INTERNAL, "internal error")
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         metadata = _metadata(request)
@@ -782,7 +773,7 @@ class _Endpoint:
             reply = await _wait(call, call.read())  # a call failing at once gets its own HTTP status
         except _Unavailable:
             if _client_left(request):
-                return _error_response(499, _C.CANCELLED, "the client closed the request")
+                return error_response(499, _C.CANCELLED, "the client closed the request")
             raise
         response = web.StreamResponse()
         response.content_type = _NDJSON
@@ -793,7 +784,7 @@ class _Endpoint:
                 await response.write(self.line(reply))
                 reply = await _wait(call, call.read())
         except grpc.aio.AioRpcError as exc:
-            error = _error(exc.code(), exc.details() or "")
+            error = error_body(exc.code(), exc.details() or "")
         except ConnectionResetError:
             call.cancel()  # the client left
             return response
@@ -801,10 +792,10 @@ class _Endpoint:
             if _client_left(request):
                 return response
             log.warning("%s %s -> %s: stream failed: %s", request.method, request.path, self.full_method, exc)
-            error = _error(_C.UNAVAILABLE, f"gRPC call failed: {exc}")
+            error = error_body(_C.UNAVAILABLE, f"gRPC call failed: {exc}")
         except Exception:
             log.exception("%s %s -> %s: stream failed", request.method, request.path, self.full_method)
-            error = _error(_C.INTERNAL, "internal error")
+            error = error_body(_C.INTERNAL, "internal error")
         try:
             if error is not None:
                 line = json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":"))

@@ -300,3 +300,10 @@ def test_principals_are_immutable_and_hashable() -> None:
     assert hash(principal) == hash(Principal("alice", Role.ADMIN, {}, NOW))
     assert Principal(None, Role.NONE) == Principal.ANONYMOUS
     assert Principal.ANONYMOUS.meta == {} and Principal.ANONYMOUS.expires is None
+
+
+def test_the_grpc_numbers_match_the_grpc_codes() -> None:
+    from msuite.runtime.auth import AuthError, PermissionDenied, Unauthenticated
+
+    for error in (AuthError, Unauthenticated, PermissionDenied):
+        assert error.grpc_number == error.grpc_code.value[0]
