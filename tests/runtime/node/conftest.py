@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -25,3 +26,11 @@ def echo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def echo_manifest(echo_project: Path) -> Path:
     return echo_project / "msuite.yaml"
+
+
+@pytest.fixture(scope="session")
+def echo_pb(echo_project: Path) -> tuple[ModuleType, ModuleType]:
+    """The echo project's generated ``echo_pb2`` and ``echo_pb2_grpc`` modules."""
+    from msuite.runtime.loading import import_from
+
+    return import_from(echo_project, "gen.echo_pb2"), import_from(echo_project, "gen.echo_pb2_grpc")

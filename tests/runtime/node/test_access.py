@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,13 +23,6 @@ async def echo(echo_manifest: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
-def pb(folder: Path) -> Any:
-    sys.path.insert(0, str(folder))
-    from gen import echo_pb2
-
-    return echo_pb2
-
-
 async def code_of(call: Any) -> grpc.StatusCode:
     try:
         await call
@@ -50,15 +42,15 @@ async def code_of(call: Any) -> grpc.StatusCode:
     ],
 )
 async def test_a_protected_method_needs_a_high_enough_role(
-    echo: Harness, echo_project: Path, role: Role | None, expected: grpc.StatusCode
+    echo: Harness, echo_pb: Any, role: Role | None, expected: grpc.StatusCode
 ) -> None:
-    echo_pb2 = pb(echo_project)
+    echo_pb2, _ = echo_pb
     metadata = echo.metadata(role, "alice") if role else None
     assert await code_of(echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=metadata)) == expected
 
 
-async def test_the_handler_sees_who_called(echo: Harness, echo_project: Path) -> None:
-    echo_pb2 = pb(echo_project)
+async def test_the_handler_sees_who_called(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, _ = echo_pb
     reply = await echo.clients.echo().Shout(
         echo_pb2.Ping(text="hi"), metadata=echo.metadata("admin", "alice")
     )
@@ -78,15 +70,15 @@ async def test_the_handler_sees_who_called(echo: Harness, echo_project: Path) ->
     ],
 )
 async def test_a_bad_token_is_unauthenticated_even_on_an_open_method(
-    echo: Harness, echo_project: Path, authorization: str
+    echo: Harness, echo_pb: Any, authorization: str
 ) -> None:
-    echo_pb2 = pb(echo_project)
+    echo_pb2, _ = echo_pb
     call = echo.clients.echo().Say(echo_pb2.Ping(text="hi"), metadata=(("authorization", authorization),))
     assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_metadata_over_the_limit_is_refused_every_time(echo: Harness, echo_project: Path) -> None:
-    echo_pb2 = pb(echo_project)
+async def test_metadata_over_the_limit_is_refused_every_time(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, _ = echo_pb
     for size in (9_000, 20_000, 30_000):  # between gRPC's default soft and hard limits: no randomness
         metadata = (("authorization", "Bearer " + "x" * size),)
         for _ in range(5):
@@ -96,8 +88,8 @@ async def test_metadata_over_the_limit_is_refused_every_time(echo: Harness, echo
     assert await code_of(call) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_an_expired_token_is_unauthenticated(echo: Harness, echo_project: Path) -> None:
-    echo_pb2 = pb(echo_project)
+async def test_an_expired_token_is_unauthenticated(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, _ = echo_pb
     from jose import jwt
 
     settings = echo.node.manifest.auth
@@ -109,10 +101,8 @@ async def test_an_expired_token_is_unauthenticated(echo: Harness, echo_project: 
     assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_a_service_prefix_covers_its_methods(echo: Harness, echo_project: Path) -> None:
-    from gen import echo_pb2_grpc
-
-    echo_pb2 = pb(echo_project)
+async def test_a_service_prefix_covers_its_methods(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, echo_pb2_grpc = echo_pb
     stub = echo_pb2_grpc.AdminStub(echo.node.grpc.client("echo.v1.Admin"))
     assert await code_of(stub.Reset(echo_pb2.Ping())) == grpc.StatusCode.UNAUTHENTICATED
     low = echo.metadata("authenticated_write")
@@ -121,9 +111,9 @@ async def test_a_service_prefix_covers_its_methods(echo: Harness, echo_project: 
 
 
 async def test_acl_changes_apply_at_once_and_persist(
-    echo_manifest: Path, tmp_path: Path, echo_project: Path
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
 ) -> None:
-    echo_pb2 = pb(echo_project)
+    echo_pb2, _ = echo_pb
     manifest = prepare(load_manifest(echo_manifest), tmp_path)
     async with running(manifest, repo=str(tmp_path / "kept")) as echo:
         say = echo.clients.echo().Say

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,10 +14,9 @@ from msuite.spec import Discovery, Manifest
 
 
 async def test_two_clients_reach_a_server_by_static_unix_socket_and_tcp(
-    echo_manifest: Path, echo_project: Path
+    echo_manifest: Path, echo_pb: Any
 ) -> None:
-    sys.path.insert(0, str(echo_project))
-    from gen import echo_pb2, echo_pb2_grpc
+    echo_pb2, echo_pb2_grpc = echo_pb
 
     async with running(echo_manifest) as server:
         for kind in ("unix", "tcp"):
@@ -33,9 +32,8 @@ async def test_two_clients_reach_a_server_by_static_unix_socket_and_tcp(
                 assert node.grpc.client("echo.v1.Echo") is node.grpc.client("echo.v1.Echo")
 
 
-async def test_a_node_reaches_its_own_services(echo_manifest: Path, echo_project: Path) -> None:
-    sys.path.insert(0, str(echo_project))
-    from gen import echo_pb2
+async def test_a_node_reaches_its_own_services(echo_manifest: Path, echo_pb: Any) -> None:
+    echo_pb2, _ = echo_pb
 
     async with running(echo_manifest) as server:
         reply = await server.clients.echo().Say(echo_pb2.Ping(text="me"))

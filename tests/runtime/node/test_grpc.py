@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,8 @@ async def echo(echo_manifest: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
-def pb(echo_project: Path) -> tuple[Any, Any]:
-    sys.path.insert(0, str(echo_project))
-    from gen import echo_pb2, echo_pb2_grpc
-
-    return echo_pb2, echo_pb2_grpc
-
-
-async def test_the_same_services_answer_on_tcp_and_unix(echo: Harness, echo_project: Path) -> None:
-    echo_pb2, echo_pb2_grpc = pb(echo_project)
+async def test_the_same_services_answer_on_tcp_and_unix(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, echo_pb2_grpc = echo_pb
     for kind in ("tcp", "unix"):
         async with grpc.aio.insecure_channel(echo.target(kind)) as channel:
             reply = await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping(text=kind))
@@ -47,9 +39,9 @@ async def test_the_same_services_answer_on_tcp_and_unix(echo: Harness, echo_proj
 
 
 async def test_an_exception_becomes_internal_without_its_details(
-    echo: Harness, echo_project: Path, caplog: pytest.LogCaptureFixture
+    echo: Harness, echo_pb: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    echo_pb2, _ = pb(echo_project)
+    echo_pb2, _ = echo_pb
     with caplog.at_level(logging.ERROR, logger="msuite.grpc"), pytest.raises(grpc.aio.AioRpcError) as caught:
         await echo.clients.echo().Say(echo_pb2.Ping(text="x", action="raise"))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
@@ -61,16 +53,16 @@ async def test_an_exception_becomes_internal_without_its_details(
 
 
 @pytest.mark.parametrize("code", ["NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS", "UNAVAILABLE"])
-async def test_statuses_set_by_the_handler_pass_through(echo: Harness, echo_project: Path, code: str) -> None:
-    echo_pb2, _ = pb(echo_project)
+async def test_statuses_set_by_the_handler_pass_through(echo: Harness, echo_pb: Any, code: str) -> None:
+    echo_pb2, _ = echo_pb
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await echo.clients.echo().Say(echo_pb2.Ping(action=f"abort:{code}"))
     assert caught.value.code() == getattr(grpc.StatusCode, code)
     assert caught.value.details() == "asked to fail"
 
 
-async def test_all_streaming_kinds(echo: Harness, echo_project: Path) -> None:
-    echo_pb2, _ = pb(echo_project)
+async def test_all_streaming_kinds(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, _ = echo_pb
     stub = echo.clients.echo()
     replies = [r.seen async for r in stub.Repeat(echo_pb2.Ping(text="r", count=4))]
     assert replies == [0, 1, 2, 3]
@@ -85,8 +77,8 @@ async def test_all_streaming_kinds(echo: Harness, echo_project: Path) -> None:
     assert chatted == [("echo: a", 1), ("echo: b", 2), ("echo: c", 3)]
 
 
-async def test_errors_mid_stream_are_recovered_too(echo: Harness, echo_project: Path) -> None:
-    echo_pb2, _ = pb(echo_project)
+async def test_errors_mid_stream_are_recovered_too(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, _ = echo_pb
     call = echo.clients.echo().Repeat(echo_pb2.Ping(text="r", count=5, action="raise"))
     seen = []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -97,8 +89,8 @@ async def test_errors_mid_stream_are_recovered_too(echo: Harness, echo_project: 
     assert caught.value.details() == "internal error"
 
 
-async def test_methods_the_impl_leaves_out_are_unimplemented(echo: Harness, echo_project: Path) -> None:
-    echo_pb2, echo_pb2_grpc = pb(echo_project)
+async def test_methods_the_impl_leaves_out_are_unimplemented(echo: Harness, echo_pb: Any) -> None:
+    echo_pb2, echo_pb2_grpc = echo_pb
     stub = echo_pb2_grpc.AdminStub(echo.node.grpc.client("echo.v1.Admin"))
     meta = echo.metadata("admin")
     assert (await stub.Reset(echo_pb2.Ping(), metadata=meta)).text == "reset"
@@ -159,7 +151,7 @@ async def test_health_and_reflection_can_be_turned_off(echo_manifest: Path, tmp_
 
 
 async def test_a_taken_tcp_port_fails_instead_of_sharing_it(
-    echo: Harness, echo_manifest: Path, tmp_path: Path
+    echo: Harness, echo_manifest: Path, tmp_path: Path, echo_pb: Any
 ) -> None:
     port = int(echo.target("tcp").rsplit(":", 1)[1])
     manifest = prepare(load_manifest(echo_manifest), tmp_path)
@@ -174,7 +166,7 @@ async def test_a_taken_tcp_port_fails_instead_of_sharing_it(
     assert f"cannot listen on 127.0.0.1:{port}" in str(caught.value)
     assert "msuite.yaml:" in str(caught.value) and "grpc.tcp.port" in str(caught.value)
     # the first node still answers every call (with SO_REUSEPORT it would lose some)
-    echo_pb2, _ = pb(echo.node.manifest.base_dir)
+    echo_pb2, _ = echo_pb
     for _ in range(10):
         assert (await echo.clients.echo().Say(echo_pb2.Ping(text="still"))).text == "echo: still"
 
@@ -198,19 +190,23 @@ async def test_a_unix_socket_in_use_is_refused_and_a_stale_one_replaced(
             "tcp": manifest.grpc.tcp.model_copy(update={"port": 0}),
         }
     )
-    async with Node(
-        manifest.model_copy(update={"grpc": settings, "http": None, "repo": str(tmp_path / "r3")})
-    ):
-        assert path != str(stale)
+    revived = Node(manifest.model_copy(update={"grpc": settings, "http": None, "repo": str(tmp_path / "r3")}))
+    async with revived, grpc.aio.insecure_channel(f"unix:{stale}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    # the first node's socket was left alone: it still answers there
+    async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_message_size_limits(echo_manifest: Path, tmp_path: Path, echo_project: Path) -> None:
+async def test_message_size_limits(echo_manifest: Path, tmp_path: Path, echo_pb: Any) -> None:
     manifest = prepare(load_manifest(echo_manifest), tmp_path)
     assert manifest.grpc is not None
     small = manifest.model_copy(
         update={"grpc": manifest.grpc.model_copy(update={"max_receive_message_size": 1024})}
     )
-    echo_pb2, _ = pb(echo_project)
+    echo_pb2, _ = echo_pb
     async with running(small) as echo:
         assert (await echo.clients.echo().Say(echo_pb2.Ping(text="x" * 900))).text.endswith("x")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -219,9 +215,9 @@ async def test_message_size_limits(echo_manifest: Path, tmp_path: Path, echo_pro
 
 
 async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(
-    echo_manifest: Path, echo_project: Path
+    echo_manifest: Path, echo_pb: Any
 ) -> None:
-    echo_pb2, echo_pb2_grpc = pb(echo_project)
+    echo_pb2, echo_pb2_grpc = echo_pb
     async with running(echo_manifest) as echo:
         target = echo.target("tcp")
         async with grpc.aio.insecure_channel(target) as channel:
@@ -239,14 +235,16 @@ async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(
     assert echo.node.state == "stopped"
 
 
-async def test_a_failing_call_hook_is_recovered_like_a_handler(echo_manifest: Path, tmp_path: Path) -> None:
+async def test_a_failing_call_hook_is_recovered_like_a_handler(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
     class Broken:
         def begin(self, method: str, context: Any) -> Any:
             raise RuntimeError("hook secret")
 
     node = Node(prepare(load_manifest(echo_manifest), tmp_path))
     node.grpc.server.hooks.append(Broken())
-    echo_pb2, echo_pb2_grpc = pb(node.manifest.base_dir)
+    echo_pb2, echo_pb2_grpc = echo_pb
     async with node, grpc.aio.insecure_channel(node.grpc.server.local_target) as channel:
         for call in (
             echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping()),
