@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import queue
 import re
@@ -100,19 +101,23 @@ def scaffold(tmp_path: Path) -> Iterator[Path]:
     manifest.write_text(text.replace("path: hello.sock", f"path: {short}"))
     yield folder
     short.unlink(missing_ok=True)
+    _forget_gen()
+
+
+def _forget_gen() -> None:
+    """Drop any ``gen`` package imported before (each project has its own)."""
     for name in [m for m in sys.modules if m == "gen" or m.startswith("gen.")]:
         del sys.modules[name]
 
 
-def _import_gen(folder: Path) -> Any:
-    for name in [m for m in sys.modules if m == "gen" or m.startswith("gen.")]:
-        del sys.modules[name]
+def _generated(folder: Path, *modules: str) -> list[Any]:
+    """``gen.<module>`` of the project in ``folder``, for each module."""
+    _forget_gen()
     sys.path.insert(0, str(folder))
     try:
-        from gen import hello_pb2, hello_pb2_grpc
+        return [importlib.import_module(f"gen.{module}") for module in modules]
     finally:
         sys.path.remove(str(folder))
-    return hello_pb2, hello_pb2_grpc
 
 
 def _free_port() -> int:
@@ -226,13 +231,7 @@ def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path) -> None:
     up = Up(folder)
     try:
         listeners = up.wait_ready(3)
-        for name in [m for m in sys.modules if m == "gen" or m.startswith("gen.")]:
-            del sys.modules[name]
-        sys.path.insert(0, str(folder))
-        try:
-            from gen import echo_pb2, echo_pb2_grpc
-        finally:
-            sys.path.remove(str(folder))
+        echo_pb2, echo_pb2_grpc = _generated(folder, "echo_pb2", "echo_pb2_grpc")
 
         async def slow_call_across_sigterm() -> str:
             async with grpc.aio.insecure_channel(listeners["grpc.tcp"]) as channel:
@@ -247,8 +246,7 @@ def test_sigterm_lets_in_flight_calls_finish(tmp_path: Path) -> None:
         assert up.process.wait(20) == 0
     finally:
         up.kill()
-        for name in [m for m in sys.modules if m == "gen" or m.startswith("gen.")]:
-            del sys.modules[name]
+        _forget_gen()
 
 
 def test_a_second_signal_forces_exit(tmp_path: Path) -> None:
