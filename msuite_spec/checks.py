@@ -200,6 +200,14 @@ def _task_issues(m: Manifest) -> Iterator[Issue]:
         )
 
 
+def _diagnostics_issues(m: Manifest) -> Iterator[Issue]:
+    if m.http is None:
+        if m.diagnostics.metrics is not None:
+            yield Issue(("diagnostics", "metrics"), "GET /metrics is served by the HTTP server: add http:")
+        if m.diagnostics.profiling:
+            yield Issue(("diagnostics", "profiling"), "/debug/ is served by the HTTP server: add http:")
+
+
 def _discovery_issues(m: Manifest) -> Iterator[Issue]:
     for name, address in m.discovery.static.items():
         why = check_address(address)
@@ -216,6 +224,7 @@ _CHECKS = (
     _auth_issues,
     _event_issues,
     _task_issues,
+    _diagnostics_issues,
     _discovery_issues,
 )
 

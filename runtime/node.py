@@ -12,10 +12,17 @@ start      component                                     present when
 2          ``auth`` (JWT, ACL kept in the repo)          ``auth:``
 3          ``tasks`` (task manager)                      always
 4          ``locker`` (distributed locks)                ``locker:``
-5          ``clients`` (channels by service name)        always
-6          ``grpc`` (server; ``impl`` classes built)     ``grpc:``
-7          ``http`` (handlers, status, gateway)          ``http:``
+5          ``tracing`` (tracer, span reporter thread)    ``diagnostics.tracing``
+6          ``clients`` (channels by service name)        always
+7          ``grpc`` (server; ``impl`` classes built)     ``grpc:``
+8          ``http`` (handlers, status, metrics, debug,   ``http:``
+           gateway)
 =========  ============================================  =====================
+
+Observers are attached when the node is built, before anything starts: the
+gRPC server's call hooks and the HTTP server's request hooks run metrics, then
+tracing (``diagnostics.metrics``, ``diagnostics.tracing``); the node's gRPC
+channels carry the tracing client interceptor.
 
 So transports stop accepting first (``http``, then ``grpc``, each draining
 in-flight calls within what is left of ``shutdown.grace``), then shared
@@ -43,8 +50,11 @@ from .errors import NodeError, NotConfigured, NotSupported, StartError, where
 
 if TYPE_CHECKING:
     import grpc.aio
+    import opentracing
 
     from .auth import Auth
+    from .diagnostics.metrics import NodeMetrics
+    from .diagnostics.tracing import NodeTracing
     from .grpc.clients import GrpcClients
     from .grpc.server import GrpcServer
     from .http.app import HttpServer
@@ -64,9 +74,6 @@ _NOT_BUILT = (
     (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store"),
     (("files",), lambda m: m.files, "file sharing"),
     (("events",), lambda m: bool(m.events), "events"),
-    (("diagnostics", "profiling"), lambda m: m.diagnostics.profiling, "profiling pages"),
-    (("diagnostics", "metrics"), lambda m: m.diagnostics.metrics is not None, "Prometheus metrics"),
-    (("diagnostics", "tracing"), lambda m: m.diagnostics.tracing is not None, "tracing"),
 )
 
 
@@ -113,7 +120,7 @@ class StatusBoard:
 # the report's own keys and the component names: users' sections take other names
 _CORE_SECTIONS = frozenset(
     {"node", "version", "state", "uptime_s", "services"}
-    | {"repo", "auth", "tasks", "locker", "clients", "grpc", "http"}
+    | {"repo", "auth", "tasks", "locker", "tracing", "clients", "grpc", "http"}
 )
 
 
@@ -256,6 +263,8 @@ class Node:
         self._clients: GrpcClients | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
+        self._metrics: NodeMetrics | None = None
+        self._tracing: NodeTracing | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ what the manifest says
@@ -343,12 +352,23 @@ class Node:
         raise NotConfigured("shared", "storage.shared")
 
     @property
-    def tracer(self) -> Any:
-        raise NotConfigured("tracer", "diagnostics.tracing")
+    def tracer(self) -> opentracing.Tracer:
+        """The node's OpenTracing tracer (``diagnostics.tracing``), while the node runs."""
+        if self.manifest.diagnostics.tracing is None:
+            raise NotConfigured("tracer", "diagnostics.tracing")
+        if self._tracing is None:
+            raise NodeError("node.tracer exists once the node has started")
+        return self._tracing.tracer
 
     @property
-    def metrics(self) -> Any:
-        raise NotConfigured("metrics", "diagnostics.metrics")
+    def metrics(self) -> NodeMetrics:
+        """The node's Prometheus registry and metric factories (``diagnostics.metrics``)."""
+        if self.manifest.diagnostics.metrics is None:
+            raise NotConfigured("metrics", "diagnostics.metrics")
+        if self._metrics is None:
+            self._build()
+        assert self._metrics is not None
+        return self._metrics
 
     def _clients_component(self) -> GrpcClients:
         if self._clients is None:
@@ -415,6 +435,19 @@ class Node:
 
             components.append(_Wrapped("locker", locker, stop=close_locker))
 
+        metrics = tracing = None
+        if m.diagnostics.metrics is not None:
+            from .diagnostics.metrics import NodeMetrics
+
+            metrics = self._metrics = NodeMetrics(m.diagnostics.metrics)
+            metrics.watch_tasks(tasks)
+        if m.diagnostics.tracing is not None:
+            from .diagnostics.tracing import NodeTracing
+
+            tracing = self._tracing = NodeTracing(m.diagnostics.tracing, m.name)
+            components.append(tracing)
+        observers = [o for o in (metrics, tracing) if o is not None]
+
         from .grpc.clients import GrpcClients
 
         own_target = None
@@ -429,6 +462,7 @@ class Node:
             own_services=list(m.services),
             own_target=own_target,
             base_dir=m.base_dir,
+            interceptors=tracing.client_interceptors() if tracing is not None else (),
         )
         components.append(self._clients)
 
@@ -437,6 +471,7 @@ class Node:
             from .grpc.server import GrpcServer
 
             self._grpc = GrpcServer(m, bindings, make_servicers=self._make_servicers, requires=resources)
+            self._grpc.hooks.extend(observers)
             components.append(self._grpc)
 
         if m.http is not None:
@@ -449,6 +484,15 @@ class Node:
                 channel=self._clients.own_channel if m.grpc is not None else None,
                 requires=resources + (("grpc",) if m.grpc is not None else ()),
             )
+            self._http.hooks.extend(observers)
+            if metrics is not None:
+                self._http.router.add_get("/metrics", metrics.serve)
+            if m.diagnostics.profiling:
+                from .diagnostics.profiling import Profiling
+
+                profiling = Profiling(max_seconds=300.0)
+                profiling.add_to(self._http.router, prefix="/debug")
+                self._http.on_draining.append(profiling.close)
             components.append(self._http)
         start_order(components)  # refuse a bad graph before anything starts
         self._components = components

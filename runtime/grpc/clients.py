@@ -10,12 +10,13 @@ A full proto service name resolves, in this order:
 
 A name that resolves nowhere raises :class:`ServiceNotFound` naming what was
 tried. Channels are cached per target and closed when the node stops. Calls
-made through them carry the caller's metadata only: nothing is added.
+made through them carry the caller's metadata, plus the trace context when
+``diagnostics.tracing`` is on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,13 @@ class GrpcClients:
         own_target: Callable[[], str] | None = None,
         options: list[tuple[str, Any]] | None = None,
         base_dir: Path | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self._static = {name: target_of(address, base_dir) for name, address in static.items()}
         self._own_services = frozenset(own_services)
         self._own_target = own_target
         self._options = options or []
+        self._interceptors = list(interceptors) or None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._closed = False
 
@@ -84,7 +87,9 @@ class GrpcClients:
             raise NodeError("the node's clients are closed")
         channel = self._channels.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=self._options)
+            channel = grpc.aio.insecure_channel(
+                target, options=self._options, interceptors=self._interceptors
+            )
             self._channels[target] = channel
         return channel
 

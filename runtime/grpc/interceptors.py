@@ -35,7 +35,7 @@ from msuite.runtime.auth import AuthError, set_principal
 if TYPE_CHECKING:
     from msuite.runtime.auth import Auth
 
-__all__ = ["CallHook", "NodeInterceptor"]
+__all__ = ["KIND_NAMES", "Begin", "CallHook", "End", "NodeInterceptor"]
 
 log = logging.getLogger("msuite.grpc")
 
@@ -43,10 +43,31 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class CallHook(Protocol):
-    """Observes every call (metrics, tracing): ``begin`` returns the callback for its end."""
+End: TypeAlias = Callable[[grpc.StatusCode, float], None]
+"""Called once when a call ends, with its final status code and its seconds."""
+Begin: TypeAlias = Callable[[Context], End]
+"""Called as a call begins (in the call's own task, so it may set context variables)."""
 
-    def begin(self, method: str, context: Context) -> Callable[[grpc.StatusCode, float], None]: ...
+KIND_NAMES: dict[tuple[bool, bool], str] = {
+    (False, False): "unary",
+    (True, False): "client_stream",
+    (False, True): "server_stream",
+    (True, True): "bidi_stream",
+}
+"""(request streaming, response streaming) -> the method's kind, as hooks receive it."""
+
+
+class CallHook(Protocol):
+    """Observes every call (metrics, tracing).
+
+    ``prepare(method, kind)`` runs once per method, when its chain is built (the
+    place to resolve labels); it returns the ``begin`` function run before every
+    call of that method, which returns the callback for the call's end. A hook
+    whose ``prepare`` raises is logged and left out for that method; one whose
+    ``begin`` raises fails the call with INTERNAL, like a handler.
+    """
+
+    def prepare(self, method: str, kind: str) -> Begin: ...
 
 
 def _authorization(context: Context) -> str | None:
@@ -70,15 +91,15 @@ def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCod
 class _Chain:
     """The steps around one method: ``enter`` before the user's handler, ``finish`` after it."""
 
-    def __init__(self, method: str, auth: Auth | None, hooks: Sequence[CallHook]) -> None:
+    def __init__(self, method: str, auth: Auth | None, begins: Sequence[Begin]) -> None:
         self.method = method
         self.auth = auth
-        self.hooks = tuple(hooks)
+        self.begins = tuple(begins)
 
-    async def enter(self, context: Context) -> list[Callable[[grpc.StatusCode, float], None]]:
-        ends: list[Callable[[grpc.StatusCode, float], None]] = []
-        for hook in self.hooks:
-            ends.append(hook.begin(self.method, context))
+    async def enter(self, context: Context) -> list[End]:
+        ends: list[End] = []
+        for begin in self.begins:
+            ends.append(begin(context))
         if self.auth is not None:
             try:
                 principal = self.auth.authorize(self.method, _authorization(context))
@@ -90,7 +111,7 @@ class _Chain:
 
     def finish(
         self,
-        ends: list[Callable[[grpc.StatusCode, float], None]],
+        ends: list[End],
         context: Context,
         error: BaseException | None,
         started: float,
@@ -114,7 +135,7 @@ class _Chain:
 def _unary_response(chain: _Chain, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def call(request: Any, context: Context) -> Any:
         started = time.perf_counter()
-        ends: list[Callable[[grpc.StatusCode, float], None]] = []
+        ends: list[End] = []
         error: BaseException | None = None
         try:
             ends = await chain.enter(context)
@@ -136,7 +157,7 @@ def _stream_response(chain: _Chain, behavior: Callable[..., Any]) -> Callable[..
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            ends: list[Callable[[grpc.StatusCode, float], None]] = []
+            ends: list[End] = []
             error: BaseException | None = None
             try:
                 ends = await chain.enter(context)
@@ -207,9 +228,16 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
-        chain = _Chain(method, self._auth, self._hooks)
+        shape = (handler.request_streaming, handler.response_streaming)
+        begins: list[Begin] = []
+        for hook in self._hooks:
+            try:
+                begins.append(hook.prepare(method, KIND_NAMES[shape]))
+            except Exception:
+                log.exception("call hook %r failed to prepare %s; left out for this method", hook, method)
+        chain = _Chain(method, self._auth, begins)
         missing = self._unimplemented.get(method)
-        make, kind = _KINDS[(handler.request_streaming, handler.response_streaming)]
+        make, kind = _KINDS[shape]
         behavior = _unimplemented(method, missing) if missing else getattr(handler, kind)
         if handler.response_streaming and not missing:
             call = _stream_response(chain, behavior)

@@ -14,8 +14,9 @@ outermost first, fixed:
 5. **Authentication and ACL** on the request path (no query string): a
    present but invalid token is 401, too low a role 403, both as JSON.
 
-Routes: users' own (``node.http.router``, added before start), ``GET
-/status`` (``diagnostics.status``), then the gateway's (``http.gateway``),
+Routes: ``GET /metrics`` (``diagnostics.metrics``) and the ``/debug/`` pages
+(``diagnostics.profiling``), users' own (``node.http.router``, added before
+start), ``GET /status`` (``diagnostics.status``), then the gateway's (``http.gateway``),
 whose calls go through the gRPC server and its interceptors, so a gateway call
 is also checked against the gRPC method it reaches.
 """
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from msuite.runtime.auth import Auth
     from msuite.runtime.wiring import Route
 
-__all__ = ["HttpHook", "HttpServer"]
+__all__ = ["ROUTE_TEMPLATES", "UNMATCHED", "HttpHook", "HttpServer", "route_of"]
 
 log = logging.getLogger("msuite.http")
 access_log = logging.getLogger("msuite.http.access")
@@ -53,6 +54,25 @@ INTERNAL = 13
 """gRPC's INTERNAL, the code of a 500 (the number: HTTP-only nodes don't import grpc)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+ROUTE_TEMPLATES = web.AppKey("msuite_route_templates", dict)
+"""Route -> the template to show for it, where it differs from aiohttp's (the gateway's)."""
+
+UNMATCHED = "(unmatched)"
+"""The route of a request no route matched (a 404 or 405)."""
+
+
+def route_of(request: web.Request) -> str:
+    """The route template ``request`` matched (bounded, unlike its path), for labels and span names."""
+    route = request.match_info.route
+    templates: dict[Any, str] | None = request.app.get(ROUTE_TEMPLATES)
+    if templates:
+        template = templates.get(route)
+        if template is not None:
+            return template
+    resource = route.resource
+    return resource.canonical if resource is not None else UNMATCHED
 
 
 class HttpHook(Protocol):
@@ -81,7 +101,10 @@ class HttpServer:
         self.settings = manifest.http
         self.requires = requires
         self.app = web.Application(client_max_size=self.settings.max_body_size)
+        self.app[ROUTE_TEMPLATES] = {}
         self.hooks: list[HttpHook] = []
+        self.on_draining: list[Callable[[], Awaitable[None]]] = []
+        """Run when the node starts draining (the profiling pages end their work there)."""
         self.state = "new"
         self.address: str | None = None
         self.port: int | None = None
@@ -108,7 +131,7 @@ class HttpServer:
         if self.settings.gateway and self._routes and self._channel is not None:
             from .gateway import Gateway
 
-            Gateway(self._routes, self._channel).add_to(self.router)
+            Gateway(self._routes, self._channel).add_to(self.router, self.app[ROUTE_TEMPLATES])
         self.app.middlewares.append(self._pipeline())
         grace = self.manifest.shutdown.grace.total_seconds()
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=grace)
@@ -132,6 +155,11 @@ class HttpServer:
 
     async def draining(self) -> None:
         self.state = "draining"
+        for callback in self.on_draining:
+            try:
+                await callback()
+            except Exception:
+                log.exception("an HTTP draining callback failed")
 
     async def stop(self, grace: float) -> None:
         """Close the listener, let in-flight requests finish (``shutdown.grace``), then close."""

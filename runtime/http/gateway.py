@@ -892,11 +892,18 @@ class Gateway:
         self._endpoints = tuple(endpoints)
         self._resources: dict[web.AbstractRoute, str] = {}
 
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        """Register one aiohttp route per gateway route, in table order."""
+    def add_to(
+        self, router: web.UrlDispatcher, templates: dict[web.AbstractRoute, str] | None = None
+    ) -> None:
+        """Register one aiohttp route per gateway route, in table order.
+
+        ``templates`` receives each added route's path template as the proto
+        declares it (``/v1/notes/{id}``), for metric labels and span names."""
         for endpoint in self._endpoints:
             added = router.add_route(endpoint.route.http_method, endpoint.path, endpoint.handle)
             self._resources[added] = endpoint.full_method
+            if templates is not None:
+                templates[added] = endpoint.route.path
 
     def resource_of(self, request: web.Request) -> str | None:
         """The gRPC full method (``/pkg.Service/Method``) a request was routed to, else None."""

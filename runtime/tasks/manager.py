@@ -229,6 +229,20 @@ class TaskManager:
             "queued": [h.name for h in self._tasks.values() if h.state is TaskState.QUEUED],
         }
 
+    def counts(self) -> dict[str, Any]:
+        """Numbers for gauges: workers alive and busy, the limit, named tasks by state."""
+        states = dict.fromkeys(
+            (TaskState.QUEUED.value, TaskState.RUNNING.value, TaskState.RESTARTING.value), 0
+        )
+        for handle in self._tasks.values():
+            states[handle.state.value] = states.get(handle.state.value, 0) + 1
+        return {
+            "workers": len(self._current),
+            "busy": sum(1 for handle in self._current.values() if handle is not None),
+            "max_workers": self.max_workers,
+            "states": states,
+        }
+
     # ------------------------------------------------------------------ internals
 
     def _spawn(self) -> None:

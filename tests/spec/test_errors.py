@@ -172,6 +172,13 @@ CASES: dict[str, Case] = {
         "name: n\ndiagnostics:\n  tracing: {jaeger: nohost}\n",
         [(3, 21, "diagnostics.tracing.jaeger", "must be host:port")],
     ),
+    "metrics without an HTTP server": Case(
+        "name: n\ndiagnostics:\n  metrics: true\n  profiling: true\n",
+        [
+            (3, 12, "diagnostics.metrics", "served by the HTTP server: add http:"),
+            (4, 14, "diagnostics.profiling", "served by the HTTP server: add http:"),
+        ],
+    ),
     "unset environment variable, at the value": Case(
         "name: n\nrepo: ${REPO_DIR}\n",
         [(2, 7, "repo", "environment variable REPO_DIR is not set")],

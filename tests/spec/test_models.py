@@ -66,7 +66,7 @@ def test_every_listener_binds_loopback_by_default() -> None:
 
 
 def test_true_turns_a_section_on_with_defaults() -> None:
-    m = Manifest.model_validate({"name": "a", "p2p": True, "diagnostics": {"metrics": True}})
+    m = Manifest.model_validate({"name": "a", "p2p": True, "http": {}, "diagnostics": {"metrics": True}})
     assert m.p2p == P2P()
     assert m.diagnostics.metrics is not None and m.diagnostics.metrics.latency is False
     assert Manifest.model_validate({"name": "a", "p2p": False}).p2p is None

@@ -239,8 +239,11 @@ async def test_a_failing_call_hook_is_recovered_like_a_handler(
     echo_manifest: Path, tmp_path: Path, echo_pb: Any
 ) -> None:
     class Broken:
-        def begin(self, method: str, context: Any) -> Any:
-            raise RuntimeError("hook secret")
+        def prepare(self, method: str, kind: str) -> Any:
+            def begin(context: Any) -> Any:
+                raise RuntimeError("hook secret")
+
+            return begin
 
     node = Node(prepare(load_manifest(echo_manifest), tmp_path))
     node.grpc.server.hooks.append(Broken())

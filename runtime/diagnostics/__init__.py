@@ -1,0 +1,1 @@
+"""Diagnostics on the node's HTTP server: Prometheus metrics, profiling pages, tracing."""
