@@ -98,7 +98,7 @@ class StatusBoard:
             "version": msuite.__version__,
             "state": node.state,
             "uptime_s": round(time.monotonic() - node._started_at, 3) if node._started_at else 0.0,
-            "services": list(node.manifest.services),
+            "services": node._services_status(),
         }
         for component in node._started:
             if component.name == "repo":
@@ -591,6 +591,14 @@ class Node:
         await self.stop()
 
     # ------------------------------------------------------------------ introspection
+
+    def _services_status(self) -> dict[str, Any]:
+        """Each declared service: its proto, impl, and the addresses it is served on."""
+        served_on = [listener.address for listener in self._grpc.listeners] if self._grpc is not None else []
+        return {
+            name: {"proto": service.proto, "impl": service.impl, "served_on": served_on}
+            for name, service in self.manifest.services.items()
+        }
 
     @property
     def components(self) -> list[str]:

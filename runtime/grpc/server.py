@@ -136,6 +136,8 @@ class GrpcServer:
         self._make_servicers = make_servicers
         self._auth: Auth | None = None
         self._hooks: list[CallHook] = []
+        self.unimplemented: list[str] = []
+        """Full names of the methods the ``impl`` classes leave out (they answer UNIMPLEMENTED)."""
         self._health: Any = None
 
     def set_auth(self, auth: Auth) -> None:
@@ -163,6 +165,7 @@ class GrpcServer:
             unimplemented.update(_check_servicer(self.manifest, binding, self.servicers[binding.name]))
         for method, impl in unimplemented.items():
             log.warning("%s does not implement %s: calls answer UNIMPLEMENTED", impl, method)
+        self.unimplemented = sorted(unimplemented)
         interceptor = NodeInterceptor(self._auth, self._hooks, unimplemented)
         options = [
             ("grpc.so_reuseport", 0),
@@ -285,6 +288,7 @@ class GrpcServer:
             "state": self.state,
             "services": [b.name for b in self.bindings],
             "listeners": [listener.as_dict() for listener in self.listeners],
+            "unimplemented": self.unimplemented,
             "health": self.settings.health,
             "reflection": self.settings.reflection,
         }

@@ -50,8 +50,14 @@ async def test_status_reports_the_node_its_services_and_listeners(web_node: Harn
         report = await response.json()
     assert report["node"] == "echo"
     assert report["state"] == "running"
-    assert report["services"] == ["echo.v1.Echo", "echo.v1.Admin"]
+    assert list(report["services"]) == ["echo.v1.Echo", "echo.v1.Admin"]
     listeners = report["grpc"]["listeners"]
+    assert report["services"]["echo.v1.Echo"] == {
+        "proto": "protos/echo.proto",
+        "impl": "echo_service:Echo",
+        "served_on": [entry["address"] for entry in listeners],
+    }
+    assert report["grpc"]["unimplemented"] == ["/echo.v1.Admin/Wipe"]
     assert [(entry["kind"], entry["state"]) for entry in listeners] == [
         ("tcp", "serving"),
         ("unix", "serving"),
