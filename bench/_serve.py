@@ -1,6 +1,6 @@
 """Servers for the transport benchmarks, each run in its own process.
 
-    python bench/_serve.py grpc-raw|grpc-msuite|http-raw|http-msuite
+    python bench/_serve.py grpc-raw|grpc-msuite|grpc-msuite-diag|http-raw|http-msuite
 
 Prints one line, ``<address> <token>``, once serving, then serves until
 stdin closes. The handler is the same in both kinds of each pair.
@@ -9,6 +9,7 @@ stdin closes. The handler is the same in both kinds of each pair.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -45,9 +46,9 @@ async def grpc_raw() -> None:
     await server.stop(None)
 
 
-def _manifest(folder: Path, *, grpc: bool, http: bool) -> Any:
+def _manifest(folder: Path, *, grpc: bool, http: bool, diagnostics: dict[str, Any] | None = None) -> Any:
     from msuite.runtime.testing import prepare
-    from msuite.spec import Auth, load_manifest
+    from msuite.spec import Auth, Diagnostics, load_manifest
 
     manifest = load_manifest(HELLO / "msuite.yaml")
     auth = {
@@ -59,6 +60,8 @@ def _manifest(folder: Path, *, grpc: bool, http: bool) -> Any:
     assert prepared.grpc is not None and prepared.http is not None
     update["grpc"] = prepared.grpc.model_copy(update={"unix": None}) if grpc else prepared.grpc
     update["http"] = prepared.http.model_copy(update={"gateway": False}) if http else None
+    if diagnostics is not None:
+        update["diagnostics"] = Diagnostics.model_validate(diagnostics)
     return prepared.model_copy(update=update)
 
 
@@ -67,6 +70,31 @@ async def grpc_msuite() -> None:
 
     with tempfile.TemporaryDirectory(prefix="msuite-bench-") as folder:
         node = Node(_manifest(Path(folder), grpc=True, http=False))
+        async with node:
+            token = node.auth.jwt.issue("bench", "authenticated_read")
+            print(f"{node.grpc.server.listeners[0].target} {token}", flush=True)
+            await _until_stdin_closes()
+
+
+async def grpc_msuite_diag() -> None:
+    """grpc-msuite plus metrics (latency histogram) and tracing of every call to a UDP sink."""
+    import socket
+
+    from msuite.runtime.node import Node
+
+    with (
+        tempfile.TemporaryDirectory(prefix="msuite-bench-") as folder,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+    ):
+        sink.bind(("127.0.0.1", 0))  # spans are encoded and sent for real; nobody reads them
+        diagnostics = {
+            "metrics": {"latency": True},
+            "tracing": {"jaeger": f"127.0.0.1:{sink.getsockname()[1]}", "sample_ratio": 1.0},
+        }
+        only = os.environ.get("MSUITE_BENCH_DIAGNOSTICS")  # "metrics" or "tracing": that one alone
+        if only:
+            diagnostics = {only: diagnostics[only]}
+        node = Node(_manifest(Path(folder), grpc=True, http=True, diagnostics=diagnostics))
         async with node:
             token = node.auth.jwt.issue("bench", "authenticated_read")
             print(f"{node.grpc.server.listeners[0].target} {token}", flush=True)
@@ -105,7 +133,13 @@ async def http_msuite() -> None:
             await _until_stdin_closes()
 
 
-SERVERS = {"grpc-raw": grpc_raw, "grpc-msuite": grpc_msuite, "http-raw": http_raw, "http-msuite": http_msuite}
+SERVERS = {
+    "grpc-raw": grpc_raw,
+    "grpc-msuite": grpc_msuite,
+    "grpc-msuite-diag": grpc_msuite_diag,
+    "http-raw": http_raw,
+    "http-msuite": http_msuite,
+}
 
 if __name__ == "__main__":
     asyncio.run(SERVERS[sys.argv[1]]())

@@ -226,7 +226,12 @@ async def test_sample_ratio_zero_sends_nothing_and_stop_leaves_no_thread(
                 await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping(), metadata=harness.metadata())
         assert harness.node.status.report is not None
         report = await harness.node.status.report()
-        assert report["tracing"] == {"state": "running", "agent": f"127.0.0.1:{port}", "sample_ratio": 0.0}
+        assert report["tracing"] == {
+            "state": "running",
+            "agent": f"127.0.0.1:{port}",
+            "sample_ratio": 0.0,
+            "spans": {"sent": 0, "dropped": 0, "failed": 0},
+        }
     await asyncio.sleep(0.2)
     assert collector.spans == []
     assert "msuite-jaeger" not in [t.name for t in threading.enumerate()]
