@@ -47,9 +47,10 @@ def main() -> None:
 
             return await rate(call, args.calls, args.concurrency)
 
-    best = {"grpc-raw": 0.0, "grpc-msuite": 0.0, "grpc-msuite-diag": 0.0}
+    kinds = ("grpc-raw", "grpc-msuite", "grpc-msuite-diag")
+    best = dict.fromkeys(kinds, 0.0)
     for _ in range(args.rounds):
-        for kind in best:
+        for kind in kinds:
             best[kind] = max(best[kind], against(kind, drive))
     raw, plain, diag = best["grpc-raw"], best["grpc-msuite"], best["grpc-msuite-diag"]
     print(f"unary SayHello, {args.calls} calls, {args.concurrency} in flight:")
