@@ -409,6 +409,12 @@ class Node:
         if self._components:
             return
         self._refuse_unbuilt()
+        try:
+            self._build_components()
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(self.manifest, exc) from exc
+
+    def _build_components(self) -> None:
         m = self.manifest
         bindings = self._bindings()
         routes = tuple(getattr(self._wiring, "ROUTES", ())) if bindings else ()
@@ -539,6 +545,8 @@ class Node:
                     log.debug("component %s failed to start", component.name, exc_info=True)
                     self.state = "failed"
                     await self._stop_started(self.manifest.shutdown.grace.total_seconds())
+                    if isinstance(exc, ModuleNotFoundError):
+                        exc = _missing_extra(self.manifest, exc)
                     if isinstance(exc, Exception):
                         raise StartError(component.name, exc) from exc
                     raise
@@ -613,6 +621,37 @@ class Node:
         if self._http is not None and self._http.address is not None:
             found.append(("http", self._http.address))
         return found
+
+
+# top-level module -> (the extra installing it, the manifest key needing it)
+_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "grpc": ("grpc", ("grpc",)),
+    "grpc_health": ("grpc", ("grpc",)),
+    "grpc_reflection": ("grpc", ("grpc",)),
+    "google": ("grpc", ("grpc",)),
+    "aiohttp": ("http", ("http",)),
+    "jose": ("auth", ("auth",)),
+    "plyvel": ("leveldb", ("storage", "kv")),
+    "redis": ("redis", ("locker", "backend")),
+    "aiozk": ("zookeeper", ("locker", "backend")),
+    "prometheus_client": ("metrics", ("diagnostics", "metrics")),
+    "jaeger_client": ("tracing", ("diagnostics", "tracing")),
+    "opentracing": ("tracing", ("diagnostics", "tracing")),
+    "thrift": ("tracing", ("diagnostics", "tracing")),
+}
+
+
+def _missing_extra(manifest: Manifest, exc: ModuleNotFoundError) -> Exception:
+    """A located error naming the extra to install, for a third-party module not installed."""
+    module = (exc.name or "").partition(".")[0]
+    known = _EXTRAS.get(module)
+    if known is None:
+        return exc
+    extra, path = known
+    return NodeError(
+        f"{where(manifest, *path, prefer_key=True)}: needs the {extra} extra, which is not installed "
+        f"(no module named {module!r}): pip install 'msuite[{extra}]'"
+    )
 
 
 def _make_locker(manifest: Manifest) -> Locker:
