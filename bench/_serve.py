@@ -89,7 +89,10 @@ async def grpc_msuite_diag() -> None:
         sink.bind(("127.0.0.1", 0))  # spans are encoded and sent for real; nobody reads them
         diagnostics = {
             "metrics": {"latency": True},
-            "tracing": {"jaeger": f"127.0.0.1:{sink.getsockname()[1]}", "sample_ratio": 1.0},
+            "tracing": {
+                "jaeger": f"127.0.0.1:{sink.getsockname()[1]}",
+                "sample_ratio": float(os.environ.get("MSUITE_BENCH_SAMPLE_RATIO", "1.0")),
+            },
         }
         only = os.environ.get("MSUITE_BENCH_DIAGNOSTICS")  # "metrics" or "tracing": that one alone
         if only:
