@@ -6,6 +6,7 @@ from .identity import (
     create_node_key,
     decode_private_key,
     encode_private_key,
+    read_key,
     read_seed,
 )
 from .repo import FORMAT_VERSION, MEMORY, Repo, RepoError, RepoLocked, repair
@@ -21,6 +22,7 @@ __all__ = [
     "create_node_key",
     "decode_private_key",
     "encode_private_key",
+    "read_key",
     "read_seed",
     "repair",
 ]

@@ -14,15 +14,22 @@ from pathlib import Path
 
 __all__ = [
     "ED25519",
+    "SECP256K1",
     "KeyFileError",
     "create_node_key",
     "decode_private_key",
     "encode_private_key",
+    "read_key",
     "read_seed",
 ]
 
 ED25519 = 1
 """libp2p's KeyType value for Ed25519."""
+
+SECP256K1 = 2
+"""libp2p's KeyType value for secp256k1."""
+
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class KeyFileError(Exception):
@@ -122,11 +129,15 @@ def check_key_file(path: Path) -> None:
         raise KeyFileError(
             f"{path}: permissions {mode:04o} let others read the node's private key: chmod 600 {path}"
         )
-    read_seed(path)
+    read_key(path)
 
 
-def read_seed(path: Path) -> bytes:
-    """The 32-byte Ed25519 seed stored in ``path`` (checked against its public half)."""
+def read_key(path: Path) -> tuple[int, bytes]:
+    """``(key type, 32-byte secret)`` of the key in ``path``: an Ed25519 seed or a secp256k1 secret.
+
+    Ed25519 keys may hold the seed alone (py-libp2p) or the seed and its public
+    half (go-libp2p, js-libp2p, msuite), which is checked.
+    """
     try:
         blob = path.read_bytes()
     except OSError as exc:
@@ -135,10 +146,24 @@ def read_seed(path: Path) -> bytes:
         key_type, data = decode_private_key(blob)
     except KeyFileError as exc:
         raise KeyFileError(f"{path}: {exc}") from None
+    if key_type == ED25519:
+        if len(data) == 32:
+            return key_type, data
+        if len(data) == 64 and _public_key(data[:32]) == data[32:]:
+            return key_type, data[:32]
+        raise KeyFileError(f"{path}: not a valid Ed25519 private key")
+    if key_type == SECP256K1:
+        if len(data) == 32 and 0 < int.from_bytes(data, "big") < _SECP256K1_ORDER:
+            return key_type, data
+        raise KeyFileError(f"{path}: not a valid secp256k1 private key")
+    raise KeyFileError(
+        f"{path}: key type {key_type} is not supported (Ed25519, type 1, or secp256k1, type 2)"
+    )
+
+
+def read_seed(path: Path) -> bytes:
+    """The 32-byte Ed25519 seed stored in ``path`` (checked against its public half)."""
+    key_type, secret = read_key(path)
     if key_type != ED25519:
-        raise KeyFileError(f"{path}: key type {key_type} is not supported (msuite uses Ed25519, type 1)")
-    if len(data) == 32:
-        return data
-    if len(data) == 64 and _public_key(data[:32]) == data[32:]:
-        return data[:32]
-    raise KeyFileError(f"{path}: not a valid Ed25519 private key")
+        raise KeyFileError(f"{path}: not an Ed25519 key (type {key_type})")
+    return secret

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from msuite.runtime.store import KV, KVError, LevelDB, Memory, Prefixed, Store
 
-from .identity import KeyFileError, check_key_file, create_node_key, read_seed
+from .identity import ED25519, KeyFileError, check_key_file, create_node_key, read_key, read_seed
 
 if TYPE_CHECKING:
     from msuite.spec import Manifest
@@ -180,6 +180,17 @@ class Repo:
         if self.key_path is None:
             raise RepoError("this repository has no node key: the manifest has no `p2p` section")
         return read_seed(self.key_path)
+
+    def node_key(self) -> tuple[int, bytes]:
+        """``(libp2p key type, 32-byte secret)`` of the node's key (Ed25519 or secp256k1)."""
+        if self._memory_seed is not None:
+            return ED25519, self._memory_seed
+        if self.key_path is None:
+            raise RepoError("this repository has no node key: the manifest has no `p2p` section")
+        try:
+            return read_key(self.key_path)
+        except KeyFileError as exc:
+            raise RepoError(str(exc)) from None
 
     def status(self) -> dict[str, Any]:
         """Layout and disk usage, for ``GET /status``. Walks the folder: call it off the loop."""

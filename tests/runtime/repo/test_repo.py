@@ -15,10 +15,12 @@ import pytest
 
 from msuite.runtime.repo import (
     FORMAT_VERSION,
+    KeyFileError,
     Repo,
     RepoError,
     RepoLocked,
     decode_private_key,
+    encode_private_key,
     read_seed,
 )
 from msuite.runtime.store import Memory
@@ -267,3 +269,20 @@ def test_plyvel_is_the_real_thing(tmp_path: Path) -> None:
     db = plyvel.DB(str(tmp_path / "r" / "kv"))
     assert db.get(b"x") == b"y"
     db.close()
+
+
+def test_a_secp256k1_key_is_accepted_and_a_bad_one_named(tmp_path: Path) -> None:
+    from msuite.runtime.repo import read_key
+
+    secret = bytes(range(1, 33))
+    good = tmp_path / "secp.key"
+    good.write_bytes(encode_private_key(2, secret))
+    assert read_key(good) == (2, secret)
+    zero = tmp_path / "zero.key"
+    zero.write_bytes(encode_private_key(2, bytes(32)))
+    with pytest.raises(KeyFileError, match=r"zero\.key: not a valid secp256k1 private key"):
+        read_key(zero)
+    rsa = tmp_path / "rsa.key"
+    rsa.write_bytes(encode_private_key(0, b"x" * 64))
+    with pytest.raises(KeyFileError, match=r"rsa\.key: key type 0 is not supported"):
+        read_key(rsa)
