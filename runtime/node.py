@@ -13,9 +13,11 @@ start      component                                     present when
 3          ``tasks`` (task manager)                      always
 4          ``locker`` (distributed locks)                ``locker:``
 5          ``tracing`` (tracer, span reporter thread)    ``diagnostics.tracing``
-6          ``clients`` (channels by service name)        always
-7          ``grpc`` (server; ``impl`` classes built)     ``grpc:``
-8          ``http`` (handlers, status, metrics, debug,   ``http:``
+6          ``p2p`` (libp2p host in its trio thread,      ``p2p:``
+           bootstrap, protocols)
+7          ``clients`` (channels by service name)        always
+8          ``grpc`` (server; ``impl`` classes built)     ``grpc:``
+9          ``http`` (handlers, status, metrics, debug,   ``http:``
            gateway)
 =========  ============================================  =====================
 
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
     from .grpc.server import GrpcServer
     from .http.app import HttpServer
     from .locks import Locker
+    from .p2p.host import P2PHost
+    from .p2p.protocols import Protocols
     from .repo import Repo
     from .store import Store
     from .tasks import TaskManager
@@ -70,7 +74,9 @@ log = logging.getLogger("msuite.node")
 
 # manifest keys that enable subsystems this version does not build yet, in manifest order
 _NOT_BUILT = (
-    (("p2p",), lambda m: m.p2p is not None, "the libp2p host"),
+    (("grpc", "p2p"), lambda m: m.grpc is not None and m.grpc.p2p, "gRPC over libp2p"),
+    (("discovery", "mdns"), lambda m: m.discovery.mdns, "mDNS discovery"),
+    (("discovery", "dht"), lambda m: m.discovery.dht, "DHT discovery"),
     (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store"),
     (("files",), lambda m: m.files, "file sharing"),
     (("events",), lambda m: bool(m.events), "events"),
@@ -120,7 +126,7 @@ class StatusBoard:
 # the report's own keys and the component names: users' sections take other names
 _CORE_SECTIONS = frozenset(
     {"node", "version", "state", "uptime_s", "services"}
-    | {"repo", "auth", "tasks", "locker", "tracing", "clients", "grpc", "http"}
+    | {"repo", "auth", "tasks", "locker", "tracing", "p2p", "clients", "grpc", "http"}
 )
 
 
@@ -265,6 +271,8 @@ class Node:
         self._http: HttpServer | None = None
         self._metrics: NodeMetrics | None = None
         self._tracing: NodeTracing | None = None
+        self._p2p: P2PHost | None = None
+        self._protocols: Protocols | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ what the manifest says
@@ -333,16 +341,28 @@ class Node:
         return self._http
 
     @property
-    def p2p(self) -> Any:
-        raise NotConfigured("p2p", "p2p")
+    def p2p(self) -> P2PHost:
+        """The libp2p host (``p2p:``): ``peer_id``, ``addrs``, ``peers()``, ``connect(addr)``."""
+        if self.manifest.p2p is None:
+            raise NotConfigured("p2p", "p2p")
+        if self._p2p is None:
+            self._build()
+        assert self._p2p is not None
+        return self._p2p
 
     @property
     def events(self) -> Any:
         raise NotConfigured("events", "events")
 
     @property
-    def protocols(self) -> Any:
-        raise NotConfigured("protocols", "p2p")
+    def protocols(self) -> Protocols:
+        """Request/response protocols between peers (``p2p:``); register handlers before or after start."""
+        if self.manifest.p2p is None:
+            raise NotConfigured("protocols", "p2p")
+        if self._protocols is None:
+            self._build()
+        assert self._protocols is not None
+        return self._protocols
 
     @property
     def files(self) -> Any:
@@ -453,6 +473,14 @@ class Node:
             tracing = self._tracing = NodeTracing(m.diagnostics.tracing, m.name)
             components.append(tracing)
         observers = [o for o in (metrics, tracing) if o is not None]
+
+        if m.p2p is not None:
+            from .p2p.host import P2PHost
+            from .p2p.protocols import Protocols
+
+            self._protocols = Protocols()
+            self._p2p = P2PHost(self, self._protocols)
+            components.append(self._p2p)
 
         from .grpc.clients import GrpcClients
 
@@ -638,6 +666,9 @@ _EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jaeger_client": ("tracing", ("diagnostics", "tracing")),
     "opentracing": ("tracing", ("diagnostics", "tracing")),
     "thrift": ("tracing", ("diagnostics", "tracing")),
+    "libp2p": ("p2p", ("p2p",)),
+    "trio": ("p2p", ("p2p",)),
+    "multiaddr": ("p2p", ("p2p",)),
 }
 
 

@@ -1,0 +1,403 @@
+"""The node's libp2p host (component ``p2p``; ``node.p2p``).
+
+The host runs in the bridge's trio thread (see :mod:`.bridge`). It is
+configured for what other libp2p implementations speak by default, and
+nothing weaker:
+
+- TCP only, listening on ``p2p.host``:``p2p.port`` (loopback by default) and
+  advertising only the addresses it listens on;
+- Noise only (a peer offering plaintext or secio is refused), yamux only;
+- one connection per peer (py-libp2p otherwise waits 250 ms on every dial);
+- identify, identify-push and ping as py-libp2p provides them;
+- no auto-connector: py-libp2p's redials every peer it ever saw, ~70 s after
+  it left; msuite redials the bootstrap peers itself, and the mesher
+  introduces the rest.
+
+The key comes from the repository (``keys/node.key``, created once) or
+``p2p.key``: Ed25519 (default) or secp256k1, so the peer ID is stable across
+restarts. A key file that cannot be read is an error naming the file, never
+a silent new identity.
+
+Bootstrap peers (``p2p.bootstrap``) are dialled at start and redialled every
+15 s while they are not connected; an unreachable one is a warning (once,
+until it connects), never a failed start.
+
+Stop: background work is cancelled, every connection is closed at the same
+time (py-libp2p closes them one by one, ~200 ms each), the host is closed
+while its network service still runs (closing it after leaks sockets), and
+the trio thread is joined, all within the shutdown grace.
+
+Peer data the asyncio side reads (``peers()``, ``addrs``, ``/status``) is a
+snapshot the trio thread replaces as a whole on every change, so reading it
+needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+from libp2p.abc import INotifee
+
+from msuite.runtime.errors import NodeError, where
+
+from .bridge import Bridge
+from .mesher import Mesher
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+    from msuite.runtime.node import Node
+
+    from .protocols import Protocols
+
+__all__ = ["BOOTSTRAP_INTERVAL", "P2PHost", "PeerInfo"]
+
+log = logging.getLogger("msuite.p2p")
+
+BOOTSTRAP_INTERVAL = 15.0
+"""Seconds between redials of bootstrap peers that are not connected."""
+
+DIAL_TIMEOUT = 10.0
+"""Seconds one dial may take."""
+
+
+class PeerInfo(dict[str, Any]):
+    """A connected peer: ``{"id": ..., "addrs": [...], "since": unix time}``."""
+
+
+def _route_libp2p_logs() -> None:
+    """py-libp2p sends its records to raw stderr (no handler, no propagation): route them to ours."""
+    root = logging.getLogger("libp2p")
+    root.handlers.clear()
+    root.propagate = True
+    root.setLevel(logging.WARNING)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("libp2p.") and isinstance(logger, logging.Logger):
+            logger.handlers.clear()
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
+
+
+def listen_multiaddr(host: str, port: int) -> multiaddr.Multiaddr:
+    """``/ip4/H/tcp/P``, ``/ip6/H/tcp/P`` or ``/dns/H/tcp/P`` for a listen host and port."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return multiaddr.Multiaddr(f"/dns/{host}/tcp/{port}")
+    return multiaddr.Multiaddr(f"/ip{version}/{host}/tcp/{port}")
+
+
+def key_pair(key_type: int, secret: bytes) -> Any:
+    """A py-libp2p KeyPair from ``(libp2p key type, 32-byte secret)``."""
+    if key_type == 1:
+        from libp2p.crypto.ed25519 import create_new_key_pair as ed25519
+
+        return ed25519(secret)
+    if key_type == 2:
+        from libp2p.crypto.secp256k1 import create_new_key_pair as secp256k1
+
+        return secp256k1(secret)
+    raise ValueError(f"unsupported key type {key_type}")
+
+
+def build_host(keys: Any) -> IHost:
+    """A py-libp2p host: TCP, Noise, yamux, one connection per peer, nothing discovered on its own."""
+    from libp2p import new_host
+    from libp2p.crypto.x25519 import create_new_key_pair as x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
+    from libp2p.security.noise.transport import Transport as Noise
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+    from libp2p.transport.tcp.tcp import TCP
+
+    return new_host(
+        key_pair=keys,
+        sec_opt={TProtocol(NOISE): Noise(keys, noise_privkey=x25519().private_key)},
+        muxer_opt={TProtocol(YAMUX): Yamux},
+        transports=[TCP()],
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        enable_mDNS=False,
+        enable_upnp=False,
+        enable_autotls=False,
+        enable_quic=False,
+        bootstrap=None,
+        disable_identify_address_discovery=True,
+    )
+
+
+class P2PHost:
+    """Component ``p2p``: the libp2p host in the bridge's trio thread, and ``node.p2p``."""
+
+    name = "p2p"
+    requires: tuple[str, ...] = ("repo",)
+
+    def __init__(self, node: Node, protocols: Protocols) -> None:
+        assert node.manifest.p2p is not None
+        self.node = node
+        self.manifest = node.manifest
+        self.settings = node.manifest.p2p
+        self.protocols = protocols
+        self.bridge = Bridge(name=f"msuite-p2p-{node.name}")
+        self.state = "new"
+        self.peer_id = ""
+        """This node's peer ID (base58), once started."""
+        self.addrs: list[str] = []
+        """The multiaddrs this node listens on, each ending in ``/p2p/<peer ID>``."""
+        self._peers: dict[str, PeerInfo] = {}
+        self._bootstrap: dict[str, bool] = {}
+        self._host: IHost | None = None
+        self._stop: trio.Event | None = None
+        self._stopped: trio.Event | None = None
+        self._on_peer: list[Callable[[str, bool], Awaitable[None] | None]] = []
+        self._mesher = Mesher()
+
+    # ------------------------------------------------------------------ asyncio side
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now (a snapshot)."""
+        return list(self._peers.values())
+
+    def on_peer(self, callback: Callable[[str, bool], Awaitable[None] | None]) -> None:
+        """Call ``callback(peer_id, connected)`` (on the asyncio loop) when a peer comes or goes."""
+        self._on_peer.append(callback)
+
+    async def connect(self, address: str, timeout: float = DIAL_TIMEOUT) -> str:
+        """Dial ``address`` (a multiaddr ending in ``/p2p/<peer ID>``); return the peer ID."""
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            raise ValueError(f"{address!r} is not a multiaddr with a /p2p/ peer ID: {exc}") from None
+        await self.bridge.run(self._dial, info, timeout)
+        return str(info.peer_id)
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close the connection to ``peer_id`` (nothing when not connected)."""
+        from libp2p.peer.id import ID
+
+        host = self._running_host()
+        await self.bridge.run(host.disconnect, ID.from_base58(peer_id))
+
+    def _running_host(self) -> IHost:
+        if self._host is None:
+            raise NodeError("the p2p host is not running")
+        return self._host
+
+    async def start(self) -> None:
+        _route_libp2p_logs()
+        self.state = "starting"
+        key_type, secret = await asyncio.to_thread(self.node.repo.node_key)
+        keys = key_pair(key_type, secret)
+        await self.bridge.start()
+        try:
+            await self.bridge.start_service(self._serve, keys)
+        except BaseException:
+            await self.bridge.close(5.0)
+            self.state = "failed"
+            raise
+        self.state = "running"
+
+    async def draining(self) -> None:
+        self.state = "draining"
+
+    async def stop(self, grace: float) -> None:
+        if self._stop is None:
+            await self.bridge.close(max(grace, 1.0))
+            return
+        self.state = "stopping"
+        token_stop, stopped = self._stop, self._stopped
+        assert stopped is not None
+
+        async def stop_and_wait() -> None:
+            token_stop.set()
+            with trio.move_on_after(max(grace, 0.5)):
+                await stopped.wait()
+
+        try:
+            await self.bridge.run(stop_and_wait)
+        except Exception:
+            log.exception("the p2p host did not stop cleanly")
+        if not await self.bridge.close(max(grace, 1.0)):
+            log.warning("the p2p thread did not end within the shutdown grace")
+        self._host = None
+        self._peers = {}
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "peer_id": self.peer_id,
+            "addrs": list(self.addrs),
+            "peers": self.peers(),
+            "bootstrap": [{"addr": a, "connected": c} for a, c in self._bootstrap.items()],
+            "protocols": self.protocols.registered(),
+        }
+
+    # ------------------------------------------------------------------ trio side
+
+    async def _serve(self, keys: Any, *, task_status: Any) -> None:
+        settings = self.settings
+        host = build_host(keys)
+        self._stop, self._stopped = trio.Event(), trio.Event()
+        listen = listen_multiaddr(settings.host, settings.port)
+        try:
+            async with host.run(listen_addrs=[listen]):
+                try:
+                    if not host.get_transport_addrs():
+                        raise NodeError(
+                            f"{where(self.manifest, 'p2p', 'port')}: cannot listen on {listen} "
+                            "(address in use, or not an address of this machine)"
+                        )
+                    auto_connector = getattr(host.get_network(), "auto_connector", None)
+                    if auto_connector is not None:
+                        await auto_connector.stop()
+                    self._host = host
+                    self.peer_id = str(host.get_id())
+                    self.addrs = [str(addr) for addr in host.get_addrs()]
+                    host.get_network().register_notifee(_Notifee(self))
+                    self.protocols.attach(host, self.bridge)
+                    async with trio.open_nursery() as nursery:
+                        self._mesher.attach(host, nursery)
+                        nursery.start_soon(self._keep_bootstrap, host)
+                        task_status.started()
+                        await self._stop.wait()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    await _close(host)
+        finally:
+            self._stopped.set()
+
+    async def _dial(self, info: Any, timeout: float) -> None:
+        host = self._running_host()
+        with trio.fail_after(timeout):
+            await host.connect(info)
+
+    async def _keep_bootstrap(self, host: IHost) -> None:
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+        infos = [
+            (str(address), info_from_p2p_addr(multiaddr.Multiaddr(str(address))))
+            for address in self.settings.bootstrap
+        ]
+        self._bootstrap = {address: False for address, _ in infos}
+        warned: set[str] = set()
+        while True:
+            for address, info in infos:
+                if host.get_network().get_connections(info.peer_id):
+                    self._bootstrap = {**self._bootstrap, address: True}
+                    continue
+                _forget_failure(host, info.peer_id)
+                try:
+                    with trio.fail_after(DIAL_TIMEOUT):
+                        await host.connect(info)
+                except Exception as exc:
+                    self._bootstrap = {**self._bootstrap, address: False}
+                    level = logging.DEBUG if address in warned else logging.WARNING
+                    warned.add(address)
+                    log.log(
+                        level,
+                        "bootstrap peer %s unreachable (retrying every %.0f s): %s",
+                        address,
+                        BOOTSTRAP_INTERVAL,
+                        _reason(exc),
+                    )
+                else:
+                    warned.discard(address)
+                    self._bootstrap = {**self._bootstrap, address: True}
+                    log.info("connected to bootstrap peer %s", address)
+            await trio.sleep(BOOTSTRAP_INTERVAL)
+
+    # called by the notifee, in the trio thread
+    def _peer_changed(self, peer_id: str, addrs: list[str], connected: bool) -> None:
+        peers = dict(self._peers)
+        if connected:
+            peers[peer_id] = PeerInfo(id=peer_id, addrs=addrs, since=time.time())
+        else:
+            peers.pop(peer_id, None)
+        self._peers = peers
+        log.info("peer %s %s", peer_id, "connected" if connected else "disconnected")
+        if connected:
+            self._mesher.peer_connected(peer_id)
+        else:
+            self._mesher.peer_disconnected(peer_id)
+        for callback in self._on_peer:
+            self.bridge.to_asyncio_soon(_call, callback, peer_id, connected)
+
+
+async def _call(
+    callback: Callable[[str, bool], Awaitable[None] | None], peer_id: str, connected: bool
+) -> None:
+    result = callback(peer_id, connected)
+    if result is not None:
+        await result
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return f"no answer within {DIAL_TIMEOUT:.0f} s"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text
+
+
+def _forget_failure(host: IHost, peer_id: Any) -> None:
+    """py-libp2p refuses to redial a peer for 60 s after a failed dial: msuite decides when to retry."""
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None:
+        try:
+            cache.evict(str(peer_id))
+        except Exception:  # a py-libp2p internal; never fail a redial over it
+            log.debug("could not clear py-libp2p's failed-dial cache", exc_info=True)
+
+
+async def _close(host: IHost) -> None:
+    """Close every connection at once, then the host, while its network service still runs."""
+    with trio.move_on_after(5) as scope:
+        async with trio.open_nursery() as nursery:
+            for peer in list(host.get_connected_peers()):
+                nursery.start_soon(host.disconnect, peer)
+        await host.close()
+    if scope.cancelled_caught:
+        log.warning("the p2p host took more than 5 s to close")
+
+
+class _Notifee(INotifee):
+    """py-libp2p's network notifications: keeps the peer snapshot and tells the node."""
+
+    def __init__(self, owner: P2PHost) -> None:
+        self.owner = owner
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id
+        host = self.owner._host
+        try:
+            addrs = [str(a) for a in host.get_peerstore().addrs(peer)] if host is not None else []
+        except Exception:  # no address known yet (an inbound connection before identify)
+            addrs = []
+        self.owner._peer_changed(str(peer), addrs, True)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id
+        if not network.get_connections(peer):
+            self.owner._peer_changed(str(peer), [], False)
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        return None
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        return None
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        return None

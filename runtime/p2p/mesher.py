@@ -1,0 +1,185 @@
+"""The mesher (``/msuite/mesher/1.0.0``): one bootstrap peer is enough for a full mesh.
+
+When two nodes connect, each sends the other one message: the addresses it
+listens on (``self``) and the peers it is connected to, each with the
+addresses that peer announced. A node receiving it records the sender's
+addresses, dials every listed peer it is not connected to, and passes the
+sender on to its other peers. So with four nodes where three know only the
+first, every node has three peers after a couple of round trips (go-msuite's
+case; it is tested).
+
+The message is one varint-framed JSON object of at most 64 KiB listing at
+most 64 peers: ``{"self": [multiaddr...], "peers": [{"id": ..., "addrs":
+[...]}]}``. Anything else is logged and ignored. Dials are bounded (8 at
+once, 5 s each) and failures are logged at DEBUG: a listed peer may well be
+gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+
+from .framing import FrameError, FrameReader, encode_frame
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+__all__ = ["MAX_PEERS", "PROTOCOL", "Mesher"]
+
+log = logging.getLogger("msuite.p2p.mesher")
+
+PROTOCOL = "/msuite/mesher/1.0.0"
+MAX_MESSAGE = 64 * 1024
+MAX_PEERS = 64
+DIAL_TIMEOUT = 5.0
+DIALS_AT_ONCE = 8
+
+
+def _read(stream: Any) -> Any:
+    from libp2p.network.stream.exceptions import StreamEOF
+
+    async def read(n: int) -> bytes:
+        try:
+            data: bytes = await stream.read(n)
+        except StreamEOF:
+            return b""
+        return data
+
+    return read
+
+
+def _valid_addrs(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    found = []
+    for text in value[:16]:
+        if isinstance(text, str) and len(text) < 256:
+            try:
+                multiaddr.Multiaddr(text)
+            except Exception:
+                continue
+            found.append(text)
+    return found
+
+
+class Mesher:
+    """Runs in the host's trio thread: introduces peers to each other."""
+
+    def __init__(self) -> None:
+        self._host: IHost | None = None
+        self._nursery: trio.Nursery | None = None
+        self._announced: dict[str, list[str]] = {}
+        """Peer ID -> the listen addresses it announced (without /p2p/)."""
+        self._dials = trio.CapacityLimiter(DIALS_AT_ONCE)
+
+    def attach(self, host: IHost, nursery: trio.Nursery) -> None:
+        from libp2p.custom_types import TProtocol
+
+        self._host, self._nursery = host, nursery
+        host.set_stream_handler(TProtocol(PROTOCOL), self._receive)
+
+    def peer_connected(self, peer_id: str) -> None:
+        """A connection opened: tell that peer who we are and whom we know."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._introduce, peer_id)
+
+    def peer_disconnected(self, peer_id: str) -> None:
+        self._announced.pop(peer_id, None)
+
+    # ------------------------------------------------------------------ sending
+
+    def _own_addrs(self) -> list[str]:
+        assert self._host is not None
+        return [str(addr) for addr in self._host.get_transport_addrs()]
+
+    def _known(self, exclude: str) -> list[dict[str, Any]]:
+        assert self._host is not None
+        connected = {str(peer) for peer in self._host.get_connected_peers()}
+        return [
+            {"id": peer, "addrs": addrs}
+            for peer, addrs in self._announced.items()
+            if peer != exclude and peer in connected and addrs
+        ][:MAX_PEERS]
+
+    async def _send(self, peer_id: str, message: dict[str, Any]) -> None:
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+
+        assert self._host is not None
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                stream = await self._host.new_stream(ID.from_base58(peer_id), [TProtocol(PROTOCOL)])
+                try:
+                    await stream.write(encode_frame(json.dumps(message).encode(), MAX_MESSAGE))
+                finally:
+                    await stream.close()
+        except Exception as exc:
+            log.debug("mesher: could not tell %s about peers: %s", peer_id, exc)
+
+    async def _introduce(self, peer_id: str) -> None:
+        await self._send(peer_id, {"self": self._own_addrs(), "peers": self._known(exclude=peer_id)})
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive(self, stream: Any) -> None:
+        sender = str(stream.muxed_conn.peer_id)
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                frame = await FrameReader(_read(stream)).read_frame(MAX_MESSAGE)
+            await stream.close()
+            message = json.loads(frame or b"null")
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+        except (FrameError, ValueError, trio.TooSlowError) as exc:
+            log.warning("mesher: ignoring a malformed message from %s: %s", sender, exc)
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            return
+        except Exception as exc:
+            log.debug("mesher: reading from %s failed: %s", sender, exc)
+            return
+        announced = _valid_addrs(message.get("self"))
+        is_new = sender not in self._announced
+        if announced:
+            self._announced[sender] = announced
+        peers = message.get("peers")
+        if isinstance(peers, list):
+            for entry in peers[:MAX_PEERS]:
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    self._dial_soon(entry["id"], _valid_addrs(entry.get("addrs")))
+        if is_new and announced:  # pass the sender on to the peers we have
+            for peer in list(self._announced):
+                if peer != sender and self._nursery is not None:
+                    self._nursery.start_soon(
+                        self._send,
+                        peer,
+                        {"self": self._own_addrs(), "peers": [{"id": sender, "addrs": announced}]},
+                    )
+
+    def _dial_soon(self, peer_id: str, addrs: list[str]) -> None:
+        assert self._host is not None
+        if not addrs or peer_id == str(self._host.get_id()) or self._nursery is None:
+            return
+        if peer_id in {str(peer) for peer in self._host.get_connected_peers()}:
+            return
+        self._nursery.start_soon(self._dial, peer_id, addrs)
+
+    async def _dial(self, peer_id: str, addrs: list[str]) -> None:
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+
+        assert self._host is not None
+        async with self._dials:
+            try:
+                info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+                with trio.fail_after(DIAL_TIMEOUT):
+                    await self._host.connect(info)
+            except Exception as exc:
+                log.debug("mesher: could not dial %s: %s", peer_id, exc)
+            else:
+                log.debug("mesher: connected to %s", peer_id)
