@@ -112,8 +112,17 @@ def _port_issues(m: Manifest) -> Iterator[Issue]:
 _NEEDS_P2P = "a `p2p` section (libp2p host); add `p2p: true` or remove this"
 
 
+_PEER_ID = re.compile(r"/p2p/[1-9A-HJ-NP-Za-km-z]{32,128}$")
+
+
 def _p2p_issues(m: Manifest) -> Iterator[Issue]:
     if m.p2p is not None:
+        for index, address in enumerate(m.p2p.bootstrap):
+            if not _PEER_ID.search(str(address)):
+                yield Issue(
+                    ("p2p", "bootstrap", index),
+                    "a bootstrap peer needs its peer ID: end the multiaddr with /p2p/<peer ID>",
+                )
         return
     if m.grpc is not None and m.grpc.p2p:
         yield Issue(("grpc", "p2p"), f"gRPC over libp2p needs {_NEEDS_P2P}")

@@ -172,6 +172,10 @@ CASES: dict[str, Case] = {
         "name: n\ndiagnostics:\n  tracing: {jaeger: nohost}\n",
         [(3, 21, "diagnostics.tracing.jaeger", "must be host:port")],
     ),
+    "bootstrap peer without its ID": Case(
+        "name: n\np2p:\n  bootstrap: [/ip4/127.0.0.1/tcp/4001]\n",
+        [(3, 15, "p2p.bootstrap[0]", "needs its peer ID")],
+    ),
     "metrics without an HTTP server": Case(
         "name: n\ndiagnostics:\n  metrics: true\n  profiling: true\n",
         [

@@ -28,7 +28,7 @@ grpc:
 http: {port: 8080, cors: ["http://localhost:3000"], max_body_size: 1MiB}
 p2p:
   port: 10000
-  bootstrap: [/ip4/127.0.0.1/tcp/10010]
+  bootstrap: [/ip4/127.0.0.1/tcp/10010/p2p/12D3KooWFtKTgYvkasSUyiY6cgysStocEqRH7uJFofmxtNRHtHHi]
 auth:
   jwt: {secret: "${JWT_SECRET:-0123456789abcdef0123456789abcdef}", ttl: 24h}
   acl: {/a.v1.S/Delete: admin, /admin/: admin}

@@ -17,7 +17,7 @@ services:
     impl: notes.service:Notes
 p2p:
   bootstrap:
-    - /ip4/127.0.0.1/tcp/4001
+    - /ip4/127.0.0.1/tcp/4001/p2p/12D3KooWFtKTgYvkasSUyiY6cgysStocEqRH7uJFofmxtNRHtHHi
 auth:
   acl: {/notes.v1.Notes/Delete: admin}
 """

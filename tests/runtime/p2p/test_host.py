@@ -1,0 +1,266 @@
+"""The libp2p host of a node: real hosts on 127.0.0.1, several nodes in one test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from msuite.runtime.errors import NotConfigured, StartError
+from msuite.runtime.node import Node
+from msuite.runtime.p2p.protocols import Busy, MessageTooLarge, PeerUnreachable, Refused, RemoteError
+from msuite.runtime.repo import encode_private_key
+from msuite.spec import Manifest
+
+ECHO = "/test/echo/1.0.0"
+
+
+def manifest(name: str, repo: str | Path = ":memory:", bootstrap: Sequence[str] = (), **p2p: Any) -> Manifest:
+    return Manifest.model_validate(
+        {"name": name, "repo": str(repo), "p2p": {"port": 0, "bootstrap": list(bootstrap), **p2p}}
+    )
+
+
+@contextlib.asynccontextmanager
+async def nodes(
+    *manifests: Manifest, setup: Callable[[Node], None] | None = None
+) -> AsyncIterator[list[Node]]:
+    started: list[Node] = []
+    try:
+        for m in manifests:
+            node = Node(m)
+            if setup is not None:
+                setup(node)
+            await node.start()
+            started.append(node)
+        yield started
+    finally:
+        for node in reversed(started):
+            await node.stop()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> float:
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > seconds:
+            raise AssertionError(f"not true within {seconds} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - began
+
+
+def peer_ids(node: Node) -> set[str]:
+    return {peer["id"] for peer in node.p2p.peers()}
+
+
+def p2p_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("msuite-p2p")]
+
+
+async def echo(peer: str, request: bytes) -> bytes:
+    return b"echo:" + request
+
+
+def with_echo(node: Node) -> None:
+    node.protocols.register(ECHO, echo)
+
+
+async def test_two_nodes_connect_through_bootstrap_and_stop_cleanly() -> None:
+    async with nodes(manifest("a")) as (a,):
+        assert a.p2p.peer_id.startswith("12D3KooW")
+        assert len(a.p2p.addrs) == 1
+        assert a.p2p.addrs[0].startswith("/ip4/127.0.0.1/tcp/")
+        assert a.p2p.addrs[0].endswith(f"/p2p/{a.p2p.peer_id}")
+        port = int(a.p2p.addrs[0].split("/")[4])
+        async with nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
+            await until(lambda: peer_ids(a) == {b.p2p.peer_id} and peer_ids(b) == {a.p2p.peer_id})
+            report = await b.status.report()
+            assert report["p2p"]["peer_id"] == b.p2p.peer_id
+            assert report["p2p"]["bootstrap"] == [{"addr": a.p2p.addrs[0], "connected": True}]
+            assert [peer["id"] for peer in report["p2p"]["peers"]] == [a.p2p.peer_id]
+            assert p2p_threads() == ["msuite-p2p-a", "msuite-p2p-b"]
+        await until(lambda: not a.p2p.peers())  # a notices b left
+    assert p2p_threads() == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+
+
+async def test_the_persisted_key_keeps_the_peer_id(tmp_path: Path) -> None:
+    async with nodes(manifest("a", tmp_path / "repo")) as (a,):
+        first = a.p2p.peer_id
+    async with nodes(manifest("a", tmp_path / "repo")) as (again,):
+        assert again.p2p.peer_id == first
+
+
+async def test_a_secp256k1_key_file_is_used(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    key.write_bytes(encode_private_key(2, bytes(range(1, 33))))
+    key.chmod(0o600)
+    async with nodes(manifest("k", tmp_path / "repo", key=str(key))) as (node,):
+        assert node.p2p.peer_id.startswith("16Uiu2H")
+
+
+async def test_a_corrupted_key_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    key.write_bytes(b"\x08\x01\x12\x40" + b"\x00" * 10)  # truncated
+    key.chmod(0o600)
+    node = Node(manifest("k", tmp_path / "repo", key=str(key)))
+    with pytest.raises(StartError, match=rf"{key}: truncated key data"):
+        await node.start()
+    assert p2p_threads() == []
+
+
+async def test_protocols_echo_both_ways() -> None:
+    async with nodes(manifest("a"), setup=with_echo) as (a,):
+        async with nodes(manifest("b", bootstrap=a.p2p.addrs), setup=with_echo) as (b,):
+            await until(lambda: bool(a.p2p.peers()))
+            assert await b.protocols.send(a.p2p.peer_id, ECHO, b"hi") == b"echo:hi"
+            assert await a.protocols.send(b.p2p.peer_id, ECHO, b"yo") == b"echo:yo"
+            big = bytes(range(256)) * 4096  # 1 MiB, well over go-msuite's 64 KiB
+            assert await a.protocols.send(b.p2p.peer_id, ECHO, big) == b"echo:" + big
+
+
+async def test_protocol_errors_are_clear() -> None:
+    release = asyncio.Event()
+
+    async def refuse(peer: str, request: bytes) -> bytes:
+        raise Refused("no such note")
+
+    async def crash(peer: str, request: bytes) -> bytes:
+        raise RuntimeError("secret detail")
+
+    async def slow(peer: str, request: bytes) -> bytes:
+        await release.wait()
+        return b"done"
+
+    def setup(node: Node) -> None:
+        node.protocols.register("/test/refuse/1", refuse)
+        node.protocols.register("/test/crash/1", crash)
+        node.protocols.register("/test/slow/1", slow)
+        node.protocols.max_message = 1024
+        node.protocols.inbound_limit = 1
+
+    async with nodes(manifest("server"), setup=setup) as (server,):
+        async with nodes(manifest("client", bootstrap=server.p2p.addrs)) as (client,):
+            await until(lambda: bool(client.p2p.peers()))
+            target = server.p2p.peer_id
+            with pytest.raises(Refused, match="^no such note$"):
+                await client.protocols.send(target, "/test/refuse/1", b"x")
+            with pytest.raises(RemoteError) as crashed:
+                await client.protocols.send(target, "/test/crash/1", b"x")
+            assert "secret" not in str(crashed.value)
+            with pytest.raises(MessageTooLarge, match="over the limit of 1024 bytes"):
+                await client.protocols.send(target, "/test/refuse/1", b"x" * 2000)  # the receiver's limit
+            with pytest.raises(PeerUnreachable, match="/test/unknown/1"):
+                await client.protocols.send(target, "/test/unknown/1", b"x")
+            first = asyncio.ensure_future(client.protocols.send(target, "/test/slow/1", b"x"))
+            await asyncio.sleep(0.3)
+            with pytest.raises(Busy):
+                await client.protocols.send(target, "/test/slow/1", b"x")
+            release.set()
+            assert await first == b"done"
+            client.protocols.max_message = 10
+            with pytest.raises(MessageTooLarge):  # refused before sending
+                await client.protocols.send(target, "/test/slow/1", b"x" * 11)
+
+
+async def test_garbage_on_a_protocol_resets_that_stream_only(caplog: pytest.LogCaptureFixture) -> None:
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    async with nodes(manifest("a"), setup=with_echo) as (a,):
+        async with nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
+            await until(lambda: bool(b.p2p.peers()))
+
+            async def garbage() -> None:
+                host = b.p2p._host
+                assert host is not None
+                stream = await host.new_stream(ID.from_base58(a.p2p.peer_id), [TProtocol(ECHO)])
+                await stream.write(b"\xff" * 12)  # a length prefix that never ends
+                await stream.close()
+
+            with caplog.at_level(logging.WARNING, logger="msuite.p2p.protocols"):
+                await b.p2p.bridge.run(garbage)
+                await until(lambda: "malformed request" in caplog.text)
+            assert await b.protocols.send(a.p2p.peer_id, ECHO, b"still") == b"echo:still"
+
+
+async def test_an_unreachable_bootstrap_peer_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nobody = f"/ip4/127.0.0.1/tcp/{port}/p2p/12D3KooWFtKTgYvkasSUyiY6cgysStocEqRH7uJFofmxtNRHtHHi"
+    with caplog.at_level(logging.WARNING, logger="msuite.p2p"):
+        async with nodes(manifest("lonely", bootstrap=[nobody])) as (node,):
+            assert node.state == "running"
+            await until(lambda: "bootstrap peer" in caplog.text)
+            report = await node.status.report()
+            assert report["p2p"]["bootstrap"] == [{"addr": nobody, "connected": False}]
+    assert f"bootstrap peer {nobody} unreachable" in caplog.text
+
+
+async def test_a_plaintext_only_dialer_is_refused() -> None:
+    import trio
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+    from libp2p.transport.tcp.tcp import TCP
+    from multiaddr import Multiaddr
+
+    from msuite.runtime.p2p.bridge import Bridge
+
+    async with nodes(manifest("secure")) as (node,):
+        keys = create_new_key_pair()
+        plain = new_host(
+            key_pair=keys,
+            sec_opt={TProtocol(PLAINTEXT_PROTOCOL_ID): InsecureTransport(keys)},
+            transports=[TCP()],
+            connection_config=ConnectionConfig(max_connections_per_peer=1),
+        )
+        bridge = Bridge(name="plaintext-dialer")
+        await bridge.start()
+
+        async def dial() -> str:
+            async with plain.run(listen_addrs=[Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+                try:
+                    with trio.fail_after(10):
+                        await plain.connect(info_from_p2p_addr(Multiaddr(node.p2p.addrs[0])))
+                except Exception as exc:
+                    return type(exc).__name__
+                finally:
+                    await plain.close()
+                return "connected"
+
+        try:
+            outcome = await bridge.run(dial)
+        finally:
+            await bridge.close()
+        assert outcome != "connected"
+        assert node.p2p.peers() == []
+
+
+async def test_mesher_four_nodes_one_bootstrap_full_mesh() -> None:
+    async with nodes(manifest("hub")) as (hub,):
+        others = [manifest(f"n{i}", bootstrap=hub.p2p.addrs) for i in range(3)]
+        async with nodes(*others) as spokes:
+            everyone = [hub, *spokes]
+            took = await until(lambda: all(len(node.p2p.peers()) == 3 for node in everyone), 5.0)
+    assert took < 5.0
+
+
+async def test_p2p_accessors_need_the_manifest_key() -> None:
+    node = Node(Manifest.model_validate({"name": "bare", "repo": ":memory:"}))
+    with pytest.raises(NotConfigured, match="p2p"):
+        node.p2p  # noqa: B018
+    with pytest.raises(NotConfigured, match="p2p"):
+        node.protocols  # noqa: B018
