@@ -118,13 +118,15 @@ async def test_a_corrupted_key_file_is_an_error_naming_it(tmp_path: Path) -> Non
 
 
 async def test_protocols_echo_both_ways() -> None:
-    async with nodes(manifest("a"), setup=with_echo) as (a,):
-        async with nodes(manifest("b", bootstrap=a.p2p.addrs), setup=with_echo) as (b,):
-            await until(lambda: bool(a.p2p.peers()))
-            assert await b.protocols.send(a.p2p.peer_id, ECHO, b"hi") == b"echo:hi"
-            assert await a.protocols.send(b.p2p.peer_id, ECHO, b"yo") == b"echo:yo"
-            big = bytes(range(256)) * 4096  # 1 MiB, well over go-msuite's 64 KiB
-            assert await a.protocols.send(b.p2p.peer_id, ECHO, big) == b"echo:" + big
+    async with (
+        nodes(manifest("a"), setup=with_echo) as (a,),
+        nodes(manifest("b", bootstrap=a.p2p.addrs), setup=with_echo) as (b,),
+    ):
+        await until(lambda: bool(a.p2p.peers()))
+        assert await b.protocols.send(a.p2p.peer_id, ECHO, b"hi") == b"echo:hi"
+        assert await a.protocols.send(b.p2p.peer_id, ECHO, b"yo") == b"echo:yo"
+        big = bytes(range(256)) * 4096  # 1 MiB, well over go-msuite's 64 KiB
+        assert await a.protocols.send(b.p2p.peer_id, ECHO, big) == b"echo:" + big
 
 
 async def test_protocol_errors_are_clear() -> None:
@@ -147,49 +149,53 @@ async def test_protocol_errors_are_clear() -> None:
         node.protocols.max_message = 1024
         node.protocols.inbound_limit = 1
 
-    async with nodes(manifest("server"), setup=setup) as (server,):
-        async with nodes(manifest("client", bootstrap=server.p2p.addrs)) as (client,):
-            await until(lambda: bool(client.p2p.peers()))
-            target = server.p2p.peer_id
-            with pytest.raises(Refused, match="^no such note$"):
-                await client.protocols.send(target, "/test/refuse/1", b"x")
-            with pytest.raises(RemoteError) as crashed:
-                await client.protocols.send(target, "/test/crash/1", b"x")
-            assert "secret" not in str(crashed.value)
-            with pytest.raises(MessageTooLarge, match="over the limit of 1024 bytes"):
-                await client.protocols.send(target, "/test/refuse/1", b"x" * 2000)  # the receiver's limit
-            with pytest.raises(PeerUnreachable, match="/test/unknown/1"):
-                await client.protocols.send(target, "/test/unknown/1", b"x")
-            first = asyncio.ensure_future(client.protocols.send(target, "/test/slow/1", b"x"))
-            await asyncio.sleep(0.3)
-            with pytest.raises(Busy):
-                await client.protocols.send(target, "/test/slow/1", b"x")
-            release.set()
-            assert await first == b"done"
-            client.protocols.max_message = 10
-            with pytest.raises(MessageTooLarge):  # refused before sending
-                await client.protocols.send(target, "/test/slow/1", b"x" * 11)
+    async with (
+        nodes(manifest("server"), setup=setup) as (server,),
+        nodes(manifest("client", bootstrap=server.p2p.addrs)) as (client,),
+    ):
+        await until(lambda: bool(client.p2p.peers()))
+        target = server.p2p.peer_id
+        with pytest.raises(Refused, match=r"^no such note$"):
+            await client.protocols.send(target, "/test/refuse/1", b"x")
+        with pytest.raises(RemoteError) as crashed:
+            await client.protocols.send(target, "/test/crash/1", b"x")
+        assert "secret" not in str(crashed.value)
+        with pytest.raises(MessageTooLarge, match="over the limit of 1024 bytes"):
+            await client.protocols.send(target, "/test/refuse/1", b"x" * 2000)  # the receiver's limit
+        with pytest.raises(PeerUnreachable, match="/test/unknown/1"):
+            await client.protocols.send(target, "/test/unknown/1", b"x")
+        first = asyncio.ensure_future(client.protocols.send(target, "/test/slow/1", b"x"))
+        await asyncio.sleep(0.3)
+        with pytest.raises(Busy):
+            await client.protocols.send(target, "/test/slow/1", b"x")
+        release.set()
+        assert await first == b"done"
+        client.protocols.max_message = 10
+        with pytest.raises(MessageTooLarge):  # refused before sending
+            await client.protocols.send(target, "/test/slow/1", b"x" * 11)
 
 
 async def test_garbage_on_a_protocol_resets_that_stream_only(caplog: pytest.LogCaptureFixture) -> None:
     from libp2p.custom_types import TProtocol
     from libp2p.peer.id import ID
 
-    async with nodes(manifest("a"), setup=with_echo) as (a,):
-        async with nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
-            await until(lambda: bool(b.p2p.peers()))
+    async with (
+        nodes(manifest("a"), setup=with_echo) as (a,),
+        nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
+    ):
+        await until(lambda: bool(b.p2p.peers()))
 
-            async def garbage() -> None:
-                host = b.p2p._host
-                assert host is not None
-                stream = await host.new_stream(ID.from_base58(a.p2p.peer_id), [TProtocol(ECHO)])
-                await stream.write(b"\xff" * 12)  # a length prefix that never ends
-                await stream.close()
+        async def garbage() -> None:
+            host = b.p2p._host
+            assert host is not None
+            stream = await host.new_stream(ID.from_base58(a.p2p.peer_id), [TProtocol(ECHO)])
+            await stream.write(b"\xff" * 12)  # a length prefix that never ends
+            await stream.close()
 
-            with caplog.at_level(logging.WARNING, logger="msuite.p2p.protocols"):
-                await b.p2p.bridge.run(garbage)
-                await until(lambda: "malformed request" in caplog.text)
-            assert await b.protocols.send(a.p2p.peer_id, ECHO, b"still") == b"echo:still"
+        with caplog.at_level(logging.WARNING, logger="msuite.p2p.protocols"):
+            await b.p2p.bridge.run(garbage)
+            await until(lambda: "malformed request" in caplog.text)
+        assert await b.protocols.send(a.p2p.peer_id, ECHO, b"still") == b"echo:still"
 
 
 async def test_an_unreachable_bootstrap_peer_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
