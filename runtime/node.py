@@ -648,6 +648,8 @@ class Node:
             found += [(f"grpc.{listener.kind}", listener.address) for listener in self._grpc.listeners]
         if self._http is not None and self._http.address is not None:
             found.append(("http", self._http.address))
+        if self._p2p is not None:
+            found += [("p2p", address) for address in self._p2p.addrs]
         return found
 
 

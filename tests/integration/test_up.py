@@ -173,12 +173,12 @@ def test_scaffold_up_serves_grpc_on_tcp_and_unix_and_http_then_stops_on_sigterm(
 
 def test_up_refuses_subsystems_it_does_not_build_yet(scaffold: Path) -> None:
     manifest = scaffold / "msuite.yaml"
-    manifest.write_text(manifest.read_text() + "p2p: true\n")
+    manifest.write_text(manifest.read_text() + "p2p: true\nfiles: true\n")
     result = subprocess.run(
         [*MSUITE, "up"], check=False, cwd=scaffold, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert re.search(r"msuite.yaml:\d+:1: p2p: the libp2p host is not built by msuite", result.stderr)
+    assert re.search(r"msuite.yaml:\d+:1: files: file sharing is not built by msuite", result.stderr)
 
 
 def test_up_names_a_taken_port_and_its_line(scaffold: Path) -> None:
