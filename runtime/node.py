@@ -74,7 +74,6 @@ log = logging.getLogger("msuite.node")
 
 # manifest keys that enable subsystems this version does not build yet, in manifest order
 _NOT_BUILT = (
-    (("grpc", "p2p"), lambda m: m.grpc is not None and m.grpc.p2p, "gRPC over libp2p"),
     (("discovery", "mdns"), lambda m: m.discovery.mdns, "mDNS discovery"),
     (("discovery", "dht"), lambda m: m.discovery.dht, "DHT discovery"),
     (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store"),
@@ -497,6 +496,7 @@ class Node:
             own_target=own_target,
             base_dir=m.base_dir,
             interceptors=tracing.client_interceptors() if tracing is not None else (),
+            p2p=self._p2p.grpc_target if self._p2p is not None else None,
         )
         components.append(self._clients)
 
@@ -645,7 +645,11 @@ class Node:
         """``(listener, address)`` of every bound listener, for readiness lines."""
         found: list[tuple[str, str]] = []
         if self._grpc is not None:
-            found += [(f"grpc.{listener.kind}", listener.address) for listener in self._grpc.listeners]
+            found += [
+                (f"grpc.{listener.kind}", listener.address)
+                for listener in self._grpc.listeners
+                if listener.kind != "private"  # reached through p2p, not by users
+            ]
         if self._http is not None and self._http.address is not None:
             found.append(("http", self._http.address))
         if self._p2p is not None:

@@ -6,7 +6,8 @@ A full proto service name resolves, in this order:
    ``unix-abstract:NAME``;
 2. the services this node serves itself (over its Unix socket when it has
    one, else its TCP port);
-3. (with p2p, later) peers found by discovery.
+3. with ``p2p:``, connected peers that serve it over libp2p (``grpc.p2p``),
+   the first by peer ID (``node.p2p.find_service(name)`` waits for one).
 
 A name that resolves nowhere raises :class:`ServiceNotFound` naming what was
 tried. Channels are cached per target and closed when the node stops. Calls
@@ -55,12 +56,14 @@ class GrpcClients:
         options: list[tuple[str, Any]] | None = None,
         base_dir: Path | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        p2p: Callable[[str], str | None] | None = None,
     ) -> None:
         self._static = {name: target_of(address, base_dir) for name, address in static.items()}
         self._own_services = frozenset(own_services)
         self._own_target = own_target
         self._options = options or []
         self._interceptors = list(interceptors) or None
+        self._p2p = p2p
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._closed = False
 
@@ -71,8 +74,14 @@ class GrpcClients:
             return address
         if service in self._own_services and self._own_target is not None:
             return self._own_target()
+        if self._p2p is not None:
+            target = self._p2p(service)
+            if target is not None:
+                return target
         tried = ["discovery.static (" + (", ".join(sorted(self._static)) or "empty") + ")"]
         tried.append("this node's services (" + (", ".join(sorted(self._own_services)) or "none") + ")")
+        if self._p2p is not None:
+            tried.append("connected p2p peers (none serves it)")
         raise ServiceNotFound(f"no address for service {service!r}: tried " + "; ".join(tried))
 
     def channel(self, service: str) -> grpc.aio.Channel:

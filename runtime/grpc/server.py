@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import inspect
+import itertools
 import logging
 import os
 import socket
@@ -44,6 +45,8 @@ log = logging.getLogger("msuite.grpc")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+_PRIVATE = itertools.count(1)
+
 METADATA_LIMIT = 32 * 1024
 """Largest request metadata (headers) accepted, in bytes; larger is RESOURCE_EXHAUSTED."""
 
@@ -152,7 +155,7 @@ class GrpcServer:
     @property
     def local_target(self) -> str:
         """What a client in this process dials to reach this server (Unix socket preferred)."""
-        for kind in ("unix", "tcp"):
+        for kind in ("unix", "private", "tcp"):
             for listener in self.listeners:
                 if listener.kind == kind:
                     return listener.target
@@ -252,8 +255,13 @@ class GrpcServer:
         if unix_target is not None:
             self._add_port(server, unix_target, ("unix", "path"))
             self.listeners.append(Listener("unix", unix_target, unix_target))
+        elif self.settings.p2p:
+            # libp2p streams are piped into a Unix socket: a private one when the manifest names none
+            private = f"unix-abstract:msuite-{self.manifest.name}-{os.getpid()}-{next(_PRIVATE)}"
+            self._add_port(server, private, ("p2p",))
+            self.listeners.append(Listener("private", private, private))
 
-    def _add_port(self, server: grpc.aio.Server, target: str, key: tuple[str, str], why: str = "") -> int:
+    def _add_port(self, server: grpc.aio.Server, target: str, key: tuple[str, ...], why: str = "") -> int:
         """Bind ``target``; a failure names the manifest key ``grpc.<key>`` and its line."""
         try:
             port = server.add_insecure_port(target)

@@ -48,6 +48,7 @@ from libp2p.abc import INotifee
 from msuite.runtime.errors import NodeError, where
 
 from .bridge import Bridge
+from .grpc_bridge import GrpcOverP2P
 from .mesher import Mesher
 
 if TYPE_CHECKING:
@@ -158,7 +159,10 @@ class P2PHost:
         self._stop: trio.Event | None = None
         self._stopped: trio.Event | None = None
         self._on_peer: list[Callable[[str, bool], Awaitable[None] | None]] = []
-        self._mesher = Mesher()
+        grpc_settings = node.manifest.grpc
+        over_p2p = grpc_settings is not None and grpc_settings.p2p
+        self._mesher = Mesher(list(node.manifest.services) if over_p2p else [])
+        self._grpc = GrpcOverP2P(node.name, self._server_target if over_p2p else None)
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -187,6 +191,40 @@ class P2PHost:
 
         host = self._running_host()
         await self.bridge.run(host.disconnect, ID.from_base58(peer_id))
+
+    # ------------------------------------------------------------------ services over libp2p
+
+    def providers(self, service: str) -> list[str]:
+        """Connected peers that announced ``service`` (gRPC over libp2p), sorted by peer ID."""
+        connected = self._peers
+        return sorted(
+            peer for peer, names in self._mesher.directory.items() if service in names and peer in connected
+        )
+
+    def grpc_target(self, service: str) -> str | None:
+        """A local grpc target reaching a peer that serves ``service``, or None when none does."""
+        providers = self.providers(service)
+        if not providers or self._host is None:
+            return None
+        return self._grpc.target_for(providers[0])
+
+    async def find_service(self, service: str, timeout: float = 5.0) -> str:
+        """Wait until a connected peer serves ``service`` over libp2p; return its peer ID."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            providers = self.providers(service)
+            if providers:
+                return providers[0]
+            if loop.time() >= deadline:
+                raise TimeoutError(f"no connected peer serves {service} over libp2p after {timeout:g} s")
+            await asyncio.sleep(0.02)
+
+    def _server_target(self) -> str:
+        grpc_server = self.node._grpc
+        if grpc_server is None:
+            raise NodeError("this node has no gRPC server")
+        return grpc_server.local_target
 
     def _running_host(self) -> IHost:
         if self._host is None:
@@ -241,6 +279,8 @@ class P2PHost:
             "peers": self.peers(),
             "bootstrap": [{"addr": a, "connected": c} for a, c in self._bootstrap.items()],
             "protocols": self.protocols.registered(),
+            "services": list(self._mesher.services),
+            "peer_services": {peer: list(names) for peer, names in self._mesher.directory.items()},
         }
 
     # ------------------------------------------------------------------ trio side
@@ -268,6 +308,7 @@ class P2PHost:
                     self.protocols.attach(host, self.bridge)
                     async with trio.open_nursery() as nursery:
                         self._mesher.attach(host, nursery)
+                        self._grpc.attach(host, nursery)
                         nursery.start_soon(self._keep_bootstrap, host)
                         task_status.started()
                         await self._stop.wait()

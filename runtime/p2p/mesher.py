@@ -10,7 +10,9 @@ case; it is tested).
 
 The message is one varint-framed JSON object of at most 64 KiB listing at
 most 64 peers: ``{"self": [multiaddr...], "peers": [{"id": ..., "addrs":
-[...]}]}``. Anything else is logged and ignored. Dials are bounded (8 at
+[...]}], "services": [...]}``. ``services`` names the gRPC services the
+sender serves over libp2p (``grpc.p2p``): the directory
+``node.grpc.client(name)`` falls back to. Anything else is logged and ignored. Dials are bounded (8 at
 once, 5 s each) and failures are logged at DEBUG: a listed peer may well be
 gone.
 """
@@ -70,7 +72,11 @@ def _valid_addrs(value: Any) -> list[str]:
 class Mesher:
     """Runs in the host's trio thread: introduces peers to each other."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: list[str] | None = None) -> None:
+        self.services = list(services or [])
+        """The gRPC services this node serves over libp2p, announced to every peer."""
+        self.directory: dict[str, tuple[str, ...]] = {}
+        """Peer ID -> the services it announced (replaced as a whole: readable from any thread)."""
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._announced: dict[str, list[str]] = {}
@@ -90,6 +96,8 @@ class Mesher:
 
     def peer_disconnected(self, peer_id: str) -> None:
         self._announced.pop(peer_id, None)
+        if peer_id in self.directory:
+            self.directory = {peer: names for peer, names in self.directory.items() if peer != peer_id}
 
     # ------------------------------------------------------------------ sending
 
@@ -122,7 +130,8 @@ class Mesher:
             log.debug("mesher: could not tell %s about peers: %s", peer_id, exc)
 
     async def _introduce(self, peer_id: str) -> None:
-        await self._send(peer_id, {"self": self._own_addrs(), "peers": self._known(exclude=peer_id)})
+        hello = {"self": self._own_addrs(), "peers": self._known(exclude=peer_id), "services": self.services}
+        await self._send(peer_id, hello)
 
     # ------------------------------------------------------------------ receiving
 
@@ -143,6 +152,10 @@ class Mesher:
         except Exception as exc:
             log.debug("mesher: reading from %s failed: %s", sender, exc)
             return
+        services = message.get("services")
+        if isinstance(services, list):
+            names = tuple(sorted({s for s in services[:256] if isinstance(s, str) and 0 < len(s) < 256}))
+            self.directory = {**self.directory, sender: names}
         announced = _valid_addrs(message.get("self"))
         is_new = sender not in self._announced
         if announced:

@@ -1,4 +1,4 @@
-"""Fixtures of the node tests: the echo project, generated once per session."""
+"""Fixtures of the runtime tests: the echo project (tests/runtime/node/echo), generated once per session."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from msuite.codegen import generate
 from msuite.spec import load_manifest
 
-ECHO = Path(__file__).parent / "echo"
+ECHO = Path(__file__).parent / "node" / "echo"
 
 
 @pytest.fixture(scope="session")

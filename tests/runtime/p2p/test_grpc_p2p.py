@@ -1,0 +1,109 @@
+"""gRPC over libp2p: a service found by name on a peer, called through the piped stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from msuite.runtime.grpc.clients import ServiceNotFound
+from msuite.runtime.node import Node
+from msuite.runtime.testing import Harness, prepare
+from msuite.spec import Manifest, load_manifest
+
+GRPC_SECTION = "grpc:\n  tcp: {port: 0}\n  unix: {path: echo.sock}\n"
+
+
+def serving_over_p2p(echo_manifest: Path) -> Path:
+    """The echo node with gRPC on libp2p only (no TCP, no Unix socket of its own)."""
+    text = echo_manifest.read_text(encoding="utf-8")
+    assert GRPC_SECTION in text
+    text = text.replace(GRPC_SECTION, "grpc:\n  p2p: true\n") + "p2p: {port: 0}\n"
+    path = echo_manifest.with_name("p2p-server.yaml")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def caller(bootstrap: list[str]) -> Manifest:
+    return Manifest.model_validate(
+        {"name": "caller", "repo": ":memory:", "p2p": {"port": 0, "bootstrap": bootstrap}}
+    )
+
+
+@contextlib.asynccontextmanager
+async def pair(echo_manifest: Path, folder: Path) -> AsyncIterator[tuple[Harness, Node]]:
+    server = Node(prepare(load_manifest(serving_over_p2p(echo_manifest)), folder))
+    async with server:
+        harness = Harness(server, None)
+        client = Node(caller(server.p2p.addrs))
+        try:
+            async with client:
+                await client.p2p.find_service("echo.v1.Echo", timeout=5)
+                yield harness, client
+        finally:
+            await harness.close()
+
+
+async def test_a_service_is_called_over_libp2p_by_name(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    echo_pb2, echo_pb2_grpc = echo_pb
+    async with pair(echo_manifest, tmp_path) as (server, client):
+        assert [kind for kind, _ in server.node.listeners()] == ["http", "p2p"]  # no TCP or Unix gRPC
+        assert client.p2p.providers("echo.v1.Echo") == [server.node.p2p.peer_id]
+        stub = echo_pb2_grpc.EchoStub(client.grpc.client("echo.v1.Echo"))
+        metadata = server.metadata()
+        pong = await stub.Say(echo_pb2.Ping(text="over p2p"), metadata=metadata)
+        assert (pong.text, pong.subject) == ("echo: over p2p", "test")
+        # streaming both ways, and many calls on the one connection
+        replies = [p.seen async for p in stub.Repeat(echo_pb2.Ping(count=5), metadata=metadata)]
+        assert replies == [0, 1, 2, 3, 4]
+        chat = stub.Chat(metadata=metadata)
+        for text in ("a", "b"):
+            await chat.write(echo_pb2.Ping(text=text))
+        await chat.done_writing()
+        assert [p.text async for p in chat] == ["echo: a", "echo: b"]
+        results = await asyncio.gather(
+            *(stub.Say(echo_pb2.Ping(text=str(i)), metadata=metadata) for i in range(50))
+        )
+        assert [r.text for r in results] == [f"echo: {i}" for i in range(50)]
+        # the server's interceptors see p2p calls like any other: the ACL refuses a missing token
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await echo_pb2_grpc.AdminStub(client.grpc.client("echo.v1.Admin")).Reset(echo_pb2.Ping())
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        big = "x" * (1 << 20)
+        assert (await stub.Say(echo_pb2.Ping(text=big), metadata=metadata)).text == "echo: " + big
+        report = await client.status.report()
+        assert report["p2p"]["peer_services"] == {server.node.p2p.peer_id: ["echo.v1.Admin", "echo.v1.Echo"]}
+
+
+async def test_an_unknown_service_names_the_p2p_peers_tried(echo_manifest: Path, tmp_path: Path) -> None:
+    async with pair(echo_manifest, tmp_path) as (_, client):
+        with pytest.raises(ServiceNotFound, match="connected p2p peers"):
+            client.grpc.client("nobody.v1.Serves")
+        with pytest.raises(TimeoutError, match="nobody.v1.Serves"):
+            await client.p2p.find_service("nobody.v1.Serves", timeout=0.2)
+
+
+async def test_a_provider_that_leaves_is_no_longer_offered(echo_manifest: Path, tmp_path: Path) -> None:
+    server = Node(prepare(load_manifest(serving_over_p2p(echo_manifest)), tmp_path))
+    await server.start()
+    try:
+        async with Node(caller(server.p2p.addrs)) as client:
+            await client.p2p.find_service("echo.v1.Echo", timeout=5)
+            await server.stop()
+            for _ in range(250):
+                if not client.p2p.providers("echo.v1.Echo"):
+                    break
+                await asyncio.sleep(0.02)
+            assert client.p2p.providers("echo.v1.Echo") == []
+            with pytest.raises(ServiceNotFound):
+                client.grpc.client("echo.v1.Echo")
+    finally:
+        await server.stop()
