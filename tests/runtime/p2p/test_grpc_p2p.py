@@ -87,7 +87,7 @@ async def test_an_unknown_service_names_the_p2p_peers_tried(echo_manifest: Path,
     async with pair(echo_manifest, tmp_path) as (_, client):
         with pytest.raises(ServiceNotFound, match="connected p2p peers"):
             client.grpc.client("nobody.v1.Serves")
-        with pytest.raises(TimeoutError, match="nobody.v1.Serves"):
+        with pytest.raises(TimeoutError, match=r"nobody\.v1\.Serves"):
             await client.p2p.find_service("nobody.v1.Serves", timeout=0.2)
 
 
