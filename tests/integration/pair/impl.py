@@ -1,0 +1,36 @@
+"""Servicers of the two-node p2p test: each Ask calls the other node's service over libp2p."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gen import pair_pb2, pair_pb2_grpc
+
+
+async def _ask(node: Any, service: str, stub_class: Any) -> pair_pb2.Msg:
+    await node.p2p.find_service(service, timeout=10)
+    stub = stub_class(node.grpc.client(service))
+    reply: pair_pb2.Msg = await stub.Call(pair_pb2.Msg(text=node.name), timeout=10)
+    return reply
+
+
+class Ping(pair_pb2_grpc.PingServicer):
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def Call(self, request: pair_pb2.Msg, context: Any) -> pair_pb2.Msg:
+        return pair_pb2.Msg(text=f"ping from {self.node.name} to {request.text}")
+
+    async def Ask(self, request: pair_pb2.Msg, context: Any) -> pair_pb2.Msg:
+        return await _ask(self.node, "pair.v1.Pong", pair_pb2_grpc.PongStub)
+
+
+class Pong(pair_pb2_grpc.PongServicer):
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def Call(self, request: pair_pb2.Msg, context: Any) -> pair_pb2.Msg:
+        return pair_pb2.Msg(text=f"pong from {self.node.name} to {request.text}")
+
+    async def Ask(self, request: pair_pb2.Msg, context: Any) -> pair_pb2.Msg:
+        return await _ask(self.node, "pair.v1.Ping", pair_pb2_grpc.PingStub)

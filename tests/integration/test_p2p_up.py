@@ -1,0 +1,82 @@
+"""Two ``msuite up`` processes with p2p find each other by service name and call each other over libp2p."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.test_up import Up, _forget_gen
+
+PAIR = Path(__file__).parent / "pair"
+
+MANIFEST = """\
+name: {name}
+services:
+  {service}:
+    proto: protos/pair.proto
+    impl: impl:{impl}
+grpc:
+  unix: {{path: {socket}}}
+  p2p: true
+p2p:
+  port: 0
+  bootstrap: [{bootstrap}]
+shutdown: {{grace: 3s}}
+"""
+
+
+def project(root: Path, name: str, service: str, impl: str, bootstrap: str = "") -> tuple[Path, str]:
+    folder = root / name
+    shutil.copytree(PAIR, folder)
+    socket = f"/tmp/msuite-pair-{os.getpid()}-{time.monotonic_ns()}.sock"
+    text = MANIFEST.format(name=name, service=service, impl=impl, socket=socket, bootstrap=bootstrap)
+    (folder / "msuite.yaml").write_text(text)
+    return folder, socket
+
+
+def test_two_up_processes_call_each_other_over_libp2p(tmp_path: Path) -> None:
+    alpha_dir, alpha_socket = project(tmp_path, "alpha", "pair.v1.Ping", "Ping")
+    sockets = [alpha_socket]
+    alpha = Up(alpha_dir)
+    beta = None
+    try:
+        listeners = alpha.wait_ready(2, timeout=60)  # grpc.unix, p2p
+        beta_dir, beta_socket = project(tmp_path, "beta", "pair.v1.Pong", "Pong", listeners["p2p"])
+        sockets.append(beta_socket)
+        beta = Up(beta_dir)
+        beta.wait_ready(2, timeout=60)
+
+        sys.path.insert(0, str(alpha_dir))
+        try:
+            _forget_gen()
+            pair_pb2 = importlib.import_module("gen.pair_pb2")
+            pair_pb2_grpc = importlib.import_module("gen.pair_pb2_grpc")
+        finally:
+            sys.path.remove(str(alpha_dir))
+
+        async def ask() -> tuple[str, str]:
+            import grpc.aio
+
+            async with (
+                grpc.aio.insecure_channel(f"unix:{alpha_socket}") as to_alpha,
+                grpc.aio.insecure_channel(f"unix:{beta_socket}") as to_beta,
+            ):
+                from_alpha = await pair_pb2_grpc.PingStub(to_alpha).Ask(pair_pb2.Msg(), timeout=30)
+                from_beta = await pair_pb2_grpc.PongStub(to_beta).Ask(pair_pb2.Msg(), timeout=30)
+                return from_alpha.text, from_beta.text
+
+        assert asyncio.run(ask()) == ("pong from beta to alpha", "ping from alpha to beta")
+        assert beta.stop() == 0
+        assert alpha.stop() == 0
+    finally:
+        for up in (alpha, beta):
+            if up is not None:
+                up.kill()
+        _forget_gen()
+        for socket in sockets:
+            Path(socket).unlink(missing_ok=True)
