@@ -73,6 +73,23 @@ class PeerInfo(dict[str, Any]):
     """A connected peer: ``{"id": ..., "addrs": [...], "since": unix time}``."""
 
 
+class _Demote(logging.Filter):
+    """py-libp2p logs a failed stream open at ERROR, with a multi-line dump, although the caller
+    gets the exception and msuite reports it where it matters (``PeerUnreachable``, the mesher's
+    DEBUG lines): such records become DEBUG records."""
+
+    PREFIXES = ("Failed to open stream", "MultiselectClient handshake")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIXES):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("libp2p").isEnabledFor(logging.DEBUG)
+        return True
+
+
+_NOISY = ("libp2p.host.basic_host", "libp2p.protocol_muxer.multiselect_client")
+
+
 def _route_libp2p_logs() -> None:
     """py-libp2p sends its records to raw stderr (no handler, no propagation): route them to ours."""
     root = logging.getLogger("libp2p")
@@ -84,6 +101,10 @@ def _route_libp2p_logs() -> None:
             logger.handlers.clear()
             logger.setLevel(logging.NOTSET)
             logger.propagate = True
+    for name in _NOISY:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Demote) for f in logger.filters):
+            logger.addFilter(_Demote())
 
 
 def listen_multiaddr(host: str, port: int) -> multiaddr.Multiaddr:

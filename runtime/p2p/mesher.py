@@ -141,7 +141,9 @@ class Mesher:
             with trio.fail_after(DIAL_TIMEOUT):
                 frame = await FrameReader(_read(stream)).read_frame(MAX_MESSAGE)
             await stream.close()
-            message = json.loads(frame or b"null")
+            if frame is None:  # the peer went away before saying anything
+                return
+            message = json.loads(frame)
             if not isinstance(message, dict):
                 raise ValueError("not a JSON object")
         except (FrameError, ValueError, trio.TooSlowError) as exc:

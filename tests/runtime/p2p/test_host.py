@@ -270,3 +270,55 @@ async def test_p2p_accessors_need_the_manifest_key() -> None:
         node.p2p  # noqa: B018
     with pytest.raises(NotConfigured, match="p2p"):
         node.protocols  # noqa: B018
+
+
+PEER_PROCESS = """
+import asyncio, sys
+from msuite.runtime.node import Node
+from msuite.spec import Manifest
+
+async def main():
+    node = Node(Manifest.model_validate(
+        {"name": "doomed", "repo": ":memory:", "p2p": {"port": 0, "bootstrap": [sys.argv[1]]}}
+    ))
+    async def echo(peer, request):
+        return request
+    node.protocols.register("/test/echo/1.0.0", echo)
+    async with node:
+        print(node.p2p.peer_id, flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_peer_killed_with_sigkill_is_noticed_and_the_rest_keep_serving() -> None:
+    import subprocess
+    import sys
+
+    async with (
+        nodes(manifest("survivor"), setup=with_echo) as (survivor,),
+        nodes(manifest("other", bootstrap=survivor.p2p.addrs), setup=with_echo) as (other,),
+    ):
+        process = subprocess.Popen(
+            [sys.executable, "-c", PEER_PROCESS, survivor.p2p.addrs[0]], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert process.stdout is not None
+            doomed = (await asyncio.to_thread(process.stdout.readline)).strip()
+            await until(lambda: doomed in peer_ids(survivor), 10)
+            assert await survivor.protocols.send(doomed, ECHO, b"alive?") == b"alive?"
+            process.kill()
+            await asyncio.to_thread(process.wait, 10)
+            noticed = await until(lambda: doomed not in peer_ids(survivor), 10)
+            with pytest.raises(PeerUnreachable):
+                await survivor.protocols.send(doomed, ECHO, b"gone", timeout=5)
+            assert await other.protocols.send(survivor.p2p.peer_id, ECHO, b"still") == b"echo:still"
+            assert await survivor.protocols.send(other.p2p.peer_id, ECHO, b"here") == b"echo:here"
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            if process.stdout is not None:
+                process.stdout.close()
+    assert noticed < 10
