@@ -50,6 +50,7 @@ from msuite.runtime.errors import NodeError, where
 from .bridge import Bridge
 from .grpc_bridge import GrpcOverP2P
 from .mesher import Mesher
+from .pubsub import PubSub
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -184,6 +185,8 @@ class P2PHost:
         over_p2p = grpc_settings is not None and grpc_settings.p2p
         self._mesher = Mesher(list(node.manifest.services) if over_p2p else [])
         self._grpc = GrpcOverP2P(node.name, self._server_target if over_p2p else None)
+        self.pubsub = PubSub()
+        """Topics shared with every peer (GossipSub): ``publish``, ``subscribe``."""
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -282,6 +285,7 @@ class P2PHost:
             with trio.move_on_after(max(grace, 0.5)):
                 await stopped.wait()
 
+        await self.pubsub.close()
         try:
             await self.bridge.run(stop_and_wait)
         except Exception:
@@ -302,6 +306,7 @@ class P2PHost:
             "protocols": self.protocols.registered(),
             "services": list(self._mesher.services),
             "peer_services": {peer: list(names) for peer, names in self._mesher.directory.items()},
+            "pubsub": self.pubsub.status(),
         }
 
     # ------------------------------------------------------------------ trio side
@@ -330,6 +335,7 @@ class P2PHost:
                     async with trio.open_nursery() as nursery:
                         self._mesher.attach(host, nursery)
                         self._grpc.attach(host, nursery)
+                        await nursery.start(self.pubsub.run, host, self.bridge)
                         nursery.start_soon(self._keep_bootstrap, host)
                         task_status.started()
                         await self._stop.wait()

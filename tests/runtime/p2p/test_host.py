@@ -322,3 +322,58 @@ async def test_a_peer_killed_with_sigkill_is_noticed_and_the_rest_keep_serving()
             if process.stdout is not None:
                 process.stdout.close()
     assert noticed < 10
+
+
+async def test_pubsub_delivers_a_burst_in_order_to_every_subscriber() -> None:
+    from msuite.runtime.p2p.pubsub import Message
+
+    async with (
+        nodes(manifest("publisher")) as (publisher,),
+        nodes(*(manifest(f"reader{i}", bootstrap=publisher.p2p.addrs) for i in range(2))) as readers,
+    ):
+        got: dict[str, list[bytes]] = {reader.name: [] for reader in readers}
+        own: list[Message] = []
+        for reader in readers:
+
+            async def collect(message: Message, name: str = reader.name) -> None:
+                assert message.sender == publisher.p2p.peer_id and message.topic == "events"
+                got[name].append(message.data)
+
+            await reader.p2p.pubsub.subscribe("events", collect)
+
+        async def mine(message: Message) -> None:
+            own.append(message)
+
+        await publisher.p2p.pubsub.subscribe("events", mine)  # own messages are not delivered to it
+        await until(lambda: len(publisher.p2p.pubsub.peers("events")) == 2, 10)
+        await asyncio.sleep(1.5)  # a heartbeat: the mesh forms
+        burst = [f"m{i}".encode() for i in range(300)]
+        for data in burst:
+            await publisher.p2p.pubsub.publish("events", data)
+        await until(lambda: all(len(found) == len(burst) for found in got.values()), 10)
+        assert all(found == burst for found in got.values())
+        assert own == []
+        report = (await readers[0].status.report())["p2p"]["pubsub"]
+        assert report["events"]["received"] == 300 and report["events"]["dropped"] == 0
+
+
+async def test_a_cancelled_subscription_receives_nothing_more() -> None:
+    async with (
+        nodes(manifest("publisher")) as (publisher,),
+        nodes(manifest("reader", bootstrap=publisher.p2p.addrs)) as (reader,),
+    ):
+        got: list[bytes] = []
+
+        async def collect(message: Any) -> None:
+            got.append(message.data)
+
+        subscription = await reader.p2p.pubsub.subscribe("t", collect)
+        await until(lambda: bool(publisher.p2p.pubsub.peers("t")), 10)
+        await asyncio.sleep(1.5)
+        await publisher.p2p.pubsub.publish("t", b"one")
+        await until(lambda: got == [b"one"])
+        await subscription.cancel()
+        assert reader.p2p.pubsub.topics() == []
+        await publisher.p2p.pubsub.publish("t", b"two")
+        await asyncio.sleep(0.5)
+        assert got == [b"one"]
