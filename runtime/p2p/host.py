@@ -49,6 +49,7 @@ from msuite.runtime.errors import NodeError, where
 
 from .bridge import Bridge
 from .grpc_bridge import GrpcOverP2P
+from .mdns import Mdns
 from .mesher import Mesher
 from .pubsub import PubSub
 
@@ -186,6 +187,7 @@ class P2PHost:
         self._mesher = Mesher(list(node.manifest.services) if over_p2p else [])
         self._grpc = GrpcOverP2P(node.name, self._server_target if over_p2p else None)
         self.pubsub = PubSub()
+        self._mdns = Mdns(self.settings.host) if node.manifest.discovery.mdns else None
         """Topics shared with every peer (GossipSub): ``publish``, ``subscribe``."""
 
     # ------------------------------------------------------------------ asyncio side
@@ -307,6 +309,7 @@ class P2PHost:
             "services": list(self._mesher.services),
             "peer_services": {peer: list(names) for peer, names in self._mesher.directory.items()},
             "pubsub": self.pubsub.status(),
+            "mdns": {"discovered": sorted(self._mdns.seen)} if self._mdns is not None else None,
         }
 
     # ------------------------------------------------------------------ trio side
@@ -336,9 +339,13 @@ class P2PHost:
                         self._mesher.attach(host, nursery)
                         self._grpc.attach(host, nursery)
                         await nursery.start(self.pubsub.run, host, self.bridge)
+                        if self._mdns is not None:
+                            nursery.start_soon(self._mdns.start, host, nursery)
                         nursery.start_soon(self._keep_bootstrap, host)
                         task_status.started()
                         await self._stop.wait()
+                        if self._mdns is not None:
+                            await self._mdns.stop()
                         nursery.cancel_scope.cancel()
                 finally:
                     await _close(host)
