@@ -74,7 +74,6 @@ log = logging.getLogger("msuite.node")
 
 # manifest keys that enable subsystems this version does not build yet, in manifest order
 _NOT_BUILT = (
-    (("discovery", "dht"), lambda m: m.discovery.dht, "DHT discovery"),
     (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store"),
     (("files",), lambda m: m.files, "file sharing"),
     (("events",), lambda m: bool(m.events), "events"),

@@ -35,6 +35,7 @@ needs no lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import time
@@ -48,6 +49,7 @@ from libp2p.abc import INotifee
 from msuite.runtime.errors import NodeError, where
 
 from .bridge import Bridge
+from .dht import Dht
 from .grpc_bridge import GrpcOverP2P
 from .mdns import Mdns
 from .mesher import Mesher
@@ -188,6 +190,7 @@ class P2PHost:
         self._grpc = GrpcOverP2P(node.name, self._server_target if over_p2p else None)
         self.pubsub = PubSub()
         self._mdns = Mdns(self.settings.host) if node.manifest.discovery.mdns else None
+        self._dht = Dht(self._mesher.services) if node.manifest.discovery.dht else None
         """Topics shared with every peer (GossipSub): ``publish``, ``subscribe``."""
 
     # ------------------------------------------------------------------ asyncio side
@@ -235,16 +238,41 @@ class P2PHost:
         return self._grpc.target_for(providers[0])
 
     async def find_service(self, service: str, timeout: float = 5.0) -> str:
-        """Wait until a connected peer serves ``service`` over libp2p; return its peer ID."""
+        """Wait until a connected peer serves ``service`` over libp2p; return its peer ID.
+
+        With ``discovery.dht``, a service no connected peer serves is looked up in
+        the DHT and its providers are dialled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        asked_dht = self._dht is None
         while True:
             providers = self.providers(service)
             if providers:
                 return providers[0]
+            if not asked_dht:
+                asked_dht = True
+                for address in await self.find_providers(service, timeout=max(deadline - loop.time(), 0.1)):
+                    with contextlib.suppress(Exception):
+                        await self.connect(address, timeout=max(min(deadline - loop.time(), 5.0), 0.1))
             if loop.time() >= deadline:
                 raise TimeoutError(f"no connected peer serves {service} over libp2p after {timeout:g} s")
             await asyncio.sleep(0.02)
+
+    async def find_providers(self, service: str, timeout: float = 10.0) -> list[str]:
+        """Providers of ``service`` found in the DHT (``discovery.dht``), as dialable multiaddrs."""
+        if self._dht is None:
+            raise NodeError(f"{where(self.manifest, 'discovery')}: the DHT is off (discovery.dht)")
+        infos = await self.bridge.run(self._dht.find, service, timeout)
+        found = []
+        for info in infos:
+            peer = str(info.peer_id)
+            if peer == self.peer_id:
+                continue
+            for addr in info.addrs:
+                text = str(addr)
+                found.append(text if "/p2p/" in text else f"{text}/p2p/{peer}")
+                break
+        return found
 
     def _server_target(self) -> str:
         grpc_server = self.node._grpc
@@ -310,6 +338,7 @@ class P2PHost:
             "peer_services": {peer: list(names) for peer, names in self._mesher.directory.items()},
             "pubsub": self.pubsub.status(),
             "mdns": {"discovered": sorted(self._mdns.seen)} if self._mdns is not None else None,
+            "dht": self._dht.status() if self._dht is not None else None,
         }
 
     # ------------------------------------------------------------------ trio side
@@ -339,6 +368,8 @@ class P2PHost:
                         self._mesher.attach(host, nursery)
                         self._grpc.attach(host, nursery)
                         await nursery.start(self.pubsub.run, host, self.bridge)
+                        if self._dht is not None:
+                            await nursery.start(self._dht.run, host)
                         if self._mdns is not None:
                             nursery.start_soon(self._mdns.start, host, nursery)
                         nursery.start_soon(self._keep_bootstrap, host)
@@ -459,6 +490,8 @@ class _Notifee(INotifee):
         except Exception:  # no address known yet (an inbound connection before identify)
             addrs = []
         self.owner._peer_changed(str(peer), addrs, True)
+        if self.owner._dht is not None:
+            self.owner._dht.peer_connected(peer)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
         peer = conn.muxed_conn.peer_id

@@ -1,0 +1,105 @@
+"""The Kademlia DHT (``discovery.dht``): service names advertised and looked up.
+
+py-libp2p's KadDHT in server mode (``/ipfs/kad/1.0.0``, so other libp2p
+implementations share it), run in the host's trio nursery. Each gRPC
+service the node serves over libp2p is advertised as a provider record under
+the sha256 multihash of ``msuite/service/<name>``: at start, soon after new
+peers connect (once a second at most), and every 10 minutes after, well
+before records expire. Every DHT call is bounded (10 s): py-libp2p's can
+stall for ~20 s after a peer leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from libp2p.abc import IHost
+
+__all__ = ["ADVERTISE_EVERY", "CALL_TIMEOUT", "Dht", "service_key"]
+
+log = logging.getLogger("msuite.p2p.dht")
+
+ADVERTISE_EVERY = 600.0
+CALL_TIMEOUT = 10.0
+
+
+def service_key(service: str) -> str:
+    """The DHT key of a service name: a sha256 multihash, in hex."""
+    return "1220" + hashlib.sha256(f"msuite/service/{service}".encode()).hexdigest()
+
+
+class Dht:
+    """The DHT service and the node's advertisements (trio side)."""
+
+    def __init__(self, services: list[str]) -> None:
+        self.services = list(services)
+        self.advertised = 0
+        """Completed advertisement rounds."""
+        self._dht: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+
+    async def run(self, host: IHost, *, task_status: Any) -> None:
+        from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+        from libp2p.tools.anyio_service import background_trio_service
+
+        dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+        async with background_trio_service(dht), trio.open_nursery() as nursery:
+            self._dht, self._nursery = dht, nursery
+            task_status.started()
+            try:
+                await self._advertise_forever()
+            finally:
+                self._dht = None
+
+    def peer_connected(self, peer_id: Any) -> None:
+        """Add the peer to the routing table and advertise soon (trio side)."""
+        if self._nursery is None:
+            return
+        self._nursery.start_soon(self._add, peer_id)
+        self._wake.set()
+
+    async def _add(self, peer_id: Any) -> None:
+        with trio.move_on_after(CALL_TIMEOUT):
+            try:
+                await self._dht.add_peer(peer_id)
+            except Exception as exc:
+                log.debug("DHT: could not add %s: %s", peer_id, exc)
+
+    async def _advertise_forever(self) -> None:
+        while True:
+            if self.services:
+                await trio.sleep(1.0)  # peers connecting together cost one round
+                for service in self.services:
+                    with trio.move_on_after(CALL_TIMEOUT) as scope:
+                        try:
+                            await self._dht.provide(service_key(service))
+                        except Exception as exc:
+                            log.info("DHT: advertising %s failed: %s", service, exc)
+                    if scope.cancelled_caught:
+                        log.info("DHT: advertising %s took over %.0f s", service, CALL_TIMEOUT)
+                self.advertised += 1
+            self._wake = trio.Event()
+            with trio.move_on_after(ADVERTISE_EVERY):
+                await self._wake.wait()
+
+    async def find(self, service: str, timeout: float) -> list[Any]:
+        """Providers of ``service`` (py-libp2p PeerInfos), within ``timeout``."""
+        providers: list[Any] = []
+        if self._dht is not None:
+            with trio.move_on_after(min(timeout, CALL_TIMEOUT)):
+                providers = await self._dht.find_providers(service_key(service))
+        return providers
+
+    def status(self) -> dict[str, Any]:
+        dht = self._dht
+        return {
+            "routing_table": dht.get_routing_table_size() if dht is not None else 0,
+            "advertised": list(self.services),
+            "rounds": self.advertised,
+        }
