@@ -26,28 +26,40 @@ grpc:
 p2p:
   port: 0
   bootstrap: [{bootstrap}]
+discovery:
+  static: {{{static}}}
 shutdown: {{grace: 3s}}
 """
 
 
-def project(root: Path, name: str, service: str, impl: str, bootstrap: str = "") -> tuple[Path, str]:
+def socket_path() -> str:
+    return f"/tmp/msuite-pair-{os.getpid()}-{time.monotonic_ns()}.sock"
+
+
+def project(
+    root: Path, name: str, service: str, impl: str, socket: str, *, bootstrap: str = "", static: str = ""
+) -> Path:
     folder = root / name
     shutil.copytree(PAIR, folder)
-    socket = f"/tmp/msuite-pair-{os.getpid()}-{time.monotonic_ns()}.sock"
-    text = MANIFEST.format(name=name, service=service, impl=impl, socket=socket, bootstrap=bootstrap)
+    text = MANIFEST.format(
+        name=name, service=service, impl=impl, socket=socket, bootstrap=bootstrap, static=static
+    )
     (folder / "msuite.yaml").write_text(text)
-    return folder, socket
+    return folder
 
 
 def test_two_up_processes_call_each_other_over_libp2p(tmp_path: Path) -> None:
-    alpha_dir, alpha_socket = project(tmp_path, "alpha", "pair.v1.Ping", "Ping")
-    sockets = [alpha_socket]
+    """go-msuite's two-clients case too: alpha reaches beta's service through a static Unix
+    address, beta reaches alpha's by name over libp2p; both calls cross processes."""
+    alpha_socket, beta_socket = socket_path(), socket_path()
+    sockets = [alpha_socket, beta_socket]
+    static = f"pair.v1.Pong: 'unix:{beta_socket}'"
+    alpha_dir = project(tmp_path, "alpha", "pair.v1.Ping", "Ping", alpha_socket, static=static)
     alpha = Up(alpha_dir)
     beta = None
     try:
         listeners = alpha.wait_ready(2, timeout=60)  # grpc.unix, p2p
-        beta_dir, beta_socket = project(tmp_path, "beta", "pair.v1.Pong", "Pong", listeners["p2p"])
-        sockets.append(beta_socket)
+        beta_dir = project(tmp_path, "beta", "pair.v1.Pong", "Pong", beta_socket, bootstrap=listeners["p2p"])
         beta = Up(beta_dir)
         beta.wait_ready(2, timeout=60)
 
@@ -70,7 +82,10 @@ def test_two_up_processes_call_each_other_over_libp2p(tmp_path: Path) -> None:
                 from_beta = await pair_pb2_grpc.PongStub(to_beta).Ask(pair_pb2.Msg(), timeout=30)
                 return from_alpha.text, from_beta.text
 
-        assert asyncio.run(ask()) == ("pong from beta to alpha", "ping from alpha to beta")
+        assert asyncio.run(ask()) == (
+            "pong from beta to alpha via static unix",
+            "ping from alpha to beta via p2p",
+        )
         assert beta.stop() == 0
         assert alpha.stop() == 0
     finally:

@@ -8,10 +8,12 @@ from gen import pair_pb2, pair_pb2_grpc
 
 
 async def _ask(node: Any, service: str, stub_class: Any) -> pair_pb2.Msg:
-    await node.p2p.find_service(service, timeout=10)
+    static = service in node.manifest.discovery.static  # static addresses come first
+    if not static:
+        await node.p2p.find_service(service, timeout=10)
     stub = stub_class(node.grpc.client(service))
     reply: pair_pb2.Msg = await stub.Call(pair_pb2.Msg(text=node.name), timeout=10)
-    return reply
+    return pair_pb2.Msg(text=f"{reply.text} via {'static unix' if static else 'p2p'}")
 
 
 class Ping(pair_pb2_grpc.PingServicer):

@@ -79,6 +79,12 @@ async def test_a_service_is_called_over_libp2p_by_name(
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         big = "x" * (1 << 20)
         assert (await stub.Say(echo_pb2.Ping(text=big), metadata=metadata)).text == "echo: " + big
+        # the generated Clients work unchanged: node.grpc is their channel source
+        from msuite.runtime.loading import import_from
+
+        wiring = import_from(echo_manifest.parent, "gen.wiring")
+        echo_stub = wiring.Clients(client.grpc).echo()
+        assert (await echo_stub.Say(echo_pb2.Ping(text="typed"), metadata=metadata)).text == "echo: typed"
         report = await client.status.report()
         assert report["p2p"]["peer_services"] == {server.node.p2p.peer_id: ["echo.v1.Admin", "echo.v1.Echo"]}
 
