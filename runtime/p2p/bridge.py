@@ -158,11 +158,15 @@ class Bridge:
                     scope.cancel()
                 try:
                     value = await fn(*args, **kwargs)
-                except trio.Cancelled:
-                    loop.call_soon_threadsafe(_deliver_cancel, result, closing())
-                    raise
                 except BaseException as exc:
-                    loop.call_soon_threadsafe(_set_exception, result, exc)
+                    # a cancellation may come wrapped in exception groups (fn used a nursery)
+                    cancelled, error = _split_cancelled(exc)
+                    if error is not None:
+                        loop.call_soon_threadsafe(_set_exception, result, error)
+                    else:
+                        loop.call_soon_threadsafe(_deliver_cancel, result, closing())
+                    if cancelled is not None:
+                        raise cancelled from None
                     if not isinstance(exc, Exception):
                         raise
                     return
@@ -200,15 +204,16 @@ class Bridge:
                 async with trio.open_nursery() as inner:
                     value = await inner.start(fn, *args)
                     loop.call_soon_threadsafe(_set_result, result, value)
-            except trio.Cancelled:
-                loop.call_soon_threadsafe(_deliver_cancel, result, True)
-                raise
             except BaseException as exc:
-                error = _single(exc)
-                if result.done():
+                cancelled, error = _split_cancelled(exc)
+                if error is None:
+                    loop.call_soon_threadsafe(_deliver_cancel, result, True)
+                elif result.done():
                     log.error("trio service %s failed", getattr(fn, "__qualname__", fn), exc_info=error)
                 else:
                     loop.call_soon_threadsafe(_set_exception, result, error)
+                if cancelled is not None:
+                    raise cancelled from None
                 if not isinstance(exc, Exception):
                     raise
 
@@ -296,6 +301,16 @@ def _reschedule(
     # wrapped, so wait_task_rescheduled returns the outcome itself rather than unwrapping it
     with contextlib.suppress(trio.RunFinishedError):
         token.run_sync_soon(trio.lowlevel.reschedule, task, outcome.Value(result))
+
+
+def _split_cancelled(error: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """``(the trio cancellation in error, the rest)``, either None; groups are looked into."""
+    if isinstance(error, trio.Cancelled):
+        return error, None
+    if isinstance(error, BaseExceptionGroup):
+        cancelled, rest = error.split(trio.Cancelled)
+        return cancelled, (_single(rest) if rest is not None else None)
+    return None, error
 
 
 def _single(error: BaseException) -> BaseException:

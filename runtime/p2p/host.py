@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,13 @@ class _Demote(logging.Filter):
     gets the exception and msuite reports it where it matters (``PeerUnreachable``, the mesher's
     DEBUG lines): such records become DEBUG records."""
 
-    PREFIXES = ("Failed to open stream", "MultiselectClient handshake")
+    PREFIXES = (
+        "Failed to open stream",
+        "MultiselectClient handshake",
+        "Failed to open TCP stream",
+        "Failed to dial",
+        "fail to upgrade",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIXES):
@@ -91,7 +98,12 @@ class _Demote(logging.Filter):
         return True
 
 
-_NOISY = ("libp2p.host.basic_host", "libp2p.protocol_muxer.multiselect_client")
+_NOISY = (
+    "libp2p.host.basic_host",
+    "libp2p.protocol_muxer.multiselect_client",
+    "libp2p.transport.tcp.tcp",
+    "libp2p.network.swarm",
+)
 
 
 def _route_libp2p_logs() -> None:
@@ -288,6 +300,7 @@ class P2PHost:
     async def start(self) -> None:
         _route_libp2p_logs()
         self.state = "starting"
+        self._check_port()
         key_type, secret = await asyncio.to_thread(self.node.repo.node_key)
         keys = key_pair(key_type, secret)
         await self.bridge.start()
@@ -298,6 +311,28 @@ class P2PHost:
             self.state = "failed"
             raise
         self.state = "running"
+
+    def _check_port(self) -> None:
+        """Refuse a port another server listens on.
+
+        py-libp2p listens with SO_REUSEPORT, so its bind succeeds on a port another
+        node already serves, and the kernel then splits the connections between
+        the two. A plain bind (SO_REUSEADDR only) fails on such a port: try one first.
+        """
+        host, port = self.settings.host, self.settings.port
+        if port == 0:
+            return
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                shown = f"[{host}]" if ":" in host else host
+                raise NodeError(
+                    f"{where(self.manifest, 'p2p', 'port')}: cannot listen on {shown}:{port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
 
     async def draining(self) -> None:
         self.state = "draining"
@@ -430,6 +465,11 @@ class P2PHost:
             peers[peer_id] = PeerInfo(id=peer_id, addrs=addrs, since=time.time())
         else:
             peers.pop(peer_id, None)
+            if any(address.endswith(f"/p2p/{peer_id}") for address in self._bootstrap):
+                self._bootstrap = {
+                    address: up and not address.endswith(f"/p2p/{peer_id}")
+                    for address, up in self._bootstrap.items()
+                }
         self._peers = peers
         log.info("peer %s %s", peer_id, "connected" if connected else "disconnected")
         if connected:
@@ -484,6 +524,8 @@ class _Notifee(INotifee):
 
     async def connected(self, network: Any, conn: Any) -> None:
         peer = conn.muxed_conn.peer_id
+        if str(peer) in self.owner._peers:  # a second connection (both sides dialled at once)
+            return
         host = self.owner._host
         try:
             addrs = [str(a) for a in host.get_peerstore().addrs(peer)] if host is not None else []

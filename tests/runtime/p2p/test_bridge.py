@@ -190,3 +190,43 @@ def test_trio_is_imported_only_under_runtime_p2p() -> None:
         )
     ]
     assert offenders == []
+
+
+async def test_a_cancellation_inside_a_nursery_reaches_asyncio_as_cancellation() -> None:
+    bridge = Bridge(name="nursery-bridge")
+    await bridge.start()
+    began = threading.Event()
+
+    async def with_nursery() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 30)
+            began.set()
+            await trio.sleep(30)
+
+    caller = asyncio.ensure_future(bridge.run(with_nursery))
+    await asyncio.to_thread(began.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    pending = asyncio.ensure_future(bridge.run(with_nursery))
+    await asyncio.sleep(0.05)
+    assert await bridge.close(5.0)
+    with pytest.raises(BridgeClosed):  # not a BaseExceptionGroup of trio.Cancelled
+        await pending
+
+
+async def test_closing_cancels_a_service_with_a_nursery_without_logging_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bridge = Bridge(name="service-nursery-bridge")
+    await bridge.start()
+
+    async def service(*, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            task_status.started()
+            await trio.sleep_forever()
+
+    await bridge.start_service(service)
+    assert await bridge.close(5.0)
+    assert "failed" not in caplog.text

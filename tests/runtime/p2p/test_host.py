@@ -377,3 +377,30 @@ async def test_a_cancelled_subscription_receives_nothing_more() -> None:
         await publisher.p2p.pubsub.publish("t", b"two")
         await asyncio.sleep(0.5)
         assert got == [b"one"]
+
+
+async def test_a_port_another_node_listens_on_is_refused() -> None:
+    # py-libp2p listens with SO_REUSEPORT: without msuite's check the second node would
+    # start and the kernel would split the first node's connections between the two
+    async with nodes(manifest("first")) as (first,):
+        port = int(first.p2p.addrs[0].split("/")[4])
+        second = Node(manifest("second", port=port))
+        with pytest.raises(StartError, match=rf"p2p\.port: cannot listen on 127\.0\.0\.1:{port}"):
+            await second.start()
+        assert p2p_threads() == ["msuite-p2p-first"]
+
+
+async def test_peers_dialling_each_other_at_once_are_reported_once() -> None:
+    events: dict[str, list[bool]] = {"a": [], "b": []}
+
+    def watch(node: Node) -> None:
+        def seen(peer: str, connected: bool) -> None:
+            events[node.name].append(connected)
+
+        node.p2p.on_peer(seen)
+
+    async with nodes(manifest("a"), manifest("b"), setup=watch) as (a, b):
+        await asyncio.gather(a.p2p.connect(b.p2p.addrs[0]), b.p2p.connect(a.p2p.addrs[0]))
+        await until(lambda: bool(a.p2p.peers()) and bool(b.p2p.peers()))
+        await asyncio.sleep(0.3)
+        assert events == {"a": [True], "b": [True]}
