@@ -428,22 +428,30 @@ class _ClientTracing(
             call.add_done_callback(done)
         return call
 
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+    async def _call(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         span, details = self._tracing.start_client_span(client_call_details)
-        return self._watch(span, await continuation(details, request))
+        try:
+            call = await continuation(details, request)
+        except BaseException as exc:  # the call never started: its span still ends, as an error
+            if span is not None:
+                span.set_tag(ext.ERROR, True)
+                span.log_kv({"event": "error", "error.kind": type(exc).__name__})
+                span.finish()
+            raise
+        return self._watch(span, call)
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await self._call(continuation, client_call_details, request)
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        span, details = self._tracing.start_client_span(client_call_details)
-        return self._watch(span, await continuation(details, request))
+        return await self._call(continuation, client_call_details, request)
 
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        span, details = self._tracing.start_client_span(client_call_details)
-        return self._watch(span, await continuation(details, request_iterator))
+        return await self._call(continuation, client_call_details, request_iterator)
 
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        span, details = self._tracing.start_client_span(client_call_details)
-        return self._watch(span, await continuation(details, request_iterator))
+        return await self._call(continuation, client_call_details, request_iterator)

@@ -98,8 +98,13 @@ class _Chain:
 
     async def enter(self, context: Context) -> list[End]:
         ends: list[End] = []
-        for begin in self.begins:
-            ends.append(begin(context))
+        started = time.perf_counter()
+        try:
+            for begin in self.begins:
+                ends.append(begin(context))
+        except Exception as exc:  # end what began (a span left open would never be reported)
+            self.finish(ends, context, exc, started, grpc.StatusCode.INTERNAL)
+            raise
         if self.auth is not None:
             try:
                 principal = self.auth.authorize(self.method, _authorization(context))

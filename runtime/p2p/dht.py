@@ -73,6 +73,8 @@ class Dht:
 
     async def _advertise_forever(self) -> None:
         while True:
+            # a fresh event before the round: a peer connecting during it wakes the next one
+            self._wake = trio.Event()
             if self.services:
                 await trio.sleep(1.0)  # peers connecting together cost one round
                 for service in self.services:
@@ -84,7 +86,6 @@ class Dht:
                     if scope.cancelled_caught:
                         log.info("DHT: advertising %s took over %.0f s", service, CALL_TIMEOUT)
                 self.advertised += 1
-            self._wake = trio.Event()
             with trio.move_on_after(ADVERTISE_EVERY):
                 await self._wake.wait()
 

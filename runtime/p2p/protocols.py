@@ -152,7 +152,10 @@ class Protocols:
             raise MessageTooLarge(
                 f"the request is {len(request)} bytes, over the limit of {self.max_message} bytes"
             )
-        return await self._bridge.run(self._send, peer_id, protocol_id, request, timeout or self.deadline)
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"the timeout must be positive: {timeout}")
+        deadline = self.deadline if timeout is None else timeout
+        return await self._bridge.run(self._send, peer_id, protocol_id, request, deadline)
 
     async def _send(self, peer_id: str, protocol_id: str, request: bytes, timeout: float) -> bytes:
         from libp2p.custom_types import TProtocol

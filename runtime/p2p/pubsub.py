@@ -107,9 +107,13 @@ class Subscription:
                 )
 
     async def cancel(self) -> None:
-        """Stop delivering; the topic is left when its last subscription is cancelled."""
-        self._task.cancel()
-        await self._pubsub._remove(self)
+        """Stop delivering; the topic is left when its last subscription is cancelled.
+
+        May be called from the subscription's own handler."""
+        try:
+            await asyncio.shield(self._pubsub._remove(self))
+        finally:
+            self._task.cancel()
 
 
 class PubSub:
@@ -124,6 +128,7 @@ class PubSub:
         self._my_id = b""
         self._subscriptions: dict[str, list[Subscription]] = {}
         self._readers: dict[str, trio.CancelScope] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ asyncio side
@@ -139,12 +144,36 @@ class PubSub:
         """Call ``handler(message)`` for each message on ``topic``."""
         bridge = self._require()
         self._loop = asyncio.get_running_loop()
-        subscription = Subscription(self, topic, handler, own, queue_size)
-        first = topic not in self._subscriptions
-        self._subscriptions.setdefault(topic, []).append(subscription)
-        if first:
-            await bridge.run(self._join, topic)
+        async with self._topic_lock(topic):
+            subscription = Subscription(self, topic, handler, own, queue_size)
+            first = topic not in self._subscriptions
+            self._subscriptions.setdefault(topic, []).append(subscription)
+            try:
+                if first:
+                    await bridge.run(self._join, topic)
+            except BaseException:
+                subscription._task.cancel()
+                if self._drop(subscription) and bridge.running:  # undo a join that went through
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(bridge.run(self._leave, topic))
+                raise
         return subscription
+
+    def _topic_lock(self, topic: str) -> asyncio.Lock:
+        lock = self._locks.get(topic)
+        if lock is None:
+            lock = self._locks[topic] = asyncio.Lock()
+        return lock
+
+    def _drop(self, subscription: Subscription) -> bool:
+        """Forget ``subscription``; True when it was the topic's last one."""
+        found = self._subscriptions.get(subscription.topic, [])
+        if subscription in found:
+            found.remove(subscription)
+        if not found and subscription.topic in self._subscriptions:
+            del self._subscriptions[subscription.topic]
+            return True
+        return False
 
     def topics(self) -> list[str]:
         """The topics this node is subscribed to."""
@@ -154,15 +183,13 @@ class PubSub:
         """Peers known to be subscribed to ``topic``."""
         if self._pubsub is None:
             return []
-        return sorted(str(peer) for peer in dict(self._pubsub.peer_topics).get(topic, ()))
+        # copied in one C-level step each: the trio thread changes them meanwhile
+        members = list(dict(self._pubsub.peer_topics).get(topic, ()))
+        return sorted(str(peer) for peer in members)
 
     async def _remove(self, subscription: Subscription) -> None:
-        found = self._subscriptions.get(subscription.topic, [])
-        if subscription in found:
-            found.remove(subscription)
-        if not found and subscription.topic in self._subscriptions:
-            del self._subscriptions[subscription.topic]
-            if self._bridge is not None and self._bridge.running:
+        async with self._topic_lock(subscription.topic):
+            if self._drop(subscription) and self._bridge is not None and self._bridge.running:
                 await self._bridge.run(self._leave, subscription.topic)
 
     async def close(self) -> None:
@@ -239,7 +266,9 @@ class PubSub:
         scope = self._readers.pop(topic, None)
         if scope is not None:
             scope.cancel()
-        await self._pubsub.unsubscribe(topic)
+        if self._pubsub is not None and topic in self._pubsub.topic_ids:
+            with trio.CancelScope(shield=True):  # half an unsubscribe leaves the node in the mesh
+                await self._pubsub.unsubscribe(topic)
 
     async def _read(self, topic: str, subscription: Any, scope: trio.CancelScope) -> None:
         loop = self._loop

@@ -271,3 +271,31 @@ async def test_a_failed_unix_listener_leaves_no_tcp_port_bound(echo: Harness, tm
         await node.start()
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # free: nothing of the failed node listens
+
+
+async def test_a_hook_failing_to_begin_ends_the_hooks_that_began(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    ended: list[str] = []
+
+    class Recording:
+        def prepare(self, method: str, kind: str) -> Any:
+            def begin(context: Any) -> Any:
+                return lambda code, elapsed: ended.append(code.name)
+
+            return begin
+
+    class Broken:
+        def prepare(self, method: str, kind: str) -> Any:
+            def begin(context: Any) -> Any:
+                raise RuntimeError("no")
+
+            return begin
+
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path))
+    node.grpc.server.hooks.extend([Recording(), Broken()])
+    echo_pb2, echo_pb2_grpc = echo_pb
+    async with node, grpc.aio.insecure_channel(node.grpc.server.local_target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping())
+    assert ended == ["INTERNAL"]

@@ -170,6 +170,8 @@ async def test_protocol_errors_are_clear() -> None:
             await client.protocols.send(target, "/test/slow/1", b"x")
         release.set()
         assert await first == b"done"
+        with pytest.raises(ValueError, match="positive"):
+            await client.protocols.send(target, "/test/slow/1", b"x", timeout=0)
         client.protocols.max_message = 10
         with pytest.raises(MessageTooLarge):  # refused before sending
             await client.protocols.send(target, "/test/slow/1", b"x" * 11)
@@ -404,3 +406,46 @@ async def test_peers_dialling_each_other_at_once_are_reported_once() -> None:
         await until(lambda: bool(a.p2p.peers()) and bool(b.p2p.peers()))
         await asyncio.sleep(0.3)
         assert events == {"a": [True], "b": [True]}
+
+
+async def test_subscriptions_cancelled_from_their_handler_or_while_resubscribing() -> None:
+    async with (
+        nodes(manifest("a")) as (a,),
+        nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
+    ):
+        await until(lambda: bool(a.p2p.peers()))
+        first: list[bytes] = []
+        holder: list[Any] = []
+
+        async def once(message: Any) -> None:  # the "first message only" pattern
+            first.append(message.data)
+            await holder[0].cancel()
+
+        holder.append(await a.p2p.pubsub.subscribe("once", once))
+        await until(lambda: a.p2p.peer_id in b.p2p.pubsub.peers("once"), 10)
+        await asyncio.sleep(1.2)
+        await b.p2p.pubsub.publish("once", b"m0")
+        await until(lambda: first == [b"m0"])
+        # the node really left the topic: its peer no longer counts it as a member
+        await until(lambda: a.p2p.peer_id not in b.p2p.pubsub.peers("once"), 10)
+        assert a.p2p.pubsub.topics() == []
+
+        old = await a.p2p.pubsub.subscribe("again", lambda message: asyncio.sleep(0))
+        got: list[bytes] = []
+
+        async def keep(message: Any) -> None:
+            got.append(message.data)
+
+        _, new = await asyncio.gather(old.cancel(), a.p2p.pubsub.subscribe("again", keep))
+        await until(lambda: a.p2p.peer_id in b.p2p.pubsub.peers("again"), 10)
+        await asyncio.sleep(1.2)
+        await b.p2p.pubsub.publish("again", b"x")
+        await until(lambda: got == [b"x"], 10)
+        await new.cancel()
+
+        cancelled = asyncio.ensure_future(a.p2p.pubsub.subscribe("never", keep))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert a.p2p.pubsub.topics() == []
