@@ -151,7 +151,18 @@ class GrpcOverP2P:
             sock.close()
             raise
         nursery = self._nursery
-        self._token.run_sync_soon(nursery.start_soon, self._serve_listener, sock, peer_id)
+
+        def serve() -> None:  # in the trio thread
+            try:
+                nursery.start_soon(self._serve_listener, sock, peer_id)
+            except RuntimeError:  # the host is stopping: nobody will accept on it
+                sock.close()
+
+        try:
+            self._token.run_sync_soon(serve)
+        except trio.RunFinishedError:
+            sock.close()
+            raise RuntimeError("the p2p host is not running") from None
         target = f"unix-abstract:{name}"
         self._dialers[peer_id] = target
         return target

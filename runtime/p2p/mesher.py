@@ -82,6 +82,8 @@ class Mesher:
         self._announced: dict[str, list[str]] = {}
         """Peer ID -> the listen addresses it announced (without /p2p/)."""
         self._dials = trio.CapacityLimiter(DIALS_AT_ONCE)
+        self._pending: set[str] = set()
+        """Peers a dial is queued or running for (at most ``MAX_PEERS``)."""
 
     def attach(self, host: IHost, nursery: trio.Nursery) -> None:
         from libp2p.custom_types import TProtocol
@@ -182,6 +184,9 @@ class Mesher:
             return
         if peer_id in {str(peer) for peer in self._host.get_connected_peers()}:
             return
+        if peer_id in self._pending or len(self._pending) >= MAX_PEERS:
+            return  # bounded: a flood of introductions cannot pile up dials
+        self._pending.add(peer_id)
         self._nursery.start_soon(self._dial, peer_id, addrs)
 
     async def _dial(self, peer_id: str, addrs: list[str]) -> None:
@@ -189,12 +194,15 @@ class Mesher:
         from libp2p.peer.peerinfo import PeerInfo
 
         assert self._host is not None
-        async with self._dials:
-            try:
-                info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
-                with trio.fail_after(DIAL_TIMEOUT):
-                    await self._host.connect(info)
-            except Exception as exc:
-                log.debug("mesher: could not dial %s: %s", peer_id, exc)
-            else:
-                log.debug("mesher: connected to %s", peer_id)
+        try:
+            async with self._dials:
+                try:
+                    info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+                    with trio.fail_after(DIAL_TIMEOUT):
+                        await self._host.connect(info)
+                except Exception as exc:
+                    log.debug("mesher: could not dial %s: %s", peer_id, exc)
+                else:
+                    log.debug("mesher: connected to %s", peer_id)
+        finally:
+            self._pending.discard(peer_id)
