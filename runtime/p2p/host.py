@@ -198,7 +198,7 @@ class P2PHost:
         self._on_peer: list[Callable[[str, bool], Awaitable[None] | None]] = []
         grpc_settings = node.manifest.grpc
         over_p2p = grpc_settings is not None and grpc_settings.p2p
-        self._mesher = Mesher(list(node.manifest.services) if over_p2p else [])
+        self._mesher = Mesher(list(node.manifest.services) if over_p2p else [], self._announced)
         self._grpc = GrpcOverP2P(node.name, self._server_target if over_p2p else None)
         self.pubsub = PubSub()
         self._mdns = Mdns(self.settings.host) if node.manifest.discovery.mdns else None
@@ -457,6 +457,13 @@ class P2PHost:
                     self._bootstrap = {**self._bootstrap, address: True}
                     log.info("connected to bootstrap peer %s", address)
             await trio.sleep(BOOTSTRAP_INTERVAL)
+
+    # called by the mesher, in the trio thread
+    def _announced(self, peer_id: str, addrs: list[str]) -> None:
+        """A peer told us the addresses it listens on: show those (an inbound connection's are ephemeral)."""
+        current = self._peers.get(peer_id)
+        if current is not None and current.get("addrs") != addrs:
+            self._peers = {**self._peers, peer_id: PeerInfo(current, addrs=list(addrs))}
 
     # called by the notifee, in the trio thread
     def _peer_changed(self, peer_id: str, addrs: list[str], connected: bool) -> None:

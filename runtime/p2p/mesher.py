@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import multiaddr
@@ -72,7 +73,13 @@ def _valid_addrs(value: Any) -> list[str]:
 class Mesher:
     """Runs in the host's trio thread: introduces peers to each other."""
 
-    def __init__(self, services: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        services: list[str] | None = None,
+        on_announce: Callable[[str, list[str]], None] | None = None,
+    ) -> None:
+        self.on_announce = on_announce
+        """Called (trio side) with a peer's ID and the addresses it announced for itself."""
         self.services = list(services or [])
         """The gRPC services this node serves over libp2p, announced to every peer."""
         self.directory: dict[str, tuple[str, ...]] = {}
@@ -164,6 +171,8 @@ class Mesher:
         is_new = sender not in self._announced
         if announced:
             self._announced[sender] = announced
+            if self.on_announce is not None:
+                self.on_announce(sender, announced)
         peers = message.get("peers")
         if isinstance(peers, list):
             for entry in peers[:MAX_PEERS]:

@@ -85,6 +85,10 @@ async def test_two_nodes_connect_through_bootstrap_and_stop_cleanly() -> None:
             assert report["p2p"]["peer_id"] == b.p2p.peer_id
             assert report["p2p"]["bootstrap"] == [{"addr": a.p2p.addrs[0], "connected": True}]
             assert [peer["id"] for peer in report["p2p"]["peers"]] == [a.p2p.peer_id]
+            # each side shows the address the other listens on, even for an inbound connection
+            listening = {node.p2p.peer_id: node.p2p.addrs[0].rsplit("/p2p/", 1)[0] for node in (a, b)}
+            await until(lambda: a.p2p.peers()[0]["addrs"] == [listening[b.p2p.peer_id]])
+            assert b.p2p.peers()[0]["addrs"] == [listening[a.p2p.peer_id]]
             assert p2p_threads() == ["msuite-p2p-a", "msuite-p2p-b"]
         await until(lambda: not a.p2p.peers())  # a notices b left
     assert p2p_threads() == []
