@@ -88,7 +88,10 @@ async def pipe(p2p_stream: Any, local: trio.SocketStream) -> None:
             with contextlib.suppress(Exception):
                 await p2p_stream.reset()
             await local.aclose()
-        if isinstance(exc, trio.Cancelled) or not isinstance(exc, Exception | BaseExceptionGroup):
+        cancelled = isinstance(exc, trio.Cancelled) or (
+            isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[0] is not None
+        )
+        if cancelled or not isinstance(exc, Exception | BaseExceptionGroup):
             raise
         log.debug("a gRPC pipe over libp2p broke: %s", exc)
         return
