@@ -37,6 +37,29 @@ async def rate(
     return done / (time.perf_counter() - start)
 
 
+def say_hello_driver(calls: int, concurrency: int) -> Drive:
+    """A ``drive`` calling samples/hello's SayHello ``calls`` times, ``concurrency`` in flight."""
+    hello = str(HERE.parent / "samples" / "hello")
+    if hello not in sys.path:
+        sys.path.insert(0, hello)
+
+    async def drive(target: str, token: str) -> float:
+        import grpc.aio
+        from gen import hello_pb2, hello_pb2_grpc
+
+        metadata = (("authorization", f"Bearer {token}"),) if token != "-" else None
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = hello_pb2_grpc.GreeterStub(channel)
+            request = hello_pb2.HelloRequest(name="bench")
+
+            async def call() -> None:
+                await stub.SayHello(request, metadata=metadata)
+
+            return await rate(call, calls, concurrency)
+
+    return drive
+
+
 def against(kind: str, drive: Drive) -> float:
     """Start server ``kind`` (see ``_serve.py``) in its own process, drive it, stop it."""
     command = [sys.executable, str(HERE / "_serve.py"), kind]

@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
-from _load import against, rate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples" / "hello"))
+from _load import against, say_hello_driver
 
 
 def main() -> None:
@@ -36,19 +32,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
     args = parser.parse_args()
 
-    async def drive(target: str, token: str) -> float:
-        import grpc.aio
-        from gen import hello_pb2, hello_pb2_grpc
-
-        metadata = (("authorization", f"Bearer {token}"),) if token != "-" else None
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = hello_pb2_grpc.GreeterStub(channel)
-            request = hello_pb2.HelloRequest(name="bench")
-
-            async def call() -> None:
-                await stub.SayHello(request, metadata=metadata)
-
-            return await rate(call, args.calls, args.concurrency)
+    drive = say_hello_driver(args.calls, args.concurrency)
 
     # (label, server kind, sample ratio of its tracing)
     servers = (

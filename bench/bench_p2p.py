@@ -42,7 +42,7 @@ def serve_trio() -> None:
 
     from msuite.runtime.p2p.framing import FrameReader, encode_frame
     from msuite.runtime.p2p.host import _route_libp2p_logs, build_host
-    from msuite.runtime.p2p.protocols import _read
+    from msuite.runtime.p2p.protocols import stream_reader
 
     _route_libp2p_logs()
 
@@ -50,7 +50,7 @@ def serve_trio() -> None:
         host = build_host(create_new_key_pair())
 
         async def handle(stream: Any) -> None:
-            request = await FrameReader(_read(stream)).read_frame(1 << 24)
+            request = await FrameReader(stream_reader(stream)).read_frame(1 << 24)
             await stream.write(encode_frame(b"\x00" + (request or b"")))
             await stream.close()
 
@@ -90,7 +90,7 @@ def measure_trio(address: str, calls: int, concurrency: int, size: int) -> dict[
 
     from msuite.runtime.p2p.framing import FrameReader, encode_frame
     from msuite.runtime.p2p.host import _route_libp2p_logs, build_host
-    from msuite.runtime.p2p.protocols import _read
+    from msuite.runtime.p2p.protocols import stream_reader
 
     _route_libp2p_logs()
     result: dict[str, float] = {}
@@ -105,7 +105,7 @@ def measure_trio(address: str, calls: int, concurrency: int, size: int) -> dict[
             async def call() -> None:
                 stream = await client.new_stream(info.peer_id, [TProtocol(PROTOCOL)])
                 await stream.write(encode_frame(payload))
-                answer = await FrameReader(_read(stream)).read_frame(1 << 24)
+                answer = await FrameReader(stream_reader(stream)).read_frame(1 << 24)
                 await stream.close()
                 assert answer is not None and answer[1:] == payload
 

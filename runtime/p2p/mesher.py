@@ -28,6 +28,7 @@ import multiaddr
 import trio
 
 from .framing import FrameError, FrameReader, encode_frame
+from .protocols import stream_reader
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -41,19 +42,6 @@ MAX_MESSAGE = 64 * 1024
 MAX_PEERS = 64
 DIAL_TIMEOUT = 5.0
 DIALS_AT_ONCE = 8
-
-
-def _read(stream: Any) -> Any:
-    from libp2p.network.stream.exceptions import StreamEOF
-
-    async def read(n: int) -> bytes:
-        try:
-            data: bytes = await stream.read(n)
-        except StreamEOF:
-            return b""
-        return data
-
-    return read
 
 
 def _valid_addrs(value: Any) -> list[str]:
@@ -148,7 +136,7 @@ class Mesher:
         sender = str(stream.muxed_conn.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT):
-                frame = await FrameReader(_read(stream)).read_frame(MAX_MESSAGE)
+                frame = await FrameReader(stream_reader(stream)).read_frame(MAX_MESSAGE)
             await stream.close()
             if frame is None:  # the peer went away before saying anything
                 return

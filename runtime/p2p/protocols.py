@@ -97,7 +97,8 @@ class Refused(ProtocolError):
     """Raised by a handler to refuse a request with a message the sender sees."""
 
 
-def _read(stream: Any) -> Callable[[int], Awaitable[bytes]]:
+def stream_reader(stream: Any) -> Callable[[int], Awaitable[bytes]]:
+    """``read(n)`` over a libp2p stream, returning ``b""`` at its end (py-libp2p raises StreamEOF)."""
     from libp2p.network.stream.exceptions import StreamEOF
 
     async def read(n: int) -> bytes:
@@ -172,7 +173,7 @@ class Protocols:
                     raise PeerUnreachable(f"cannot open {protocol_id} to {peer_id}: {why}") from None
                 try:
                     await stream.write(encode_frame(request))
-                    answer = await FrameReader(_read(stream)).read_frame(self.max_message + 1)
+                    answer = await FrameReader(stream_reader(stream)).read_frame(self.max_message + 1)
                 except TooLarge as exc:
                     await stream.reset()
                     raise MessageTooLarge(f"the response from {peer_id} is too large: {exc}") from None
@@ -254,7 +255,7 @@ class Protocols:
 
     async def _serve(self, protocol_id: str, peer: str, stream: Any) -> None:
         try:
-            request = await FrameReader(_read(stream)).read_frame(self.max_message)
+            request = await FrameReader(stream_reader(stream)).read_frame(self.max_message)
         except TooLarge as exc:
             log.info("%s from %s refused: %s", protocol_id, peer, exc)
             await self._answer(stream, TOO_LARGE, str(exc).encode())
