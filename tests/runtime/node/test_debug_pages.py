@@ -10,6 +10,7 @@ from pathlib import Path
 from msuite.runtime.node import Node
 from msuite.runtime.testing import Harness, prepare
 from msuite.spec import load_manifest
+from tests.runtime.nodes import started
 
 
 def with_profiling(echo_manifest: Path) -> Path:
@@ -21,28 +22,23 @@ def with_profiling(echo_manifest: Path) -> Path:
 
 
 async def test_debug_pages_are_served_behind_the_acl(echo_manifest: Path, tmp_path: Path) -> None:
-    node = Node(prepare(load_manifest(with_profiling(echo_manifest)), tmp_path))
-    async with node:
-        harness = Harness(node, None)
-        try:
-            async with harness.http.get("/debug/tasks") as response:
-                assert response.status == 401
-            async with harness.http.get(
-                "/debug/tasks", headers=harness.bearer("authenticated_write")
-            ) as response:
-                assert response.status == 403
-            async with harness.http.get("/debug/tasks", headers=harness.bearer()) as response:
-                assert response.status == 200
-                text = await response.text()
-            # the task manager's worker is among them, with its coroutine
-            assert "msuite-task-worker-1" in text
-            assert "TaskManager._work" in text
-            url = "/debug/profile?seconds=0.2&format=text"
-            async with harness.http.get(url, headers=harness.bearer()) as response:
-                assert response.status == 200
-                assert "function calls" in await response.text()
-        finally:
-            await harness.close()
+    async with started(with_profiling(echo_manifest), tmp_path) as harness:
+        async with harness.http.get("/debug/tasks") as response:
+            assert response.status == 401
+        async with harness.http.get(
+            "/debug/tasks", headers=harness.bearer("authenticated_write")
+        ) as response:
+            assert response.status == 403
+        async with harness.http.get("/debug/tasks", headers=harness.bearer()) as response:
+            assert response.status == 200
+            text = await response.text()
+        # the task manager's worker is among them, with its coroutine
+        assert "msuite-task-worker-1" in text
+        assert "TaskManager._work" in text
+        url = "/debug/profile?seconds=0.2&format=text"
+        async with harness.http.get(url, headers=harness.bearer()) as response:
+            assert response.status == 200
+            assert "function calls" in await response.text()
 
 
 async def test_stopping_the_node_ends_a_profile_in_progress(echo_manifest: Path, tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from msuite.runtime.node import Node
 from msuite.runtime.tasks import TaskContext
 from msuite.runtime.testing import Harness, prepare
 from msuite.spec import load_manifest
+from tests.runtime.nodes import started
 
 DIAGNOSTICS = """
 diagnostics:
@@ -33,21 +32,6 @@ def manifest_with(echo_manifest: Path, name: str, extra: str) -> Path:
     path = echo_manifest.with_name(name)
     path.write_text(text + extra, encoding="utf-8")
     return path
-
-
-@asynccontextmanager
-async def started(
-    path: Path, folder: Path, setup: Callable[[Node], None] | None = None
-) -> AsyncIterator[Harness]:
-    node = Node(prepare(load_manifest(path), folder))
-    if setup is not None:
-        setup(node)
-    async with node:
-        harness = Harness(node, None)
-        try:
-            yield harness
-        finally:
-            await harness.close()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -89,7 +73,7 @@ async def test_grpc_http_task_and_process_metrics(echo_manifest: Path, tmp_path:
         ctx.describe("waiting")
         await release.wait()
 
-    async with started(path, tmp_path, setup) as harness:
+    async with started(path, tmp_path, setup=setup) as harness:
         node = harness.node
         node.tasks.submit(waits, name="waiter")
         metadata = harness.metadata()
@@ -160,8 +144,8 @@ async def test_two_nodes_in_one_process_keep_their_own_metrics(
         node.metrics.gauge("same_name", "Both nodes define it.").set(1)
 
     async with (
-        started(path, tmp_path / "a", setup) as a,
-        started(path, tmp_path / "b", setup) as b,
+        started(path, tmp_path / "a", setup=setup) as a,
+        started(path, tmp_path / "b", setup=setup) as b,
     ):
         async with grpc.aio.insecure_channel(a.node.grpc.server.local_target) as channel:
             await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping(), metadata=a.metadata())

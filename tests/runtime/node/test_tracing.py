@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from thrift.transport import TTransport
 
 from msuite.runtime.errors import NotConfigured
 from msuite.runtime.node import Node
-from msuite.runtime.testing import Harness, prepare
+from msuite.runtime.testing import prepare
 from msuite.spec import Manifest, load_manifest
+from tests.runtime.nodes import started
 
 
 @dataclass
@@ -82,17 +82,6 @@ def traced(echo_manifest: Path, port: int, ratio: float = 1.0, **update: Any) ->
     settings = {"tracing": {"jaeger": f"127.0.0.1:{port}", "sample_ratio": ratio}}
     diagnostics = type(manifest.diagnostics).model_validate(settings)
     return manifest.model_copy(update={"diagnostics": diagnostics, **update})
-
-
-@asynccontextmanager
-async def started(manifest: Manifest, folder: Path, **options: Any) -> AsyncIterator[Harness]:
-    node = Node(prepare(manifest, folder), **options)
-    async with node:
-        harness = Harness(node, None)
-        try:
-            yield harness
-        finally:
-            await harness.close()
 
 
 async def test_a_gateway_call_is_one_trace_http_client_server(
