@@ -58,8 +58,6 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from msuite.runtime.http.app import route_of
-
 if TYPE_CHECKING:
     import grpc
     from aiohttp import web
@@ -189,9 +187,8 @@ class NodeMetrics:
 
         return begin
 
-    def begin(self, request: web.Request) -> Callable[[int, float], None]:
+    def begin(self, request: web.Request, route: str) -> Callable[[int, float], None]:
         """The HTTP hook (see :class:`msuite.runtime.http.app.HttpHook`)."""
-        route = route_of(request)
         method = request.method
 
         def end(status: int, elapsed: float) -> None:

@@ -327,14 +327,11 @@ class NodeTracing:
 
     # ------------------------------------------------------------------ HTTP hook
 
-    def begin(self, request: web.Request) -> Callable[[int, float], None]:
+    def begin(self, request: web.Request, route: str) -> Callable[[int, float], None]:
         """The HTTP hook (see :class:`msuite.runtime.http.app.HttpHook`)."""
         tracer = self._tracer
         if tracer is None:
             return _ignore_end
-        from msuite.runtime.http.app import route_of
-
-        route = route_of(request)
         parent = self._extract(tracer, Format.HTTP_HEADERS, dict(request.headers))
         span = tracer.start_span(
             f"{request.method} {route}",

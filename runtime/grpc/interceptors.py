@@ -98,12 +98,11 @@ class _Chain:
 
     async def enter(self, context: Context) -> list[End]:
         ends: list[End] = []
-        started = time.perf_counter()
         try:
             for begin in self.begins:
                 ends.append(begin(context))
         except Exception as exc:  # end what began (a span left open would never be reported)
-            self.finish(ends, context, exc, started, grpc.StatusCode.INTERNAL)
+            self.finish(ends, context, exc, time.perf_counter(), grpc.StatusCode.INTERNAL)
             raise
         if self.auth is not None:
             try:

@@ -76,9 +76,12 @@ def route_of(request: web.Request) -> str:
 
 
 class HttpHook(Protocol):
-    """Observes every request (metrics, tracing): ``begin`` returns the callback for its end."""
+    """Observes every request (metrics, tracing): ``begin`` returns the callback for its end.
 
-    def begin(self, request: web.Request) -> Callable[[int, float], None]: ...
+    ``route`` is the request's route template (:func:`route_of`), found once per
+    request for all hooks."""
+
+    def begin(self, request: web.Request, route: str) -> Callable[[int, float], None]: ...
 
 
 class HttpServer:
@@ -239,8 +242,10 @@ class HttpServer:
             status = 500
             ends: list[Callable[[int, float], None]] = []
             try:
-                for hook in hooks:
-                    ends.append(hook.begin(request))
+                if hooks:
+                    route = route_of(request)
+                    for hook in hooks:
+                        ends.append(hook.begin(request, route))
                 response = await inner(request, handler)
                 status = response.status
                 return response
