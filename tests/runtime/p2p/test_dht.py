@@ -48,3 +48,17 @@ async def test_served_services_are_advertised_and_found_in_the_dht(
         assert await b.p2p.find_providers("nobody.v1.Serves", timeout=2) == []
         assert time.monotonic() - began < 5  # bounded, whatever the DHT does
         assert await c.p2p.find_service("echo.v1.Echo", timeout=5) == server.p2p.peer_id
+
+
+async def test_a_peer_connecting_during_a_round_wakes_another(echo_manifest: Path, tmp_path: Path) -> None:
+    path = serving_over_p2p(echo_manifest)
+    path.write_text(path.read_text() + "discovery: {dht: true}\n")
+    server = Node(prepare(load_manifest(path), tmp_path))
+    # the first round runs at start (a 1 s pause, then the records): the peer connects inside it
+    async with server, Node(dht_node("late", server.p2p.addrs)) as late:
+        await late.p2p.find_service("echo.v1.Echo", timeout=5)
+        began = time.monotonic()
+        while (await server.status.report())["p2p"]["dht"]["rounds"] < 2:
+            # without the wake-up the next round would come 10 minutes later
+            assert time.monotonic() - began < 5, "the connection did not wake another round"
+            await asyncio.sleep(0.05)
