@@ -220,6 +220,16 @@ class Bridge:
         self._submit(lambda nursery: nursery.start_soon(runner))
         return await result
 
+    def run_sync_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call synchronous ``fn(*args)`` in the trio thread soon, without waiting."""
+        token = self._token
+        if token is None or self._closing:
+            raise BridgeClosed(f"the {self.name} trio loop is not running")
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            raise BridgeClosed(f"the {self.name} trio loop has finished") from None
+
     def _is_closing(self) -> bool:
         return self._closing
 

@@ -136,10 +136,8 @@ class Protocols:
         if protocol_id in self._handlers:
             raise ValueError(f"protocol {protocol_id} is registered already")
         self._handlers[protocol_id] = handler
-        if self._host is not None and self._bridge is not None:
-            token = self._bridge._token
-            if token is not None:
-                token.run_sync_soon(self._set_handler, protocol_id)
+        if self._host is not None and self._bridge is not None and self._bridge.running:
+            self._bridge.run_sync_soon(self._set_handler, protocol_id)
 
     # ------------------------------------------------------------------ sending (asyncio side)
 

@@ -453,3 +453,20 @@ async def test_subscriptions_cancelled_from_their_handler_or_while_resubscribing
         with pytest.raises(asyncio.CancelledError):
             await cancelled
         assert a.p2p.pubsub.topics() == []
+
+
+async def test_a_protocol_registered_after_start_is_served() -> None:
+    async with (
+        nodes(manifest("a")) as (a,),
+        nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
+    ):
+        await until(lambda: bool(b.p2p.peers()))
+        a.protocols.register("/test/late/1", echo)
+        assert "/test/late/1" in (await a.status.report())["p2p"]["protocols"]
+        for _ in range(50):  # the handler is set in the trio thread, at once but not synchronously
+            try:
+                reply = await b.protocols.send(a.p2p.peer_id, "/test/late/1", b"late")
+                break
+            except PeerUnreachable:
+                await asyncio.sleep(0.02)
+        assert reply == b"echo:late"
