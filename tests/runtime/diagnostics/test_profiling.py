@@ -433,6 +433,7 @@ async def test_heap_snapshots_at_once_when_already_tracing(server: Server) -> No
 
 
 async def test_the_event_loop_keeps_running_during_profiles(server: Server) -> None:
+    WINDOW = 0.6
     if tracemalloc.is_tracing():
         pytest.skip("tracemalloc already traces in this test process")
     gaps: list[float] = []
@@ -451,21 +452,22 @@ async def test_the_event_loop_keeps_running_during_profiles(server: Server) -> N
         with running_thread("probe-spinner-4a4a", _spin_in_thread):
             answers = list(
                 await asyncio.gather(
-                    server.get("profile", seconds=0.3, format="text"),
-                    server.get("heap", seconds=0.3),
+                    server.get("profile", seconds=WINDOW, format="text"),
+                    server.get("heap", seconds=WINDOW),
                     server.get("tasks"),
                     server.get("threads"),
                 )
             )
-            answers.append(await server.get("profile/collapsed", seconds=0.3, hz=1000))
+            answers.append(await server.get("profile/collapsed", seconds=WINDOW, hz=1000))
     finally:
         stop.set()
         await ticker
     assert [answer.status for answer in answers] == [200] * 5
     assert len(gaps) > 20
-    # nothing held the loop for long (a window spent blocking would show as a 0.3 s gap); the
-    # spinning thread costs the loop up to a GIL switch interval (5 ms) now and then
-    assert max(gaps) < 0.1, sorted(gaps)[-5:]
+    # a page that blocked the loop for its window would show as a gap of at least WINDOW; the
+    # spinning thread, the sampler and a busy CI machine cost the loop up to ~0.1 s now and then
+    # (seen once on CI: 0.109 s), so the bound sits well between the two
+    assert max(gaps) < WINDOW * 0.75, sorted(gaps)[-5:]
 
 
 async def test_one_cpu_profile_and_one_heap_trace_at_a_time(server: Server) -> None:
