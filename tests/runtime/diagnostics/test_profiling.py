@@ -545,8 +545,9 @@ async def test_client_disconnect_stops_the_profile(server: Server, page: str) ->
     pending.cancel()  # the client closes the connection
     with contextlib.suppress(asyncio.CancelledError):
         await pending
-    took = await eventually(lambda: not active(), timeout=1.0)
-    assert took < 1.0
+    # the window is 4 s: ending within 2 s (0.1 s when the machine is idle) shows the disconnect ended it
+    took = await eventually(lambda: not active(), timeout=2.0)
+    assert took < 2.0
     # the slot is free again at once
     again = await server.get(page, seconds=0.1)
     assert again.status == 200, again.text
@@ -568,7 +569,7 @@ async def test_close_ends_profiles_in_progress(server: Server, page: str) -> Non
     assert not tracemalloc.is_tracing()
     for answer in await asyncio.wait_for(asyncio.gather(cpu, heap), timeout=2.0):
         assert "stopping" in assert_error(answer, 503, 14)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # against 4 s windows
     # later profiles are refused; the dumps still work
     assert "closed" in assert_error(await server.get(page, seconds=0.2), 503, 14)
     assert (await server.get("tasks")).status == 200
