@@ -62,18 +62,25 @@ def measure(p2p: str, unix: str, calls: int) -> dict[str, list[float]]:
         async with Node(Manifest.model_validate(settings)) as node:
             await node.p2p.find_service("hello.v1.Greeter", timeout=10)
             request = hello_pb2.HelloRequest(name="bench")
-            found: dict[str, list[float]] = {}
             async with grpc.aio.insecure_channel(unix) as direct:
-                for label, channel in (("p2p", node.grpc.client("hello.v1.Greeter")), ("unix", direct)):
-                    stub = hello_pb2_grpc.GreeterStub(channel)
+                stubs = {
+                    "p2p": hello_pb2_grpc.GreeterStub(node.grpc.client("hello.v1.Greeter")),
+                    "unix": hello_pb2_grpc.GreeterStub(direct),
+                }
+                for stub in stubs.values():
                     for _ in range(100):
                         await stub.SayHello(request)
-                    times = []
-                    for _ in range(calls):
-                        began = time.perf_counter()
-                        await stub.SayHello(request)
-                        times.append(time.perf_counter() - began)
-                    found[label] = times
+                # interleaved blocks, so both paths see the same machine state (CPU placement and
+                # frequency, gRPC's thread pools) instead of one path measured cold and one warm
+                found = {label: [] for label in stubs}
+                block = max(calls // 20, 1)
+                for _ in range(max(calls // block, 1)):
+                    for label, stub in stubs.items():
+                        times = found[label]
+                        for _ in range(block):
+                            began = time.perf_counter()
+                            await stub.SayHello(request)
+                            times.append(time.perf_counter() - began)
             return found
 
     return asyncio.run(main())

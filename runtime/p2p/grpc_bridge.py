@@ -13,9 +13,13 @@ way whatever transport it came in on.
   socket, and each connection it makes opens one libp2p stream to the peer.
 
 Both directions run in the trio thread (no bridge crossing per read or
-write): ``trio`` socket <-> libp2p stream, 64 KiB at a time, half-closes
-passed on, and an error on either side resets the stream and closes the
-socket.
+write). The pipe is lean because every scheduler pass in the trio thread
+costs latency: it reads and writes the yamux stream directly (the libp2p
+stream wrapper takes a lock on every call; it is still used to close and
+reset, which keep the swarm's books), and it uses the Unix socket's own
+non-blocking calls, waiting only when the socket has nothing to give or no
+room. Half-closes are passed on; an error on either side resets the stream
+and closes the socket.
 """
 
 from __future__ import annotations
@@ -55,29 +59,61 @@ def _unix_address(target: str) -> str:
     raise ValueError(f"not a Unix socket target: {target}")
 
 
-async def pipe(p2p_stream: Any, local: trio.SocketStream) -> None:
-    """Copy bytes both ways until both sides have finished; on an error reset and close both."""
-    from libp2p.network.stream.exceptions import StreamEOF
+async def _connect_unix(address: str) -> socket.socket:
+    """A non-blocking connected Unix socket (a local server answers at once or refuses)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        try:
+            sock.connect(address)
+        except BlockingIOError:  # the listener's backlog is full: wait for room
+            await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, os.strerror(error)) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def pipe(p2p_stream: Any, local: socket.socket) -> None:
+    """Copy bytes both ways until both sides have finished; on an error reset and close both.
+
+    ``local`` is a connected non-blocking Unix socket; the pipe owns it and closes it.
+    """
+    from libp2p.stream_muxer.exceptions import MuxedStreamEOF
+
+    muxed = p2p_stream.muxed_stream
 
     async def inbound() -> None:  # peer -> local socket
         while True:
             try:
-                data = await p2p_stream.read(CHUNK)
-            except StreamEOF:
+                data = await muxed.read(CHUNK)
+            except MuxedStreamEOF:
                 break
             if not data:
                 break
-            await local.send_all(data)
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-            await local.send_eof()
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[local.send(view) :]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(local)
+        with contextlib.suppress(OSError):
+            local.shutdown(socket.SHUT_WR)
 
     async def outbound() -> None:  # local socket -> peer
         while True:
-            data = await local.receive_some(CHUNK)
+            try:
+                data = local.recv(CHUNK)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(local)
+                continue
             if not data:
                 break
-            await p2p_stream.write(data)
-        await p2p_stream.close_write() if hasattr(p2p_stream, "close_write") else await p2p_stream.close()
+            await muxed.write(data)
+        await p2p_stream.close_write()
 
     try:
         async with trio.open_nursery() as nursery:
@@ -87,7 +123,7 @@ async def pipe(p2p_stream: Any, local: trio.SocketStream) -> None:
         with trio.CancelScope(shield=True):
             with contextlib.suppress(Exception):
                 await p2p_stream.reset()
-            await local.aclose()
+            _close(local)
         cancelled = isinstance(exc, trio.Cancelled) or (
             isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[0] is not None
         )
@@ -98,7 +134,14 @@ async def pipe(p2p_stream: Any, local: trio.SocketStream) -> None:
     with trio.CancelScope(shield=True):
         with contextlib.suppress(Exception):
             await p2p_stream.close()
-        await local.aclose()
+        _close(local)
+
+
+def _close(sock: socket.socket) -> None:
+    """Close a socket trio may be waiting on (trio must forget it first)."""
+    with contextlib.suppress(Exception):
+        trio.lowlevel.notify_closing(sock)
+    sock.close()
 
 
 class GrpcOverP2P:
@@ -127,7 +170,7 @@ class GrpcOverP2P:
         assert self._server_target is not None
         peer = stream.muxed_conn.peer_id
         try:
-            local = await trio.open_unix_socket(_unix_address(self._server_target()))
+            local = await _connect_unix(_unix_address(self._server_target()))
         except Exception as exc:
             log.warning("gRPC from %s: the local gRPC server is not reachable: %s", peer, exc)
             with contextlib.suppress(Exception):
@@ -171,17 +214,20 @@ class GrpcOverP2P:
         return target
 
     async def _serve_listener(self, sock: socket.socket, peer_id: str) -> None:
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         try:
             async with trio.open_nursery() as nursery:
                 while True:
-                    local = await listener.accept()
+                    try:
+                        local, _ = sock.accept()
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    local.setblocking(False)
                     nursery.start_soon(self._dial, local, peer_id)
         finally:
-            with trio.CancelScope(shield=True):
-                await listener.aclose()
+            _close(sock)
 
-    async def _dial(self, local: trio.SocketStream, peer_id: str) -> None:
+    async def _dial(self, local: socket.socket, peer_id: str) -> None:
         from libp2p.custom_types import TProtocol
         from libp2p.peer.id import ID
 
@@ -192,6 +238,9 @@ class GrpcOverP2P:
         except Exception as exc:
             why = str(exc).splitlines()[0] if str(exc) else repr(exc)
             log.warning("gRPC to %s over libp2p: cannot open a stream: %s", peer_id, why)
-            await local.aclose()
+            _close(local)
             return
+        except BaseException:  # cancelled: the host is stopping
+            _close(local)
+            raise
         await pipe(stream, local)

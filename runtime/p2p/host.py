@@ -157,6 +157,9 @@ def build_host(keys: Any) -> IHost:
     from libp2p.stream_muxer.yamux.yamux import Yamux
     from libp2p.transport.tcp.tcp import TCP
 
+    from .yamux_window import install as batch_yamux_window_updates
+
+    batch_yamux_window_updates()
     return new_host(
         key_pair=keys,
         sec_opt={TProtocol(NOISE): Noise(keys, noise_privkey=x25519().private_key)},
