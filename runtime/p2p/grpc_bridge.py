@@ -67,7 +67,7 @@ async def _connect_unix(address: str) -> socket.socket:
         try:
             sock.connect(address)
         except BlockingIOError:  # the listener's backlog is full: wait for room
-            await trio.lowlevel.wait_writable(sock)
+            await trio.lowlevel.wait_writable(sock.fileno())
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 raise OSError(error, os.strerror(error)) from None
@@ -99,7 +99,7 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
                 try:
                     view = view[local.send(view) :]
                 except BlockingIOError:
-                    await trio.lowlevel.wait_writable(local)
+                    await trio.lowlevel.wait_writable(local.fileno())
         with contextlib.suppress(OSError):
             local.shutdown(socket.SHUT_WR)
 
@@ -108,7 +108,7 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
             try:
                 data = local.recv(CHUNK)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(local)
+                await trio.lowlevel.wait_readable(local.fileno())
                 continue
             if not data:
                 break
@@ -140,7 +140,7 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
 def _close(sock: socket.socket) -> None:
     """Close a socket trio may be waiting on (trio must forget it first)."""
     with contextlib.suppress(Exception):
-        trio.lowlevel.notify_closing(sock)
+        trio.lowlevel.notify_closing(sock.fileno())
     sock.close()
 
 
@@ -220,7 +220,7 @@ class GrpcOverP2P:
                     try:
                         local, _ = sock.accept()
                     except BlockingIOError:
-                        await trio.lowlevel.wait_readable(sock)
+                        await trio.lowlevel.wait_readable(sock.fileno())
                         continue
                     local.setblocking(False)
                     nursery.start_soon(self._dial, local, peer_id)

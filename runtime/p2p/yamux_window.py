@@ -31,8 +31,6 @@ __all__ = ["install", "installed"]
 
 log = logging.getLogger("msuite.p2p")
 
-_installed = False
-
 
 async def _batched_window_update(self: Any, *, bytes_read: int = 0) -> None:
     """Send credit only when half the target window or more has been consumed (go-yamux's rule)."""
@@ -50,7 +48,10 @@ async def _batched_window_update(self: Any, *, bytes_read: int = 0) -> None:
 
 
 def installed() -> bool:
-    return _installed
+    """Whether this process's yamux streams use batched window updates."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    return getattr(YamuxStream, "_auto_tune_and_send_window_update", None) is _batched_window_update
 
 
 def install() -> bool:
@@ -60,16 +61,19 @@ def install() -> bool:
     py-libp2p release that reworks them leaves its own behaviour in place
     (and says so) instead of breaking streams.
     """
-    global _installed
-    if _installed:
-        return True
     from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
-    needed = ("_auto_tune_and_send_window_update", "_grow_to_delta", "_apply_autotune_epoch", "send_window_update")
+    if installed():
+        return True
+    needed = (
+        "_auto_tune_and_send_window_update",
+        "_grow_to_delta",
+        "_apply_autotune_epoch",
+        "send_window_update",
+    )
     missing = [name for name in needed if not hasattr(YamuxStream, name)]
     if missing:
         log.warning("py-libp2p's yamux lacks %s: its own window updates stay in use", ", ".join(missing))
         return False
     YamuxStream._auto_tune_and_send_window_update = _batched_window_update  # type: ignore[method-assign]
-    _installed = True
     return True
