@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,61 @@ async def test_a_provider_that_leaves_is_no_longer_offered(echo_manifest: Path, 
                 client.grpc.client("echo.v1.Echo")
     finally:
         await server.stop()
+
+
+def open_sockets() -> int:
+    """Sockets this process holds open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+async def test_deadlines_cancels_and_a_lost_peer_leave_the_pipe_sound(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    echo_pb2, echo_pb2_grpc = echo_pb
+    # a first round creates what a process keeps once gRPC and libp2p have run (gRPC's poller
+    # wake-up pair, the event loop's); what is open after it must be all that stays open
+    async with pair(echo_manifest, tmp_path / "warm") as (server, client):
+        stub = echo_pb2_grpc.EchoStub(client.grpc.client("echo.v1.Echo"))
+        assert (await stub.Say(echo_pb2.Ping(text="warm"), metadata=server.metadata())).text == "echo: warm"
+    before = open_sockets()
+    async with pair(echo_manifest, tmp_path) as (server, client):
+        metadata = server.metadata()
+        stub = echo_pb2_grpc.EchoStub(client.grpc.client("echo.v1.Echo"))
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await stub.Say(echo_pb2.Ping(text="slow", action="sleep:2"), metadata=metadata, timeout=0.2)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        call = stub.Say(echo_pb2.Ping(text="dropped", action="sleep:2"), metadata=metadata)
+        await asyncio.sleep(0.1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # the connection through the pipe still carries calls
+        assert (await stub.Say(echo_pb2.Ping(text="after"), metadata=metadata)).text == "echo: after"
+
+        # a new channel (a new libp2p stream) works while the first is in use
+        other = grpc.aio.insecure_channel(client._clients_component().resolve("echo.v1.Echo"))
+        try:
+            pong = await echo_pb2_grpc.EchoStub(other).Say(echo_pb2.Ping(text="second"), metadata=metadata)
+            assert pong.text == "echo: second"
+        finally:
+            await other.close()
+
+        # the serving node goes away mid-call: the caller gets UNAVAILABLE, not a hang
+        pending = asyncio.ensure_future(
+            stub.Say(echo_pb2.Ping(text="cut", action="sleep:5"), metadata=metadata, timeout=20)
+        )
+        await asyncio.sleep(0.2)
+        await server.node.stop()
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await asyncio.wait_for(pending, 10)
+        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    # every socket the pipes opened is closed again
+    for _ in range(100):
+        if open_sockets() <= before:
+            break
+        await asyncio.sleep(0.05)
+    assert open_sockets() <= before
