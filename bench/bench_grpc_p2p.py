@@ -6,7 +6,8 @@ A server process runs samples/hello's node with ``grpc.p2p: true`` and its
 Unix socket; a client process runs a p2p-only node bootstrapped to it and
 calls SayHello, one call at a time, through ``node.grpc.client(...)`` (found
 over libp2p by service name: one HTTP/2 connection piped through one libp2p
-stream) and through a plain channel to the server's Unix socket. Reports the
+stream) and through a plain channel to the server's Unix socket, in 20
+alternating blocks so both paths see the same machine state. Reports the
 median and p99 latency of each and the ratio of the medians.
 """
 
