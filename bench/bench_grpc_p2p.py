@@ -73,7 +73,7 @@ def measure(p2p: str, unix: str, calls: int) -> dict[str, list[float]]:
                         await stub.SayHello(request)
                 # interleaved blocks, so both paths see the same machine state (CPU placement and
                 # frequency, gRPC's thread pools) instead of one path measured cold and one warm
-                found = {label: [] for label in stubs}
+                found: dict[str, list[float]] = {label: [] for label in stubs}
                 block = max(calls // 20, 1)
                 for _ in range(max(calls // block, 1)):
                     for label, stub in stubs.items():
