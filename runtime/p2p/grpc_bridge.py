@@ -14,9 +14,10 @@ way whatever transport it came in on.
 
 Both directions run in the trio thread (no bridge crossing per read or
 write). The pipe is lean because every scheduler pass in the trio thread
-costs latency: it reads and writes the yamux stream directly (the libp2p
-stream wrapper takes a lock on every call; it is still used to close and
-reset, which keep the swarm's books), and it uses the Unix socket's own
+costs latency: it reads the yamux stream directly and writes it with
+msuite's one-frame write (:func:`.yamux.write`; the libp2p stream wrapper
+takes a lock on every call, and is still used to close and reset, which
+keep the swarm's books), and it uses the Unix socket's own
 non-blocking calls, waiting only when the socket has nothing to give or no
 room. Half-closes are passed on; an error on either side resets the stream
 and closes the socket.
@@ -33,6 +34,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+from . import yamux
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -106,13 +109,13 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
     async def outbound() -> None:  # local socket -> peer
         while True:
             try:
-                data = local.recv(CHUNK)
+                data = local.recv(yamux.FRAME_PAYLOAD)  # whatever is there, up to one frame
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(local.fileno())
                 continue
             if not data:
                 break
-            await muxed.write(data)
+            await yamux.write(muxed, data)
         await p2p_stream.close_write()
 
     try:

@@ -157,7 +157,7 @@ def build_host(keys: Any) -> IHost:
     from libp2p.stream_muxer.yamux.yamux import Yamux
     from libp2p.transport.tcp.tcp import TCP
 
-    from .yamux_window import install as batch_yamux_window_updates
+    from .yamux import install as batch_yamux_window_updates
 
     batch_yamux_window_updates()
     return new_host(

@@ -1,4 +1,4 @@
-"""Yamux credit in batches (runtime/p2p/yamux_window.py), on two real hosts over loopback TCP."""
+"""msuite's yamux adjustments (runtime/p2p/yamux.py), on two real hosts over loopback TCP."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.stream_muxer.yamux import yamux
 
+from msuite.runtime.p2p import yamux as msuite_yamux
 from msuite.runtime.p2p.host import build_host
-from msuite.runtime.p2p.yamux_window import installed
 
 PROTOCOL = TProtocol("/msuite/test/window/1.0.0")
 WINDOW_UPDATE = 1
@@ -73,7 +73,7 @@ def test_small_request_response_exchanges_carry_no_window_updates(frames: Counte
             await stream.close()
 
     run(main)
-    assert installed()
+    assert msuite_yamux.installed()
     assert frames["data"] >= 2 * exchanges
     # 60 KB each way is far below half the 256 KiB window: no credit needs returning
     # (py-libp2p's own rule sent one update per read: about 1,000 here)
@@ -111,3 +111,63 @@ def test_a_slow_reader_still_receives_megabytes_credit_flowing_in_batches(frames
     run(main)
     # one update per half window at most (256 KiB window, auto-tuned upwards), never per read
     assert 1 <= frames["window_update"] <= total // (128 * 1024) + 4, frames
+
+
+def test_one_frame_writes_respect_credit_and_fall_back_when_it_runs_out(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Streams on one connection written at once, through windows that run out."""
+    chunk, pieces, streams = 20_000, 60, 3  # 1.2 MB a stream, the 256 KiB window runs out often
+    received: dict[int, bytearray] = {}
+    fallbacks = Counter[int]()
+    own_write = yamux.YamuxStream.write
+
+    async def counting_write(self: yamux.YamuxStream, data: bytes) -> None:
+        if self.is_initiator:  # the writers' streams, not the readers' "ok"
+            fallbacks[self.stream_id] += 1
+        await own_write(self, data)
+
+    monkeypatch.setattr(yamux.YamuxStream, "write", counting_write)
+
+    async def slow_reader(stream: Any) -> None:
+        mine = received.setdefault(stream.muxed_stream.stream_id, bytearray())
+        while len(mine) < chunk * pieces:
+            data = await stream.read(5000)
+            if not data:
+                break
+            mine.extend(data)
+            await trio.sleep(0.0005)  # slower than the writers: their credit runs out
+        await stream.write(b"ok")
+
+    def piece(index: int) -> bytes:
+        return index.to_bytes(4, "big") * (chunk // 4)
+
+    async def main() -> None:
+        async with connected(slow_reader) as (client, server):
+            opened = [await client.new_stream(server.get_id(), [PROTOCOL]) for _ in range(streams)]
+
+            async def writer(stream: Any) -> None:
+                for index in range(pieces):
+                    await msuite_yamux.write(stream.muxed_stream, piece(index))
+                assert await stream.read(16) == b"ok"
+                assert stream.muxed_stream.send_window >= 0
+                await stream.close()
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for stream in opened:
+                        nursery.start_soon(writer, stream)
+
+    with caplog.at_level("WARNING"):
+        run(main)
+    expected = b"".join(piece(index) for index in range(pieces))
+    assert len(received) == streams
+    assert all(bytes(data) == expected for data in received.values())
+    # the receiver never saw more than the credit it granted
+    assert not [r for r in caplog.records if "exceeded receive window" in r.getMessage()]
+    # most pieces went out as one frame; where the window ran out, py-libp2p's write waited for credit
+    assert 0 < sum(fallbacks.values()) < streams * pieces / 2, fallbacks
+
+
+def test_the_pipe_reads_what_one_frame_carries() -> None:
+    assert msuite_yamux.FRAME_PAYLOAD == yamux.MAX_MESSAGE_SIZE - yamux.HEADER_SIZE

@@ -1,0 +1,120 @@
+"""msuite's two adjustments to py-libp2p 0.8's yamux: credit in batches, and one-frame writes.
+
+Both leave the bytes on the wire standard yamux: peers of every libp2p
+implementation see well-behaved streams. Both check that py-libp2p still has
+what they rely on and fall back to its own behaviour when it does not
+(``libp2p`` is pinned to 0.8.x in ``pyproject.toml``).
+
+**Receive credit in batches** (:func:`install`, called once per process by
+:func:`msuite.runtime.p2p.host.build_host`). py-libp2p 0.8's streams send a
+WINDOW_UPDATE frame after nearly every read: a read that leaves the window
+short of its target by less than half the target still returns the credit at
+once (its "partial slack" and "release on read" branches). A request/response
+exchange of small messages therefore carries twice the frames it needs:
+every message is followed by a 12-byte update the other side must decrypt
+and handle. msuite grants credit the way the yamux spec describes and
+go-yamux does: once the reader has consumed at least half of the target
+window, as one update carrying everything consumed so far, with py-libp2p's
+own window auto-tuning applied when it is sent. The sender never stalls on
+it: until the reader has consumed half the window, the sender still holds at
+least half the window of credit. Measured on one persistent stream with
+64-byte messages: 722 us per round trip before, 450 us after.
+
+**One-frame writes** (:func:`write`, used by the gRPC pipe). py-libp2p's
+``YamuxStream.write`` passes through a stream lock, a window lock, the
+connection's write lock and a trailing checkpoint: four trio scheduler
+passes before the next task runs, each one a point where the thread may lose
+the GIL. When the data fits in one frame and in the send window, :func:`write`
+takes only the connection's write lock and sends the frame; the window is
+checked and charged under that lock, so frames of concurrent writers never
+reorder. Anything else (a closed stream, data larger than the window or a
+frame) goes through py-libp2p's own write, which waits for credit and
+raises its usual errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+from typing import Any
+
+__all__ = ["FRAME_PAYLOAD", "install", "installed", "write"]
+
+log = logging.getLogger("msuite.p2p")
+
+FRAME_PAYLOAD = 64 * 1024 - 12
+"""The most a yamux data frame carries in py-libp2p (64 KiB frames, as go-yamux, less the header)."""
+
+
+async def _batched_window_update(self: Any, *, bytes_read: int = 0) -> None:
+    """Send credit only when half the target window or more has been consumed (go-yamux's rule)."""
+    # no await before the frame is built: trio switches tasks only at awaits, so the window
+    # arithmetic is atomic without taking the stream's window lock
+    del bytes_read  # the window itself records what was consumed
+    buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+    delta = self.target_recv_window - (self.recv_window + buffered)
+    if delta <= 0 or delta < self.target_recv_window // 2:
+        return
+    increment = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+    self._pending_recv_release = 0
+    if increment > 0:
+        await self.send_window_update(increment, skip_lock=True)
+
+
+def installed() -> bool:
+    """Whether this process's yamux streams grant credit in batches."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    return getattr(YamuxStream, "_auto_tune_and_send_window_update", None) is _batched_window_update
+
+
+def install() -> bool:
+    """Grant credit in batches on every yamux stream in this process; False if not possible."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    if installed():
+        return True
+    needed = (
+        "_auto_tune_and_send_window_update",
+        "_grow_to_delta",
+        "_apply_autotune_epoch",
+        "send_window_update",
+    )
+    missing = [name for name in needed if not hasattr(YamuxStream, name)]
+    if missing:
+        log.warning("py-libp2p's yamux lacks %s: its own window updates stay in use", ", ".join(missing))
+        return False
+    YamuxStream._auto_tune_and_send_window_update = _batched_window_update  # type: ignore[method-assign]
+    return True
+
+
+@functools.cache
+def _frame_layout() -> tuple[struct.Struct, int, int] | None:
+    """py-libp2p's yamux header layout, data type and largest payload, if it still has them."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    try:
+        largest = yamux.MAX_MESSAGE_SIZE - yamux.HEADER_SIZE
+        return struct.Struct(yamux.YAMUX_HEADER_FORMAT), yamux.TYPE_DATA, largest
+    except AttributeError:
+        return None
+
+
+async def write(stream: Any, data: bytes) -> None:
+    """Write ``data`` on a yamux stream, as one frame when it fits (see the module's docstring)."""
+    layout = _frame_layout()
+    conn = getattr(stream, "conn", None)
+    lock = getattr(conn, "_write_lock", None)
+    secured = getattr(conn, "secured_conn", None)
+    if layout is None or lock is None or secured is None:
+        await stream.write(data)
+        return
+    header, data_type, largest = layout
+    size = len(data)
+    async with lock:
+        if 0 < size <= largest and size <= stream.send_window and not (stream.send_closed or stream.closed):
+            stream.send_window -= size
+            await secured.write(header.pack(0, data_type, 0, stream.stream_id, size) + data)
+            return
+    await stream.write(data)
