@@ -14,8 +14,8 @@ way whatever transport it came in on.
 
 Both directions run in the trio thread (no bridge crossing per read or
 write). The pipe is lean because every scheduler pass in the trio thread
-costs latency: it reads the yamux stream directly and writes it with
-msuite's one-frame write (:func:`.yamux.write`; the libp2p stream wrapper
+costs latency: it reads and writes the yamux stream with msuite's lean
+:func:`.yamux.read` and :func:`.yamux.write` (the libp2p stream wrapper
 takes a lock on every call, and is still used to close and reset, which
 keep the swarm's books), and it uses the Unix socket's own
 non-blocking calls, waiting only when the socket has nothing to give or no
@@ -92,7 +92,7 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
     async def inbound() -> None:  # peer -> local socket
         while True:
             try:
-                data = await muxed.read(CHUNK)
+                data = await yamux.read(muxed, CHUNK)
             except MuxedStreamEOF:
                 break
             if not data:

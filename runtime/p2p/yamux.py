@@ -1,4 +1,4 @@
-"""msuite's two adjustments to py-libp2p 0.8's yamux: credit in batches, and one-frame writes.
+"""msuite's adjustments to py-libp2p 0.8's yamux: credit in batches, and a lean read and write.
 
 Both leave the bytes on the wire standard yamux: peers of every libp2p
 implementation see well-behaved streams. Both check that py-libp2p still has
@@ -20,7 +20,8 @@ it: until the reader has consumed half the window, the sender still holds at
 least half the window of credit. Measured on one persistent stream with
 64-byte messages: 722 us per round trip before, 450 us after.
 
-**One-frame writes** (:func:`write`, used by the gRPC pipe). py-libp2p's
+**A lean read and write** (:func:`read` and :func:`write`, used by the gRPC
+pipe, where every scheduler pass in the trio thread is latency). py-libp2p's
 ``YamuxStream.write`` passes through a stream lock, a window lock, the
 connection's write lock and a trailing checkpoint: four trio scheduler
 passes before the next task runs, each one a point where the thread may lose
@@ -29,7 +30,12 @@ takes only the connection's write lock and sends the frame; the window is
 checked and charged under that lock, so frames of concurrent writers never
 reorder. Anything else (a closed stream, data larger than the window or a
 frame) goes through py-libp2p's own write, which waits for credit and
-raises its usual errors.
+raises its usual errors. :func:`read` takes what the stream's buffer holds
+(or waits for the connection's reader to signal more), as py-libp2p's
+``read`` does, without taking the connection's stream lock twice around the
+wait: the buffer is read and cut with no await in between, which trio makes
+atomic. Together they took a unary gRPC call over libp2p from 1.76 ms to
+about 1.55 ms here.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ import logging
 import struct
 from typing import Any
 
-__all__ = ["FRAME_PAYLOAD", "install", "installed", "write"]
+import trio
+
+__all__ = ["FRAME_PAYLOAD", "install", "installed", "read", "write"]
 
 log = logging.getLogger("msuite.p2p")
 
@@ -118,3 +126,40 @@ async def write(stream: Any, data: bytes) -> None:
             await secured.write(header.pack(0, data_type, 0, stream.stream_id, size) + data)
             return
     await stream.write(data)
+
+
+async def read(stream: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes from a yamux stream, waiting for some (see the module's docstring).
+
+    Raises py-libp2p's ``MuxedStreamEOF`` once the peer has closed its side and
+    everything it sent was read, and ``MuxedStreamReset`` after a reset.
+    """
+    from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
+
+    conn = getattr(stream, "conn", None)
+    buffers = getattr(conn, "stream_buffers", None)
+    events = getattr(conn, "stream_events", None)
+    if buffers is None or events is None or not hasattr(stream, "_auto_tune_and_send_window_update"):
+        data: bytes = await stream.read(limit)
+        return data
+    assert conn is not None
+    key = stream.stream_id
+    while True:
+        buffer = buffers.get(key)
+        if buffer:
+            data = bytes(buffer[:limit])
+            del buffer[:limit]
+            await stream._auto_tune_and_send_window_update(bytes_read=len(data))
+            return data
+        if stream.reset_received:
+            raise MuxedStreamReset("the stream was reset")
+        if buffer is None or stream.recv_closed or conn.event_shutting_down.is_set():
+            raise MuxedStreamEOF("the stream is closed for reading")
+        if stream.closed:
+            raise MuxedStreamReset("the stream is closed")
+        event = events.get(key)
+        if event is None:
+            raise MuxedStreamEOF("the stream was removed")
+        await event.wait()
+        if events.get(key) is event:  # re-armed here, as py-libp2p's read does after a wake-up
+            events[key] = trio.Event()

@@ -171,3 +171,43 @@ def test_one_frame_writes_respect_credit_and_fall_back_when_it_runs_out(
 
 def test_the_pipe_reads_what_one_frame_carries() -> None:
     assert msuite_yamux.FRAME_PAYLOAD == yamux.MAX_MESSAGE_SIZE - yamux.HEADER_SIZE
+
+
+def test_the_lean_read_returns_everything_in_order_then_eof_or_reset() -> None:
+    from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
+
+    outcomes: dict[str, Any] = {}
+    finished = trio.Event()
+
+    async def reader(stream: Any) -> None:
+        muxed = stream.muxed_stream
+        got = bytearray()
+        try:
+            while True:
+                got.extend(await msuite_yamux.read(muxed, 7))  # small reads: many wake-ups and leftovers
+        except (MuxedStreamEOF, MuxedStreamReset) as end:
+            outcomes.setdefault("ends", []).append((bytes(got), type(end).__name__))
+        if len(outcomes["ends"]) == 2:
+            finished.set()
+
+    async def main() -> None:
+        async with connected(reader) as (client, server):
+            closing = await client.new_stream(server.get_id(), [PROTOCOL])
+            for i in range(50):
+                await closing.write(b"%03d," % i)
+                if i % 10 == 0:
+                    await trio.sleep(0.01)  # the reader waits for the next frame
+            await closing.close()  # half-close: everything sent, then EOF
+            resetting = await client.new_stream(server.get_id(), [PROTOCOL])
+            await resetting.write(b"before the reset")
+            await trio.sleep(0.1)
+            await resetting.reset()
+            with trio.fail_after(10):
+                await finished.wait()
+
+    run(main)
+    (closed_data, closed_end), (reset_data, reset_end) = outcomes["ends"]
+    assert closed_data == b"".join(b"%03d," % i for i in range(50))
+    assert closed_end == "MuxedStreamEOF"
+    assert reset_data == b"before the reset"
+    assert reset_end == "MuxedStreamReset"
