@@ -30,7 +30,8 @@ import itertools
 import logging
 import os
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -47,6 +48,8 @@ log = logging.getLogger("msuite.p2p.grpc")
 PROTOCOL = "/msuite/grpc/1.0.0"
 CHUNK = 64 * 1024
 OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0
+"""Longest a pipe spends closing or resetting its libp2p stream (a peer that stopped reading)."""
 
 _names = itertools.count(1)
 
@@ -63,17 +66,22 @@ def _unix_address(target: str) -> str:
 
 
 async def _connect_unix(address: str) -> socket.socket:
-    """A non-blocking connected Unix socket (a local server answers at once or refuses)."""
+    """A connected non-blocking Unix socket to a local server.
+
+    A full accept queue makes Linux refuse a non-blocking Unix connect with
+    EAGAIN and start nothing, so the connect is retried (every 5 ms, for up
+    to ``OPEN_TIMEOUT``) until the server has accepted enough to make room.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        try:
-            sock.connect(address)
-        except BlockingIOError:  # the listener's backlog is full: wait for room
-            await trio.lowlevel.wait_writable(sock.fileno())
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                raise OSError(error, os.strerror(error)) from None
+        with trio.fail_after(OPEN_TIMEOUT):
+            while True:
+                try:
+                    sock.connect(address)
+                    break
+                except BlockingIOError:
+                    await trio.sleep(0.005)
     except BaseException:
         sock.close()
         raise
@@ -123,10 +131,8 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
             nursery.start_soon(inbound)
             nursery.start_soon(outbound)
     except BaseException as exc:
-        with trio.CancelScope(shield=True):
-            with contextlib.suppress(Exception):
-                await p2p_stream.reset()
-            _close(local)
+        await _finish(p2p_stream.reset)
+        _close(local)
         cancelled = isinstance(exc, trio.Cancelled) or (
             isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[0] is not None
         )
@@ -134,10 +140,14 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
             raise
         log.debug("a gRPC pipe over libp2p broke: %s", exc)
         return
-    with trio.CancelScope(shield=True):
-        with contextlib.suppress(Exception):
-            await p2p_stream.close()
-        _close(local)
+    await _finish(p2p_stream.close)
+    _close(local)
+
+
+async def _finish(end: Callable[[], Awaitable[None]]) -> None:
+    """Close or reset a libp2p stream, even when cancelled, but for at most ``CLOSE_TIMEOUT``."""
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT), contextlib.suppress(Exception):
+        await end()
 
 
 def _close(sock: socket.socket) -> None:
@@ -157,7 +167,8 @@ class GrpcOverP2P:
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._dialers: dict[str, str] = {}
-        """Peer ID -> the local target that reaches it (read and written on the asyncio side)."""
+        """Peer ID -> the local target that reaches it (added on the asyncio side, dropped by trio)."""
+        self._dialers_lock = threading.Lock()
 
     def attach(self, host: IHost, nursery: trio.Nursery) -> None:
         from libp2p.custom_types import TProtocol
@@ -200,23 +211,32 @@ class GrpcOverP2P:
             sock.close()
             raise
         nursery = self._nursery
+        target = f"unix-abstract:{name}"
 
         def serve() -> None:  # in the trio thread
             try:
-                nursery.start_soon(self._serve_listener, sock, peer_id)
+                nursery.start_soon(self._serve_listener, sock, peer_id, target)
             except RuntimeError:  # the host is stopping: nobody will accept on it
                 sock.close()
+                self._forget(peer_id, target)
 
+        with self._dialers_lock:
+            self._dialers[peer_id] = target
         try:
             self._token.run_sync_soon(serve)
         except trio.RunFinishedError:
             sock.close()
+            self._forget(peer_id, target)
             raise RuntimeError("the p2p host is not running") from None
-        target = f"unix-abstract:{name}"
-        self._dialers[peer_id] = target
         return target
 
-    async def _serve_listener(self, sock: socket.socket, peer_id: str) -> None:
+    def _forget(self, peer_id: str, target: str) -> None:
+        """Drop a listener that no longer accepts, so the next call opens a new one."""
+        with self._dialers_lock:
+            if self._dialers.get(peer_id) == target:
+                del self._dialers[peer_id]
+
+    async def _serve_listener(self, sock: socket.socket, peer_id: str, target: str) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 while True:
@@ -228,6 +248,7 @@ class GrpcOverP2P:
                     local.setblocking(False)
                     nursery.start_soon(self._dial, local, peer_id)
         finally:
+            self._forget(peer_id, target)
             _close(sock)
 
     async def _dial(self, local: socket.socket, peer_id: str) -> None:

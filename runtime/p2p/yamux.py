@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -67,7 +67,38 @@ async def _batched_window_update(self: Any, *, bytes_read: int = 0) -> None:
     increment = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
     self._pending_recv_release = 0
     if increment > 0:
-        await self.send_window_update(increment, skip_lock=True)
+        await _grant(self, increment)
+
+
+async def _grant(stream: Any, increment: int) -> None:
+    """Send ``increment`` of credit the window already counts; take it back if it never left.
+
+    A batch is at least half the window: lost (the reading task cancelled while the
+    update waits for the connection's write lock), the window would stay short of its
+    target by more than the threshold that triggers the next update, and the sender
+    would wait forever. Taken back, the next read grants it again. The frame is written
+    here rather than with py-libp2p's ``send_window_update``, whose write ends with a
+    checkpoint that can be cancelled after the frame has left.
+    """
+    from libp2p.io.exceptions import IOException
+
+    layout = _frame_layout()
+    conn = stream.conn
+    lock = getattr(conn, "_write_lock", None)
+    secured = getattr(conn, "secured_conn", None)
+    if layout is None or lock is None or secured is None:
+        await stream.send_window_update(increment, skip_lock=True)
+        return
+    frame = layout.header.pack(0, layout.window_update, 0, stream.stream_id, increment)
+    try:
+        async with lock:
+            await secured.write(frame)
+    except BaseException as exc:
+        stream.recv_window -= increment
+        if isinstance(exc, IOException):  # the connection is closing: the data read is still good
+            log.debug("yamux stream %s: credit not sent: %s", stream.stream_id, exc)
+            return
+        raise
 
 
 def installed() -> bool:
@@ -97,14 +128,22 @@ def install() -> bool:
     return True
 
 
+class _Layout(NamedTuple):
+    header: struct.Struct
+    data: int
+    window_update: int
+    largest: int
+
+
 @functools.cache
-def _frame_layout() -> tuple[struct.Struct, int, int] | None:
-    """py-libp2p's yamux header layout, data type and largest payload, if it still has them."""
+def _frame_layout() -> _Layout | None:
+    """py-libp2p's yamux header layout, frame types and largest payload, if it still has them."""
     from libp2p.stream_muxer.yamux import yamux
 
     try:
         largest = yamux.MAX_MESSAGE_SIZE - yamux.HEADER_SIZE
-        return struct.Struct(yamux.YAMUX_HEADER_FORMAT), yamux.TYPE_DATA, largest
+        header = struct.Struct(yamux.YAMUX_HEADER_FORMAT)
+        return _Layout(header, yamux.TYPE_DATA, yamux.TYPE_WINDOW_UPDATE, largest)
     except AttributeError:
         return None
 
@@ -118,12 +157,15 @@ async def write(stream: Any, data: bytes) -> None:
     if layout is None or lock is None or secured is None:
         await stream.write(data)
         return
-    header, data_type, largest = layout
     size = len(data)
     async with lock:
-        if 0 < size <= largest and size <= stream.send_window and not (stream.send_closed or stream.closed):
+        if (
+            0 < size <= layout.largest
+            and size <= stream.send_window
+            and not (stream.send_closed or stream.closed)
+        ):
             stream.send_window -= size
-            await secured.write(header.pack(0, data_type, 0, stream.stream_id, size) + data)
+            await secured.write(layout.header.pack(0, layout.data, 0, stream.stream_id, size) + data)
             return
     await stream.write(data)
 
@@ -136,6 +178,8 @@ async def read(stream: Any, limit: int) -> bytes:
     """
     from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
 
+    if limit < 1:
+        raise ValueError(f"read needs a limit of at least 1 byte, not {limit}")
     conn = getattr(stream, "conn", None)
     buffers = getattr(conn, "stream_buffers", None)
     events = getattr(conn, "stream_events", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,7 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.stream_muxer.exceptions import MuxedStreamEOF
 from libp2p.stream_muxer.yamux import yamux
 
 from msuite.runtime.p2p import yamux as msuite_yamux
@@ -174,7 +176,7 @@ def test_the_pipe_reads_what_one_frame_carries() -> None:
 
 
 def test_the_lean_read_returns_everything_in_order_then_eof_or_reset() -> None:
-    from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
+    from libp2p.stream_muxer.exceptions import MuxedStreamReset
 
     outcomes: dict[str, Any] = {}
     finished = trio.Event()
@@ -211,3 +213,55 @@ def test_the_lean_read_returns_everything_in_order_then_eof_or_reset() -> None:
     assert closed_end == "MuxedStreamEOF"
     assert reset_data == b"before the reset"
     assert reset_end == "MuxedStreamReset"
+
+
+def test_credit_whose_update_never_left_is_granted_again() -> None:
+    """A read cancelled while its window update waits for the write lock must not strand the sender."""
+    total = 2 * 1024 * 1024
+    received = [0]
+    cancelled: list[bool] = []
+
+    async def reader(stream: Any) -> None:
+        muxed = stream.muxed_stream
+        conn = muxed.conn
+        received[0] += len(await msuite_yamux.read(muxed, 65536))
+        while len(conn.stream_buffers.get(muxed.stream_id, b"")) < 65536:  # a batch is due next read
+            await trio.sleep(0.01)
+        release, holding = trio.Event(), trio.Event()
+
+        async def hold_the_write_lock() -> None:
+            async with conn._write_lock:
+                holding.set()
+                await release.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold_the_write_lock)
+            await holding.wait()
+            with trio.move_on_after(0.2) as waited:
+                await msuite_yamux.read(muxed, 65536)  # data taken; its update waits for the lock
+            cancelled.append(waited.cancelled_caught)
+            release.set()
+        with contextlib.suppress(MuxedStreamEOF):
+            while True:
+                received[0] += len(await msuite_yamux.read(muxed, 65536))
+
+    async def main() -> None:
+        async with connected(reader) as (client, server):
+            stream = await client.new_stream(server.get_id(), [PROTOCOL])
+            with trio.fail_after(15):
+                await stream.write(b"x" * total)  # py-libp2p gives up after 5 s without credit
+                await stream.close()
+                while received[0] < total - 65536:  # all but the cancelled read's bytes
+                    await trio.sleep(0.01)
+
+    run(main)
+    assert cancelled == [True]
+    assert received[0] == total - 65536
+
+
+def test_the_lean_read_needs_a_positive_limit() -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="at least 1 byte"):
+            await msuite_yamux.read(object(), 0)
+
+    run(main)
