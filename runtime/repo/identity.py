@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from msuite.runtime.p2p.framing import encode_uvarint
+
 __all__ = [
     "ED25519",
     "SECP256K1",
@@ -36,18 +38,6 @@ class KeyFileError(Exception):
     """The key file is missing, unreadable or not a libp2p Ed25519 private key."""
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while pos < len(data) and shift < 64:
@@ -62,7 +52,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def encode_private_key(key_type: int, data: bytes) -> bytes:
     """libp2p's protobuf encoding of a private key."""
-    return b"\x08" + _varint(key_type) + b"\x12" + _varint(len(data)) + data
+    return b"\x08" + encode_uvarint(key_type) + b"\x12" + encode_uvarint(len(data)) + data
 
 
 def decode_private_key(blob: bytes) -> tuple[int, bytes]:
