@@ -100,10 +100,8 @@ async def pipe(p2p_stream: Any, local: socket.socket) -> None:
     async def inbound() -> None:  # peer -> local socket
         while True:
             try:
-                data = await yamux.read(muxed, CHUNK)
+                data = await yamux.read(muxed, CHUNK)  # never empty: the end raises
             except MuxedStreamEOF:
-                break
-            if not data:
                 break
             view = memoryview(data)
             while view:

@@ -82,13 +82,11 @@ async def _grant(stream: Any, increment: int) -> None:
     """
     from libp2p.io.exceptions import IOException
 
-    layout = _frame_layout()
-    conn = stream.conn
-    lock = getattr(conn, "_write_lock", None)
-    secured = getattr(conn, "secured_conn", None)
-    if layout is None or lock is None or secured is None:
+    writer = _frame_writer(stream)
+    if writer is None:
         await stream.send_window_update(increment, skip_lock=True)
         return
+    layout, lock, secured = writer
     frame = layout.header.pack(0, layout.window_update, 0, stream.stream_id, increment)
     try:
         async with lock:
@@ -148,15 +146,25 @@ def _frame_layout() -> _Layout | None:
         return None
 
 
-async def write(stream: Any, data: bytes) -> None:
-    """Write ``data`` on a yamux stream, as one frame when it fits (see the module's docstring)."""
+def _frame_writer(stream: Any) -> tuple[_Layout, Any, Any] | None:
+    """What writing a frame of ``stream`` directly needs: the layout, the connection's write lock
+    and its secured connection; None when py-libp2p no longer has one of them."""
     layout = _frame_layout()
     conn = getattr(stream, "conn", None)
     lock = getattr(conn, "_write_lock", None)
     secured = getattr(conn, "secured_conn", None)
     if layout is None or lock is None or secured is None:
+        return None
+    return layout, lock, secured
+
+
+async def write(stream: Any, data: bytes) -> None:
+    """Write ``data`` on a yamux stream, as one frame when it fits (see the module's docstring)."""
+    writer = _frame_writer(stream)
+    if writer is None:
         await stream.write(data)
         return
+    layout, lock, secured = writer
     size = len(data)
     async with lock:
         if (
