@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,17 @@ def errors_of(path: Path, env: dict[str, str] | None = None) -> list[Diagnostic]
 def located(diagnostics: list[Diagnostic]) -> list[tuple[int, int, str]]:
     """(line, column, path) of each diagnostic, in report order."""
     return [(d.line, d.column, d.path) for d in diagnostics]
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> float:
+    """Wait until ``condition()`` is true, polling every 5 ms; return how long it took.
+
+    Raises AssertionError naming the condition when it is still false after ``timeout`` seconds.
+    """
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            name = getattr(condition, "__name__", repr(condition))
+            raise AssertionError(f"{name} still false after {timeout} s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - began

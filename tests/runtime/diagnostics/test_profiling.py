@@ -27,6 +27,7 @@ import pytest
 from aiohttp import web
 
 from msuite.runtime.diagnostics.profiling import SAMPLER_THREAD_NAME, Profiling
+from tests.helpers import eventually
 
 MAX_SECONDS = 5.0
 HERE = Path(__file__).name
@@ -121,16 +122,6 @@ ACTIVE: dict[str, Callable[[], bool]] = {
     "profile/collapsed": sampler_alive,
     "heap": tracemalloc.is_tracing,
 }
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> float:
-    """Wait until ``predicate()``; return how long it took."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{predicate.__name__} still false after {timeout} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
 
 
 @dataclass

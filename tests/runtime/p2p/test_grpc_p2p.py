@@ -17,6 +17,7 @@ from msuite.runtime.grpc.clients import ServiceNotFound
 from msuite.runtime.node import Node
 from msuite.runtime.testing import Harness, prepare
 from msuite.spec import Manifest, load_manifest
+from tests.helpers import eventually
 
 GRPC_SECTION = "grpc:\n  tcp: {port: 0}\n  unix: {path: echo.sock}\n"
 
@@ -105,10 +106,7 @@ async def test_a_provider_that_leaves_is_no_longer_offered(echo_manifest: Path, 
         async with Node(caller(server.p2p.addrs)) as client:
             await client.p2p.find_service("echo.v1.Echo", timeout=5)
             await server.stop()
-            for _ in range(250):
-                if not client.p2p.providers("echo.v1.Echo"):
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: not client.p2p.providers("echo.v1.Echo"))
             assert client.p2p.providers("echo.v1.Echo") == []
             with pytest.raises(ServiceNotFound):
                 client.grpc.client("echo.v1.Echo")
@@ -167,8 +165,5 @@ async def test_deadlines_cancels_and_a_lost_peer_leave_the_pipe_sound(
             await asyncio.wait_for(pending, 10)
         assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
     # every socket the pipes opened is closed again
-    for _ in range(100):
-        if open_sockets() <= before:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: open_sockets() <= before)
     assert open_sockets() <= before

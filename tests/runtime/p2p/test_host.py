@@ -7,7 +7,6 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from msuite.runtime.node import Node
 from msuite.runtime.p2p.protocols import Busy, MessageTooLarge, PeerUnreachable, Refused, RemoteError
 from msuite.runtime.repo import encode_private_key
 from msuite.spec import Manifest
+from tests.helpers import eventually
 
 ECHO = "/test/echo/1.0.0"
 
@@ -47,15 +47,6 @@ async def nodes(
             await node.stop()
 
 
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> float:
-    began = time.monotonic()
-    while not condition():
-        if time.monotonic() - began > seconds:
-            raise AssertionError(f"not true within {seconds} s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - began
-
-
 def peer_ids(node: Node) -> set[str]:
     return {peer["id"] for peer in node.p2p.peers()}
 
@@ -80,17 +71,17 @@ async def test_two_nodes_connect_through_bootstrap_and_stop_cleanly() -> None:
         assert a.p2p.addrs[0].endswith(f"/p2p/{a.p2p.peer_id}")
         port = int(a.p2p.addrs[0].split("/")[4])
         async with nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
-            await until(lambda: peer_ids(a) == {b.p2p.peer_id} and peer_ids(b) == {a.p2p.peer_id})
+            await eventually(lambda: peer_ids(a) == {b.p2p.peer_id} and peer_ids(b) == {a.p2p.peer_id})
             report = await b.status.report()
             assert report["p2p"]["peer_id"] == b.p2p.peer_id
             assert report["p2p"]["bootstrap"] == [{"addr": a.p2p.addrs[0], "connected": True}]
             assert [peer["id"] for peer in report["p2p"]["peers"]] == [a.p2p.peer_id]
             # each side shows the address the other listens on, even for an inbound connection
             listening = {node.p2p.peer_id: node.p2p.addrs[0].rsplit("/p2p/", 1)[0] for node in (a, b)}
-            await until(lambda: a.p2p.peers()[0]["addrs"] == [listening[b.p2p.peer_id]])
+            await eventually(lambda: a.p2p.peers()[0]["addrs"] == [listening[b.p2p.peer_id]])
             assert b.p2p.peers()[0]["addrs"] == [listening[a.p2p.peer_id]]
             assert p2p_threads() == ["msuite-p2p-a", "msuite-p2p-b"]
-        await until(lambda: not a.p2p.peers())  # a notices b left
+        await eventually(lambda: not a.p2p.peers())  # a notices b left
     assert p2p_threads() == []
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
@@ -126,7 +117,7 @@ async def test_protocols_echo_both_ways() -> None:
         nodes(manifest("a"), setup=with_echo) as (a,),
         nodes(manifest("b", bootstrap=a.p2p.addrs), setup=with_echo) as (b,),
     ):
-        await until(lambda: bool(a.p2p.peers()))
+        await eventually(lambda: bool(a.p2p.peers()))
         assert await b.protocols.send(a.p2p.peer_id, ECHO, b"hi") == b"echo:hi"
         assert await a.protocols.send(b.p2p.peer_id, ECHO, b"yo") == b"echo:yo"
         big = bytes(range(256)) * 4096  # 1 MiB, well over go-msuite's 64 KiB
@@ -157,7 +148,7 @@ async def test_protocol_errors_are_clear() -> None:
         nodes(manifest("server"), setup=setup) as (server,),
         nodes(manifest("client", bootstrap=server.p2p.addrs)) as (client,),
     ):
-        await until(lambda: bool(client.p2p.peers()))
+        await eventually(lambda: bool(client.p2p.peers()))
         target = server.p2p.peer_id
         with pytest.raises(Refused, match=r"^no such note$"):
             await client.protocols.send(target, "/test/refuse/1", b"x")
@@ -189,7 +180,7 @@ async def test_garbage_on_a_protocol_resets_that_stream_only(caplog: pytest.LogC
         nodes(manifest("a"), setup=with_echo) as (a,),
         nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
     ):
-        await until(lambda: bool(b.p2p.peers()))
+        await eventually(lambda: bool(b.p2p.peers()))
 
         async def garbage() -> None:
             host = b.p2p._host
@@ -200,7 +191,7 @@ async def test_garbage_on_a_protocol_resets_that_stream_only(caplog: pytest.LogC
 
         with caplog.at_level(logging.WARNING, logger="msuite.p2p.protocols"):
             await b.p2p.bridge.run(garbage)
-            await until(lambda: "malformed request" in caplog.text)
+            await eventually(lambda: "malformed request" in caplog.text)
         assert await b.protocols.send(a.p2p.peer_id, ECHO, b"still") == b"echo:still"
 
 
@@ -212,7 +203,7 @@ async def test_an_unreachable_bootstrap_peer_is_a_warning(caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="msuite.p2p"):
         async with nodes(manifest("lonely", bootstrap=[nobody])) as (node,):
             assert node.state == "running"
-            await until(lambda: "bootstrap peer" in caplog.text)
+            await eventually(lambda: "bootstrap peer" in caplog.text)
             report = await node.status.report()
             assert report["p2p"]["bootstrap"] == [{"addr": nobody, "connected": False}]
     assert f"bootstrap peer {nobody} unreachable" in caplog.text
@@ -266,7 +257,7 @@ async def test_mesher_four_nodes_one_bootstrap_full_mesh() -> None:
         others = [manifest(f"n{i}", bootstrap=hub.p2p.addrs) for i in range(3)]
         async with nodes(*others) as spokes:
             everyone = [hub, *spokes]
-            took = await until(lambda: all(len(node.p2p.peers()) == 3 for node in everyone), 5.0)
+            took = await eventually(lambda: all(len(node.p2p.peers()) == 3 for node in everyone), 5.0)
     assert took < 5.0
 
 
@@ -312,11 +303,11 @@ async def test_a_peer_killed_with_sigkill_is_noticed_and_the_rest_keep_serving()
         try:
             assert process.stdout is not None
             doomed = (await asyncio.to_thread(process.stdout.readline)).strip()
-            await until(lambda: doomed in peer_ids(survivor), 10)
+            await eventually(lambda: doomed in peer_ids(survivor), 10)
             assert await survivor.protocols.send(doomed, ECHO, b"alive?") == b"alive?"
             process.kill()
             await asyncio.to_thread(process.wait, 10)
-            noticed = await until(lambda: doomed not in peer_ids(survivor), 10)
+            noticed = await eventually(lambda: doomed not in peer_ids(survivor), 10)
             with pytest.raises(PeerUnreachable):
                 await survivor.protocols.send(doomed, ECHO, b"gone", timeout=5)
             assert await other.protocols.send(survivor.p2p.peer_id, ECHO, b"still") == b"echo:still"
@@ -351,12 +342,12 @@ async def test_pubsub_delivers_a_burst_in_order_to_every_subscriber() -> None:
             own.append(message)
 
         await publisher.p2p.pubsub.subscribe("events", mine)  # own messages are not delivered to it
-        await until(lambda: len(publisher.p2p.pubsub.peers("events")) == 2, 10)
+        await eventually(lambda: len(publisher.p2p.pubsub.peers("events")) == 2, 10)
         await asyncio.sleep(1.5)  # a heartbeat: the mesh forms
         burst = [f"m{i}".encode() for i in range(300)]
         for data in burst:
             await publisher.p2p.pubsub.publish("events", data)
-        await until(lambda: all(len(found) == len(burst) for found in got.values()), 10)
+        await eventually(lambda: all(len(found) == len(burst) for found in got.values()), 10)
         assert all(found == burst for found in got.values())
         assert own == []
         report = (await readers[0].status.report())["p2p"]["pubsub"]
@@ -374,10 +365,10 @@ async def test_a_cancelled_subscription_receives_nothing_more() -> None:
             got.append(message.data)
 
         subscription = await reader.p2p.pubsub.subscribe("t", collect)
-        await until(lambda: bool(publisher.p2p.pubsub.peers("t")), 10)
+        await eventually(lambda: bool(publisher.p2p.pubsub.peers("t")), 10)
         await asyncio.sleep(1.5)
         await publisher.p2p.pubsub.publish("t", b"one")
-        await until(lambda: got == [b"one"])
+        await eventually(lambda: got == [b"one"])
         await subscription.cancel()
         assert reader.p2p.pubsub.topics() == []
         await publisher.p2p.pubsub.publish("t", b"two")
@@ -407,7 +398,7 @@ async def test_peers_dialling_each_other_at_once_are_reported_once() -> None:
 
     async with nodes(manifest("a"), manifest("b"), setup=watch) as (a, b):
         await asyncio.gather(a.p2p.connect(b.p2p.addrs[0]), b.p2p.connect(a.p2p.addrs[0]))
-        await until(lambda: bool(a.p2p.peers()) and bool(b.p2p.peers()))
+        await eventually(lambda: bool(a.p2p.peers()) and bool(b.p2p.peers()))
         await asyncio.sleep(0.3)
         assert events == {"a": [True], "b": [True]}
 
@@ -417,7 +408,7 @@ async def test_subscriptions_cancelled_from_their_handler_or_while_resubscribing
         nodes(manifest("a")) as (a,),
         nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
     ):
-        await until(lambda: bool(a.p2p.peers()))
+        await eventually(lambda: bool(a.p2p.peers()))
         first: list[bytes] = []
         holder: list[Any] = []
 
@@ -426,12 +417,12 @@ async def test_subscriptions_cancelled_from_their_handler_or_while_resubscribing
             await holder[0].cancel()
 
         holder.append(await a.p2p.pubsub.subscribe("once", once))
-        await until(lambda: a.p2p.peer_id in b.p2p.pubsub.peers("once"), 10)
+        await eventually(lambda: a.p2p.peer_id in b.p2p.pubsub.peers("once"), 10)
         await asyncio.sleep(1.2)
         await b.p2p.pubsub.publish("once", b"m0")
-        await until(lambda: first == [b"m0"])
+        await eventually(lambda: first == [b"m0"])
         # the node really left the topic: its peer no longer counts it as a member
-        await until(lambda: a.p2p.peer_id not in b.p2p.pubsub.peers("once"), 10)
+        await eventually(lambda: a.p2p.peer_id not in b.p2p.pubsub.peers("once"), 10)
         assert a.p2p.pubsub.topics() == []
 
         old = await a.p2p.pubsub.subscribe("again", lambda message: asyncio.sleep(0))
@@ -441,10 +432,10 @@ async def test_subscriptions_cancelled_from_their_handler_or_while_resubscribing
             got.append(message.data)
 
         _, new = await asyncio.gather(old.cancel(), a.p2p.pubsub.subscribe("again", keep))
-        await until(lambda: a.p2p.peer_id in b.p2p.pubsub.peers("again"), 10)
+        await eventually(lambda: a.p2p.peer_id in b.p2p.pubsub.peers("again"), 10)
         await asyncio.sleep(1.2)
         await b.p2p.pubsub.publish("again", b"x")
-        await until(lambda: got == [b"x"], 10)
+        await eventually(lambda: got == [b"x"], 10)
         await new.cancel()
 
         cancelled = asyncio.ensure_future(a.p2p.pubsub.subscribe("never", keep))
@@ -460,7 +451,7 @@ async def test_a_protocol_registered_after_start_is_served() -> None:
         nodes(manifest("a")) as (a,),
         nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
     ):
-        await until(lambda: bool(b.p2p.peers()))
+        await eventually(lambda: bool(b.p2p.peers()))
         a.protocols.register("/test/late/1", echo)
         assert "/test/late/1" in (await a.status.report())["p2p"]["protocols"]
         for _ in range(50):  # the handler is set in the trio thread, at once but not synchronously

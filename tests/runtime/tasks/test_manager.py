@@ -16,6 +16,7 @@ from msuite.runtime.tasks import (
     TaskManager,
     TaskState,
 )
+from tests.helpers import eventually
 
 
 @pytest.fixture
@@ -24,14 +25,6 @@ async def manager() -> AsyncIterator[TaskManager]:
     await tasks.start()
     yield tasks
     await tasks.stop(grace=2)
-
-
-async def until(condition: object, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_over_capacity_waits_then_runs(manager: TaskManager) -> None:
@@ -44,7 +37,7 @@ async def test_over_capacity_waits_then_runs(manager: TaskManager) -> None:
         return ctx.name
 
     handles = [manager.submit(blocked, name=f"t{i}") for i in range(4)]
-    await until(lambda: len(started) == 2)
+    await eventually(lambda: len(started) == 2)
     await asyncio.sleep(0.05)
     assert started == ["t0", "t1"]  # two workers at most, first in first out
     status = manager.status()
@@ -105,7 +98,7 @@ async def test_progress_and_description_are_shown(manager: TaskManager) -> None:
         await gate.wait()
 
     manager.submit(reporting, name="copy")
-    await until(
+    await eventually(
         lambda: any(w["task"] and w["task"]["progress"]["done"] == 3 for w in manager.status()["workers"])
     )
     (task,) = [w["task"] for w in manager.status()["workers"] if w["task"]]
@@ -133,7 +126,7 @@ async def test_stop_cancels_running_and_queued_tasks_and_waits() -> None:
 
     running = tasks.submit(long, name="running")
     queued = tasks.submit(long, name="queued")
-    await until(lambda: running.state is TaskState.RUNNING)
+    await eventually(lambda: running.state is TaskState.RUNNING)
     await tasks.stop(grace=2)
     assert running.state is TaskState.CANCELLED and queued.state is TaskState.CANCELLED
     assert cleaned == ["running"]  # the running task's cleanup ran before stop returned
@@ -156,7 +149,7 @@ async def test_stop_gives_up_after_the_grace_period(caplog: pytest.LogCaptureFix
             raise
 
     handle = tasks.submit(stubborn, name="stubborn")
-    await until(lambda: handle.state is TaskState.RUNNING)
+    await eventually(lambda: handle.state is TaskState.RUNNING)
     loop = asyncio.get_running_loop()
     started = loop.time()
     with caplog.at_level(logging.WARNING, logger="msuite.tasks"):
@@ -172,10 +165,10 @@ async def test_extra_workers_stop_when_idle(manager: TaskManager) -> None:
         await asyncio.sleep(0.01)
 
     handles = [manager.submit(quick) for _ in range(4)]
-    await until(lambda: len(manager.status()["workers"]) == 2)
+    await eventually(lambda: len(manager.status()["workers"]) == 2)
     for handle in handles:
         await handle.wait()
-    await until(lambda: len(manager.status()["workers"]) == 1)  # back to min_workers
+    await eventually(lambda: len(manager.status()["workers"]) == 1)  # back to min_workers
 
 
 async def test_bad_limits() -> None:
@@ -236,7 +229,7 @@ async def test_stop_returns_once_a_polite_task_has_cleaned_up() -> None:
         return "never"
 
     handle = tasks.submit(polite)
-    await until(lambda: handle.state is TaskState.RUNNING)
+    await eventually(lambda: handle.state is TaskState.RUNNING)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await tasks.stop(grace=3)
