@@ -3,6 +3,11 @@
 Subcommands import what they need when they run, so ``msuite validate``
 loads only :mod:`msuite.spec`. Bad input never shows a traceback: every
 expected failure prints one located line per problem and exits 1.
+
+Every subcommand that reads a manifest names it the same way: ``[FILE]``
+(``validate``: ``[FILE...]``), default ``./msuite.yaml``, with ``-f/--file
+FILE`` as an alias of ``FILE``. Naming two manifests to a command that takes
+one is a usage error (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -27,6 +32,66 @@ EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
+DEFAULT_MANIFEST = "msuite.yaml"
+
+
+class _Manifests(argparse.Action):
+    """Collect manifest paths from ``FILE`` and ``-f/--file FILE`` into one list, in command-line order.
+
+    Both arguments share this action and its ``dest``, so ``msuite up x.yaml``
+    and ``msuite up -f x.yaml`` parse to the same namespace. A ``FILE`` left
+    out arrives as ``None`` (``[FILE]``) or ``[]`` (``[FILE...]``) and adds
+    nothing; :func:`_resolve_manifests` applies the default afterwards.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None:
+            return
+        given = [values] if isinstance(values, str) else [str(value) for value in values]
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *given])
+
+
+def _add_manifest_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
+    """``[FILE]`` (or ``[FILE...]`` when ``many``) with ``-f/--file FILE`` as its alias."""
+    if many:
+        parser.add_argument(
+            "manifests",
+            nargs="*",
+            action=_Manifests,
+            metavar="FILE",
+            help=f"manifests (default: ./{DEFAULT_MANIFEST})",
+        )
+        alias = "a manifest, the same as FILE; may repeat"
+    else:
+        parser.add_argument(
+            "manifests",
+            nargs="?",
+            action=_Manifests,
+            metavar="FILE",
+            help=f"manifest (default: ./{DEFAULT_MANIFEST})",
+        )
+        alias = "the manifest, the same as FILE (give one or the other)"
+    parser.add_argument("-f", "--file", dest="manifests", action=_Manifests, metavar="FILE", help=alias)
+    parser.set_defaults(manifests=None, one_manifest=not many)
+
+
+def _resolve_manifests(args: argparse.Namespace) -> str | None:
+    """Apply the default manifest; a usage error message when a one-manifest command got several."""
+    given: list[str] = list(args.manifests or ())
+    if args.one_manifest and len(given) > 1:
+        return (
+            f"{args.command} takes one manifest, got {len(given)} ({', '.join(given)}): "
+            "give it once, as FILE or as -f FILE"
+        )
+    args.manifests = given or [DEFAULT_MANIFEST]
+    return None
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -42,7 +107,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Check each manifest against the schema and the semantic rules. Every "
         "problem is printed as FILE:LINE:COL: PATH: MESSAGE.",
     )
-    validate.add_argument("files", nargs="*", metavar="FILE", help="manifests (default: ./msuite.yaml)")
+    _add_manifest_arguments(validate, many=True)
     validate.add_argument(
         "--format",
         choices=("text", "json", "github"),
@@ -57,9 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Load the manifest, regenerate code when stale, start the node, print a "
         "readiness line per listener, serve until SIGINT/SIGTERM, drain and exit 0.",
     )
-    up.add_argument(
-        "-f", "--file", default="msuite.yaml", metavar="FILE", help="manifest (default: ./msuite.yaml)"
-    )
+    _add_manifest_arguments(up, many=False)
     up.set_defaults(run=_up)
 
     generate = commands.add_parser(
@@ -68,7 +131,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Compile the services' protos and write the output package (codegen.out, "
         "default gen/ beside the manifest): message modules, typed stubs, wiring, events.",
     )
-    generate.add_argument("file", nargs="?", default="msuite.yaml", metavar="FILE", help="manifest")
+    _add_manifest_arguments(generate, many=False)
     generate.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 listing stale, missing or extra files"
     )
@@ -106,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "manifests"):
+        problem = _resolve_manifests(args)
+        if problem is not None:
+            return _error(problem, status=EXIT_USAGE)
     try:
         status: int = args.run(args)
     except KeyboardInterrupt:
@@ -115,19 +182,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-# --------------------------------------------------------------------------- validate
+# --------------------------------------------------------------------------- up
 
 
 def _up(args: argparse.Namespace) -> int:
     from .up import up
 
-    return up(args.file, began=_BEGAN)
+    file: str = args.manifests[0]
+    return up(file, began=_BEGAN)
+
+
+# --------------------------------------------------------------------------- validate
 
 
 def _validate(args: argparse.Namespace) -> int:
     from msuite.spec import Diagnostic, ManifestError, load_manifest, render
 
-    files: list[str] = list(args.files) or ["msuite.yaml"]
+    files: list[str] = args.manifests
     diagnostics: list[Diagnostic] = []
     results: list[dict[str, object]] = []
     for file in files:
@@ -172,8 +243,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from msuite.spec import ManifestError, load_manifest, render
 
+    file: str = args.manifests[0]
     try:
-        manifest = load_manifest(args.file)
+        manifest = load_manifest(file)
     except ManifestError as exc:
         print(render(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
@@ -198,7 +270,7 @@ def _generate(args: argparse.Namespace) -> int:
         ):
             for path in paths:
                 print(f"{out / path}: {label}", file=sys.stderr)
-        print(f"{out}: out of date: run `msuite generate {args.file}`", file=sys.stderr)
+        print(f"{out}: out of date: run `msuite generate {file}`", file=sys.stderr)
         return EXIT_INVALID
     state = "written" if outcome.written else "up to date"
     print(f"{out}: {state} ({len(outcome.files)} files)")
@@ -269,7 +341,7 @@ def _init(args: argparse.Namespace) -> int:
     print(f"created node {name!r} in {target}/")
     for rel, _ in files:
         print(f"  {rel}")
-    print(f"next: msuite up -f {manifest_path}   (then, from another shell: python {target / 'client.py'})")
+    print(f"next: msuite up {manifest_path}   (then, from another shell: python {target / 'client.py'})")
     return EXIT_OK
 
 

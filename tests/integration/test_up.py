@@ -171,6 +171,21 @@ def test_scaffold_up_serves_grpc_on_tcp_and_unix_and_http_then_stops_on_sigterm(
         up.kill()
 
 
+def test_up_takes_the_manifest_as_a_positional_file_from_another_folder(scaffold: Path) -> None:
+    # the README's first command: `msuite up demo/msuite.yaml` from the folder above the node
+    (scaffold.parent / "msuite.yaml").write_text("name: decoy\nzz: 1\n")  # refused, should it be read
+    up = Up(scaffold.parent, f"{scaffold.name}/msuite.yaml")
+    try:
+        listeners = up.wait_ready(3)
+        assert set(listeners) == {"grpc.tcp", "grpc.unix", "http"}
+        assert (scaffold / "gen" / "wiring.py").is_file()  # generated beside the manifest, not in the cwd
+        assert not (scaffold.parent / "gen").exists()
+        assert up.stop() == 0
+        assert "stopped hello" in up.stderr()
+    finally:
+        up.kill()
+
+
 def test_up_refuses_subsystems_it_does_not_build_yet(scaffold: Path) -> None:
     manifest = scaffold / "msuite.yaml"
     manifest.write_text(manifest.read_text() + "p2p: true\nfiles: true\n")

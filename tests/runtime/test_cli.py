@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,112 @@ def test_init_with_a_name(tmp_path: Path) -> None:
     assert "\nname: greeter\n" in (tmp_path / "msuite.yaml").read_text()
     assert msuite("validate", str(tmp_path / "msuite.yaml")).returncode == 0
     assert msuite("init", "--name", "bad name", str(tmp_path / "x")).returncode == 2
+
+
+# --------------------------------------------------------------------------- naming the manifest
+
+# Each form names tmp_path/chosen/msuite.yaml (node "chosen") while ./msuite.yaml in
+# tmp_path is a decoy (node "decoy"); "default" runs inside chosen/ with no argument.
+# A form that is ignored falls back to the decoy and the test sees node "decoy".
+MANIFEST_FORMS: dict[str, tuple[list[str], str]] = {
+    "positional": (["chosen/msuite.yaml"], "."),
+    "-f": (["-f", "chosen/msuite.yaml"], "."),
+    "--file": (["--file", "chosen/msuite.yaml"], "."),
+    "--file=": (["--file=chosen/msuite.yaml"], "."),
+    "default": ([], "chosen"),
+}
+
+
+def name_the_manifest(tmp_path: Path, form: str) -> tuple[list[str], Path]:
+    """Write the chosen manifest and the decoy; the arguments and folder that ``form`` runs with."""
+    (tmp_path / "chosen").mkdir()
+    (tmp_path / "chosen" / "msuite.yaml").write_text('name: chosen\nrepo: ":memory:"\n')
+    (tmp_path / "msuite.yaml").write_text('name: decoy\nrepo: ":memory:"\n')
+    args, cwd = MANIFEST_FORMS[form]
+    return args, tmp_path / cwd
+
+
+@pytest.mark.parametrize("form", MANIFEST_FORMS)
+def test_validate_reads_the_manifest_named_by_file_f_file_or_the_default(tmp_path: Path, form: str) -> None:
+    args, cwd = name_the_manifest(tmp_path, form)
+    result = msuite("validate", *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.endswith("msuite.yaml: valid (node chosen)")
+
+
+def test_validate_takes_several_files_as_positionals_and_repeated_f_in_order(tmp_path: Path) -> None:
+    for name in "abcd":
+        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\n")
+    result = msuite("validate", "-f", "a.yaml", "--file", "b.yaml", "c.yaml", "d.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{name}.yaml: valid (node {name})" for name in "abcd"]
+
+
+@pytest.mark.parametrize("form", MANIFEST_FORMS)
+def test_generate_writes_beside_the_manifest_named_by_file_f_file_or_the_default(
+    tmp_path: Path, form: str
+) -> None:
+    args, cwd = name_the_manifest(tmp_path, form)
+    result = msuite("generate", *args, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "chosen" / "gen"
+    assert result.stdout.startswith(f"{out}: written (")
+    assert (out / "wiring.py").is_file()
+    assert not (tmp_path / "gen").exists()
+
+
+@pytest.mark.parametrize("form", MANIFEST_FORMS)
+def test_up_serves_the_manifest_named_by_file_f_file_or_the_default(tmp_path: Path, form: str) -> None:
+    args, cwd = name_the_manifest(tmp_path, form)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "msuite"), "up", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert ready.startswith("ready (no listeners) ("), ready
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert "stopped chosen" in stderr
+
+
+@pytest.mark.parametrize("command", ["up", "generate"])
+@pytest.mark.parametrize(
+    "args",
+    [["a.yaml", "-f", "b.yaml"], ["--file", "a.yaml", "b.yaml"], ["-f", "a.yaml", "-f", "b.yaml"]],
+    ids=["FILE and -f", "--file and FILE", "-f twice"],
+)
+def test_one_manifest_commands_refuse_two_in_one_line(tmp_path: Path, command: str, args: list[str]) -> None:
+    # a.yaml and b.yaml do not exist: a command that went on would fail with status 1 instead
+    result = msuite(command, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"msuite: error: {command} takes one manifest, got 2 (a.yaml, b.yaml): "
+        "give it once, as FILE or as -f FILE"
+    ]
+
+
+@pytest.mark.parametrize("command", ["up", "generate"])
+@pytest.mark.parametrize("args", [["nope.yaml"], ["-f", "nope.yaml"], []], ids=["FILE", "-f", "default"])
+def test_a_missing_manifest_is_one_line_naming_it(tmp_path: Path, command: str, args: list[str]) -> None:
+    result = msuite(command, *args, cwd=tmp_path)
+    assert result.returncode == 1
+    named = args[-1] if args else "msuite.yaml"
+    assert result.stderr.splitlines() == [f"{named}:1:1: <root>: no such file"]
+
+
+def test_init_prints_up_with_the_manifest_as_file(tmp_path: Path) -> None:
+    result = msuite("init", "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("next: msuite up demo/msuite.yaml   (then")
