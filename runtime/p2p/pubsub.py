@@ -25,6 +25,10 @@ so msuite sets:
   what does not fit, silently: a burst of 300 publishes lost a third);
 - up to 1,000 pending messages per peer.
 
+py-libp2p takes neither size as an argument: :func:`.compat.sized_pubsub`
+sets both on this node's Pubsub only, never on other py-libp2p users in the
+process.
+
 Handlers are coroutine functions run on the asyncio loop, one message at a
 time per subscription, in the order they arrived. Each subscription has a
 queue of ``queue_size`` messages (default 1,024); a handler slower than the
@@ -117,7 +121,9 @@ class Subscription:
 
 
 class PubSub:
-    """``node.p2p.pubsub``: topics shared with every peer speaking GossipSub."""
+    """``node.p2p.pubsub``: topics shared with every peer speaking GossipSub (a p2p service)."""
+
+    name = "pubsub"
 
     def __init__(self) -> None:
         self._host: IHost | None = None
@@ -129,7 +135,6 @@ class PubSub:
         self._subscriptions: dict[str, list[Subscription]] = {}
         self._readers: dict[str, trio.CancelScope] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -143,7 +148,6 @@ class PubSub:
     ) -> Subscription:
         """Call ``handler(message)`` for each message on ``topic``."""
         bridge = self._require()
-        self._loop = asyncio.get_running_loop()
         async with self._topic_lock(topic):
             subscription = Subscription(self, topic, handler, own, queue_size)
             first = topic not in self._subscriptions
@@ -221,13 +225,11 @@ class PubSub:
 
     async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
         """Run GossipSub in the host's nursery until cancelled."""
-        from libp2p.pubsub import pubsub as pubsub_module
         from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
-        from libp2p.pubsub.pubsub import Pubsub
         from libp2p.tools.anyio_service import background_trio_service
 
-        pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = CHANNEL_SIZE  # read at each subscribe
-        setattr(pubsub_module, "RpcQueue", _outbound_queue())  # noqa: B010  (built for each peer)
+        from . import compat
+
         router = GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=6,
@@ -238,7 +240,13 @@ class PubSub:
             spam_protection_enabled=False,
             max_pending_messages_per_peer=1000,
         )
-        pubsub = Pubsub(host, router, strict_signing=True)
+        pubsub = compat.sized_pubsub(
+            host,
+            router,
+            subscription_channel=CHANNEL_SIZE,
+            outbound_queue=OUTBOUND_QUEUE,
+            strict_signing=True,
+        )
         self._host, self._bridge, self._router = host, bridge, router
         self._my_id = host.get_id().to_bytes()
         try:
@@ -271,8 +279,8 @@ class PubSub:
                 await self._pubsub.unsubscribe(topic)
 
     async def _read(self, topic: str, subscription: Any, scope: trio.CancelScope) -> None:
-        loop = self._loop
-        assert loop is not None
+        bridge = self._bridge
+        assert bridge is not None
         with scope:
             while True:
                 raw = await subscription.get()
@@ -283,31 +291,13 @@ class PubSub:
                     sender=_peer_id(raw.from_id),
                     seqno=int.from_bytes(raw.seqno, "big"),
                 )
-                try:
-                    loop.call_soon_threadsafe(self._deliver, topic, message, own)
-                except RuntimeError:  # the asyncio loop is closed
-                    return
+                if not bridge.call_soon_in_asyncio(self._deliver, topic, message, own):
+                    return  # the asyncio loop is closed: nobody is left to deliver to
 
     def _deliver(self, topic: str, message: Message, own: bool) -> None:  # on the asyncio loop
         for subscription in self._subscriptions.get(topic, ()):
             if subscription.own or not own:
                 subscription._offer(message)
-
-
-def _outbound_queue() -> type:
-    """py-libp2p's per-peer outbound queue, holding ``OUTBOUND_QUEUE`` RPCs instead of 32."""
-    from libp2p.pubsub.rpc_queue import RpcQueue
-
-    if getattr(RpcQueue, "msuite_sized", False):
-        return RpcQueue
-
-    class SizedRpcQueue(RpcQueue):
-        msuite_sized = True
-
-        def __init__(self, max_size: int = OUTBOUND_QUEUE, **kwargs: Any) -> None:
-            super().__init__(max_size, **kwargs)
-
-    return SizedRpcQueue
 
 
 def _peer_id(raw: bytes) -> str:
