@@ -1,7 +1,21 @@
-"""The component protocol and the order components start and stop in.
+"""The component protocol, the table line that builds one, and the order they start and stop in.
 
 Every subsystem of a node is a component: a ``name``, the names it
 ``requires``, ``async start()``, ``async stop(grace)`` and ``status()``.
+A component is made in two phases:
+
+1. **Build** (:class:`ComponentSpec`'s ``build(context)``): everything that
+   can fail on configuration happens here (compile routes, check files,
+   register handlers and hooks), before any port is bound or file opened, and
+   fails with a :class:`~msuite.runtime.errors.NodeError` that names the
+   manifest position. The :class:`BuildContext` hands the factory the
+   components it depends on *by name*: only those its spec lists in
+   ``requires`` (always there) or ``uses`` (there when the manifest enables
+   them); asking for any other name is a :class:`ComponentError`, so a
+   spec's dependencies are the truth about what it uses.
+2. **Start** (``start()``), in the order below; nothing is injected after
+   build (no setters): a component reads what it depends on from the objects
+   it was handed at build, once they have started.
 
 Rules the node follows (and :func:`start_order` computes):
 
@@ -20,10 +34,38 @@ Rules the node follows (and :func:`start_order` computes):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Component", "ComponentError", "start_order"]
+from .errors import MsuiteError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from msuite.spec import Manifest
+
+    from .node import Node
+    from .wiring import ServiceBinding
+
+__all__ = [
+    "USER_CODE_USES",
+    "Accessor",
+    "BuildContext",
+    "Component",
+    "ComponentError",
+    "ComponentSpec",
+    "Extra",
+    "FrozenError",
+    "HookList",
+    "start_order",
+]
+
+T = TypeVar("T")
+
+USER_CODE_USES = ("repo", "auth", "tasks", "locker", "metrics", "tracing", "p2p", "clients")
+"""What user code run by a server (``impl`` classes, HTTP handlers) may reach through the node:
+a server that runs user code lists these in its ``uses``, so they start before it."""
 
 
 @runtime_checkable
@@ -45,8 +87,142 @@ class Component(Protocol):
         """A JSON-able summary for ``GET /status``. Cheap: no I/O."""
 
 
-class ComponentError(Exception):
-    """The components of a node don't fit together (unknown requirement, cycle, duplicate)."""
+class ComponentError(MsuiteError):
+    """The components of a node don't fit together (unknown requirement, cycle, duplicate,
+    a dependency used but not declared)."""
+
+
+class FrozenError(MsuiteError):
+    """A hook, route or handler was added to a node that has started (it would never run)."""
+
+
+class HookList(list[T]):
+    """A list of hooks that refuses additions once frozen (the node freezes it at start).
+
+    Hooks are read once, when a server composes its call chain at start; one added
+    after that would silently never run, so adding it raises :class:`FrozenError`.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+        self.frozen = False
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    def _check(self) -> None:
+        if self.frozen:
+            raise FrozenError(f"{self.what} are fixed once the node has started: add them before start")
+
+    def append(self, item: T) -> None:
+        self._check()
+        super().append(item)
+
+    def extend(self, items: Any) -> None:
+        self._check()
+        super().extend(items)
+
+    def insert(self, index: Any, item: T) -> None:
+        self._check()
+        super().insert(index, item)
+
+    def __iadd__(self, items: Any) -> HookList[T]:  # type: ignore[override,misc]
+        self._check()
+        super().extend(items)
+        return self
+
+
+@dataclass(frozen=True)
+class Extra:
+    """Top-level module ``module`` comes with ``pip install 'msuite[extra]'``; ``key`` needs it."""
+
+    module: str
+    extra: str
+    key: tuple[str, ...]
+
+
+Accessor = Callable[[Any, Mapping[str, Any]], Any]
+"""``accessor(component, built)`` -> what ``node.<name>`` returns (``built``: components by name)."""
+
+
+def _always(manifest: Manifest) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One line of the node's component table: how to build a subsystem, and when.
+
+    ``build(context)`` returns the component (nothing started). ``enabled``
+    says from the manifest whether the node has it; ``key`` is the manifest
+    key that enables it (named when a disabled subsystem is asked for, and where
+    a missing extra is reported). ``requires`` must be built when this one is
+    (enabling this one without them is a manifest error ``msuite validate``
+    reports); ``uses`` are used when the manifest enables them. Both order the
+    start. ``accessors`` name what ``node.<name>`` returns; ``extras`` say which
+    optional install brings each third-party module the factory imports.
+    """
+
+    name: str
+    build: Callable[[BuildContext], Component]
+    enabled: Callable[[Manifest], bool] = _always
+    key: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    accessors: Mapping[str, Accessor] = field(default_factory=dict)
+    extras: tuple[Extra, ...] = ()
+
+
+class BuildContext:
+    """What a factory gets: the manifest, the node, and the components it declared, by name."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        node: Node,
+        built: Mapping[str, Component],
+        spec: ComponentSpec,
+        *,
+        bindings: Sequence[ServiceBinding] = (),
+        wiring: ModuleType | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.node = node
+        """The node, for what user code receives (``impl`` constructors, handlers)."""
+        self.bindings = list(bindings)
+        """The generated service bindings (``gen.wiring.SERVICES``), in manifest order."""
+        self.wiring = wiring
+        self._built = built
+        self._spec = spec
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """What the built component must list as its ``requires``: the spec's ``requires``
+        and those of its ``uses`` the manifest enables, in the spec's order."""
+        return self._spec.requires + tuple(u for u in self._spec.uses if u in self._built)
+
+    def require(self, name: str, kind: type[T]) -> T:
+        """Component ``name``, which the spec lists in ``requires``."""
+        if name not in self._spec.requires:
+            raise ComponentError(f"component {self._spec.name!r} uses {name!r} without requiring it")
+        found = self._built.get(name)
+        if found is None:
+            raise ComponentError(f"component {self._spec.name!r} requires {name!r}, which is not built")
+        return _checked(found, kind, name)
+
+    def use(self, name: str, kind: type[T]) -> T | None:
+        """Component ``name`` when the manifest enables it (the spec lists it in ``uses``), else None."""
+        if name not in self._spec.uses and name not in self._spec.requires:
+            raise ComponentError(f"component {self._spec.name!r} uses {name!r} without declaring it")
+        found = self._built.get(name)
+        return None if found is None else _checked(found, kind, name)
+
+
+def _checked(found: object, kind: type[T], name: str) -> T:
+    if not isinstance(found, kind):
+        raise ComponentError(f"component {name!r} is a {type(found).__name__}, not a {kind.__name__}")
+    return found
 
 
 def start_order(components: Sequence[Component]) -> list[Component]:

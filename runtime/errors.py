@@ -1,13 +1,24 @@
-"""Errors a node raises while it is built, started and used."""
+"""Errors a node raises while it is built, started and used, and their one root.
+
+Every exception msuite defines derives from :class:`MsuiteError`, so
+``except MsuiteError`` catches whatever msuite raised on purpose and nothing
+else. Subsystems keep their own classes (``StoreError``, ``LockTimeout``,
+``AuthError``...), which may also derive from the standard exception they
+resemble (``LookupError``, ``TimeoutError``).
+"""
 
 from __future__ import annotations
 
 from msuite.spec import Manifest
 
-__all__ = ["NodeError", "NotConfigured", "NotSupported", "StartError", "where"]
+__all__ = ["MsuiteError", "NodeError", "NotConfigured", "NotSupported", "StartError", "where"]
 
 
-class NodeError(Exception):
+class MsuiteError(Exception):
+    """The root of every exception msuite defines."""
+
+
+class NodeError(MsuiteError):
     """A node cannot be built or started; the message says why and where."""
 
 
@@ -20,8 +31,8 @@ class StartError(NodeError):
         self.cause = cause
 
 
-class NotConfigured(NodeError):
-    """A subsystem the manifest does not enable was asked for."""
+class NotConfigured(NodeError, LookupError):
+    """A subsystem the manifest does not enable was asked for (``node.<subsystem>``)."""
 
     def __init__(self, subsystem: str, key: str) -> None:
         super().__init__(f"node.{subsystem} is not configured: add `{key}` to the manifest")

@@ -45,7 +45,6 @@ class GrpcClients:
     """Component ``clients``: resolves service names to cached grpc.aio channels."""
 
     name = "clients"
-    requires: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -57,7 +56,9 @@ class GrpcClients:
         base_dir: Path | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         p2p: Callable[[str], str | None] | None = None,
+        requires: tuple[str, ...] = (),
     ) -> None:
+        self.requires = requires
         self._static = {name: target_of(address, base_dir) for name, address in static.items()}
         self._own_services = frozenset(own_services)
         self._own_target = own_target
@@ -66,6 +67,11 @@ class GrpcClients:
         self._p2p = p2p
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._closed = False
+
+    def serve_locally(self, services: Collection[str], target: Callable[[], str]) -> None:
+        """This node serves ``services`` at ``target()`` (the gRPC server says so at build)."""
+        self._own_services = frozenset(services)
+        self._own_target = target
 
     def resolve(self, service: str) -> str:
         """The target ``service`` is reached at; :class:`ServiceNotFound` when none."""

@@ -206,13 +206,13 @@ class NodeInterceptor(grpc.aio.ServerInterceptor):
         unimplemented: Mapping[str, str] | None = None,
     ) -> None:
         self._auth = auth
-        self._hooks = list(hooks)
+        self._hooks = tuple(hooks)
         self._unimplemented = dict(unimplemented or {})
         self._chains: dict[str, Handler] = {}
 
     @property
-    def hooks(self) -> list[CallHook]:
-        """The call hooks; add to it before the server starts."""
+    def hooks(self) -> tuple[CallHook, ...]:
+        """The call hooks, fixed when the interceptor is made (the chains built from them are cached)."""
         return self._hooks
 
     async def intercept_service(

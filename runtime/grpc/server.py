@@ -32,6 +32,7 @@ from google.protobuf import descriptor_pool
 
 from msuite.spec import GRPC, Manifest
 
+from ..components import HookList
 from ..errors import NodeError, where
 from .interceptors import CallHook, NodeInterceptor
 
@@ -124,9 +125,11 @@ class GrpcServer:
         bindings: Sequence[ServiceBinding],
         *,
         make_servicers: Callable[[], Mapping[str, Any]],
+        auth: Callable[[], Auth] | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
-        """``make_servicers`` builds the ``impl`` instances when the server starts."""
+        """``make_servicers`` builds the ``impl`` instances when the server starts; ``auth``
+        returns the started auth (called once, at start) for the authentication and ACL step."""
         assert manifest.grpc is not None
         self.manifest = manifest
         self.settings: GRPC = manifest.grpc
@@ -137,19 +140,15 @@ class GrpcServer:
         self.server: grpc.aio.Server | None = None
         self.state = "new"
         self._make_servicers = make_servicers
-        self._auth: Auth | None = None
-        self._hooks: list[CallHook] = []
+        self._auth = auth
+        self._hooks: HookList[CallHook] = HookList("gRPC call hooks")
         self.unimplemented: list[str] = []
         """Full names of the methods the ``impl`` classes leave out (they answer UNIMPLEMENTED)."""
         self._health: Any = None
 
-    def set_auth(self, auth: Auth) -> None:
-        """Authenticate and check the ACL on every call (before start)."""
-        self._auth = auth
-
     @property
-    def hooks(self) -> list[CallHook]:
-        """Call hooks (metrics, tracing) run around every call; add them before start."""
+    def hooks(self) -> HookList[CallHook]:
+        """Call hooks (metrics, tracing) run around every call; add them before start (after, it raises)."""
         return self._hooks
 
     @property
@@ -169,7 +168,9 @@ class GrpcServer:
         for method, impl in unimplemented.items():
             log.warning("%s does not implement %s: calls answer UNIMPLEMENTED", impl, method)
         self.unimplemented = sorted(unimplemented)
-        interceptor = NodeInterceptor(self._auth, self._hooks, unimplemented)
+        self._hooks.freeze()
+        auth = self._auth() if self._auth is not None else None
+        interceptor = NodeInterceptor(auth, self._hooks, unimplemented)
         options = [
             ("grpc.so_reuseport", 0),
             # one metadata limit, no random zone: gRPC's default rejects requests between a soft
@@ -290,6 +291,14 @@ class GrpcServer:
             if listener.kind == "unix" and listener.target.startswith("unix:"):
                 with contextlib.suppress(OSError):
                     os.unlink(listener.target[len("unix:") :])
+
+    def addresses(self) -> list[tuple[str, str]]:
+        """``("grpc.tcp" | "grpc.unix", address)`` of each listener users dial (readiness lines)."""
+        return [
+            (f"grpc.{listener.kind}", listener.address)
+            for listener in self.listeners
+            if listener.kind != "private"
+        ]
 
     def status(self) -> dict[str, Any]:
         return {

@@ -36,6 +36,7 @@ from aiohttp.typedefs import Middleware
 from msuite.runtime.auth import AuthError, set_principal
 from msuite.spec import Manifest
 
+from ..components import HookList
 from ..errors import NodeError, where
 from .errors import error_response
 
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
     from msuite.runtime.auth import Auth
     from msuite.runtime.wiring import Route
+
+    from .gateway import Gateway
 
 __all__ = ["ROUTE_TEMPLATES", "UNMATCHED", "HttpHook", "HttpServer", "route_of"]
 
@@ -93,33 +96,43 @@ class HttpServer:
         self,
         manifest: Manifest,
         *,
-        auth: Auth | None = None,
+        auth: Callable[[], Auth] | None = None,
         status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         routes: Sequence[Route] = (),
         channel: Callable[[], grpc.aio.Channel] | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
+        """``auth`` returns the started auth (called once, at start); ``routes`` are the gateway's,
+        compiled here (a bad one raises :class:`NodeError` at its service's manifest line) and
+        served through ``channel()``, the node's channel to its own gRPC server."""
         assert manifest.http is not None
         self.manifest = manifest
         self.settings = manifest.http
         self.requires = requires
         self.app = web.Application(client_max_size=self.settings.max_body_size)
         self.app[ROUTE_TEMPLATES] = {}
-        self.hooks: list[HttpHook] = []
-        self.on_draining: list[Callable[[], Awaitable[None]]] = []
-        """Run when the node starts draining (the profiling pages end their work there)."""
+        self.hooks: HookList[HttpHook] = HookList("HTTP request hooks")
         self.state = "new"
         self.address: str | None = None
         self.port: int | None = None
         self._auth = auth
         self._status = status
-        self._routes = list(routes)
-        self._channel = channel
+        self._gateway = self._compile_gateway(routes, channel) if self.settings.gateway else None
         self._runner: web.AppRunner | None = None
 
-    def set_auth(self, auth: Auth) -> None:
-        """Authenticate and check the ACL on every request (before start)."""
-        self._auth = auth
+    def _compile_gateway(
+        self, routes: Sequence[Route], channel: Callable[[], grpc.aio.Channel] | None
+    ) -> Gateway | None:
+        if not routes or channel is None:
+            return None
+        from .gateway import Gateway
+
+        try:
+            return Gateway(routes, channel)
+        except ValueError as exc:
+            service = getattr(exc, "service", None)
+            at = ("services", service) if isinstance(service, str) else ("http", "gateway")
+            raise NodeError(f"{where(self.manifest, *at)}: {exc}") from None
 
     @property
     def router(self) -> web.UrlDispatcher:
@@ -131,10 +144,9 @@ class HttpServer:
     async def start(self) -> None:
         if self._status is not None:
             self.router.add_get("/status", self._serve_status)
-        if self.settings.gateway and self._routes and self._channel is not None:
-            from .gateway import Gateway
-
-            Gateway(self._routes, self._channel).add_to(self.router, self.app[ROUTE_TEMPLATES])
+        if self._gateway is not None:  # after the users' routes, which win a clash
+            self._gateway.add_to(self.router, self.app[ROUTE_TEMPLATES])
+        self.hooks.freeze()
         self.app.middlewares.append(self._pipeline())
         grace = self.manifest.shutdown.grace.total_seconds()
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=grace)
@@ -158,11 +170,6 @@ class HttpServer:
 
     async def draining(self) -> None:
         self.state = "draining"
-        for callback in self.on_draining:
-            try:
-                await callback()
-            except Exception:
-                log.exception("an HTTP draining callback failed")
 
     async def stop(self, grace: float) -> None:
         """Close the listener, let in-flight requests finish (``shutdown.grace``), then close."""
@@ -172,6 +179,10 @@ class HttpServer:
         runner, self._runner = self._runner, None
         await runner.cleanup()
         self.state = "stopped"
+
+    def addresses(self) -> list[tuple[str, str]]:
+        """``("http", url)`` once listening (readiness lines)."""
+        return [("http", self.address)] if self.address is not None else []
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "address": self.address, "gateway": self.settings.gateway}
@@ -187,7 +198,7 @@ class HttpServer:
 
     def _pipeline(self) -> Middleware:
         """The one middleware: access log, recovery, hooks, CORS, auth/ACL (in that order)."""
-        auth = self._auth
+        auth = self._auth() if self._auth is not None else None
         hooks = tuple(self.hooks)
         log_access = self.settings.access_log
         origins = frozenset(self.settings.cors)

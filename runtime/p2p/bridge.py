@@ -293,6 +293,21 @@ class Bridge:
 
         loop.call_soon_threadsafe(begin)
 
+    def call_soon_in_asyncio(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """From trio (or any thread): call synchronous ``fn(*args)`` on the asyncio loop soon.
+
+        Returns False, calling nothing, when the asyncio loop is closed (the node is gone):
+        the caller has nobody left to tell. ``fn`` must not block; its exceptions are
+        the asyncio loop's to report."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # closed between the check and the call
+            return False
+        return True
+
 
 async def _as_coroutine(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     return await fn(*args, **kwargs)

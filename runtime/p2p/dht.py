@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
+
+    from .bridge import Bridge
 
 __all__ = ["ADVERTISE_EVERY", "CALL_TIMEOUT", "Dht", "service_key"]
 
@@ -34,17 +37,24 @@ def service_key(service: str) -> str:
 
 
 class Dht:
-    """The DHT service and the node's advertisements (trio side)."""
+    """P2P service ``dht``: the Kademlia DHT and the node's advertisements (trio side)."""
 
-    def __init__(self, services: list[str]) -> None:
-        self.services = list(services)
+    name = "dht"
+
+    def __init__(self, services: Callable[[], Sequence[str]]) -> None:
+        self._services = services
+        """The services to advertise (those the node serves over libp2p now)."""
         self.advertised = 0
         """Completed advertisement rounds."""
         self._dht: Any = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
-    async def run(self, host: IHost, *, task_status: Any) -> None:
+    @property
+    def services(self) -> list[str]:
+        return list(self._services())
+
+    async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
         from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
         from libp2p.tools.anyio_service import background_trio_service
 
@@ -57,11 +67,17 @@ class Dht:
             finally:
                 self._dht = None
 
-    def peer_connected(self, peer_id: Any) -> None:
+    def peer_connected(self, peer_id: str) -> None:
         """Add the peer to the routing table and advertise soon (trio side)."""
         if self._nursery is None:
             return
-        self._nursery.start_soon(self._add, peer_id)
+        from libp2p.peer.id import ID
+
+        self._nursery.start_soon(self._add, ID.from_base58(peer_id))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Advertise soon (the services changed; trio side)."""
         self._wake.set()
 
     async def _add(self, peer_id: Any) -> None:

@@ -40,28 +40,31 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
 from libp2p.abc import INotifee
 
+from msuite.runtime.components import FrozenError
 from msuite.runtime.errors import NodeError, where
 
 from .bridge import Bridge
-from .dht import Dht
-from .grpc_bridge import GrpcOverP2P
-from .mdns import Mdns
+from .grpc_tunnel import PROTOCOL as GRPC_PROTOCOL
+from .grpc_tunnel import TunnelDialer, TunnelServer
 from .mesher import Mesher
+from .protocols import Protocols
 from .pubsub import PubSub
+from .service import P2PService
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
-    from msuite.runtime.node import Node
+    from msuite.runtime.repo.component import RepoComponent
+    from msuite.spec import Manifest
 
-    from .protocols import Protocols
+    from .dht import Dht
 
 __all__ = ["BOOTSTRAP_INTERVAL", "P2PHost", "PeerInfo"]
 
@@ -176,18 +179,23 @@ def build_host(keys: Any) -> IHost:
 
 
 class P2PHost:
-    """Component ``p2p``: the libp2p host in the bridge's trio thread, and ``node.p2p``."""
+    """Component ``p2p``: the libp2p host in the bridge's trio thread, its services, and ``node.p2p``.
+
+    Services (see :mod:`.service`) run in the order they were added: the
+    mesher, protocols, pubsub and the gRPC dialer, which every host has, then
+    those the node adds (DHT, mDNS). Add services before start; after, it
+    raises :class:`~msuite.runtime.components.FrozenError`.
+    """
 
     name = "p2p"
     requires: tuple[str, ...] = ("repo",)
 
-    def __init__(self, node: Node, protocols: Protocols) -> None:
-        assert node.manifest.p2p is not None
-        self.node = node
-        self.manifest = node.manifest
-        self.settings = node.manifest.p2p
-        self.protocols = protocols
-        self.bridge = Bridge(name=f"msuite-p2p-{node.name}")
+    def __init__(self, manifest: Manifest, repo: RepoComponent) -> None:
+        assert manifest.p2p is not None
+        self.manifest = manifest
+        self.settings = manifest.p2p
+        self._repo = repo
+        self.bridge = Bridge(name=f"msuite-p2p-{manifest.name}")
         self.state = "new"
         self.peer_id = ""
         """This node's peer ID (base58), once started."""
@@ -199,14 +207,33 @@ class P2PHost:
         self._stop: trio.Event | None = None
         self._stopped: trio.Event | None = None
         self._on_peer: list[Callable[[str, bool], Awaitable[None] | None]] = []
-        grpc_settings = node.manifest.grpc
-        over_p2p = grpc_settings is not None and grpc_settings.p2p
-        self._mesher = Mesher(list(node.manifest.services) if over_p2p else [], self._announced)
-        self._grpc = GrpcOverP2P(node.name, self._server_target if over_p2p else None)
+        self._services: list[P2PService] = []
+        self._frozen = False
+        self.mesher = Mesher(self._announced)
+        self.protocols = Protocols()
+        """Request/response protocols (``node.protocols``)."""
         self.pubsub = PubSub()
-        self._mdns = Mdns(self.settings.host) if node.manifest.discovery.mdns else None
-        self._dht = Dht(self._mesher.services) if node.manifest.discovery.dht else None
         """Topics shared with every peer (GossipSub): ``publish``, ``subscribe``."""
+        self.dialer = TunnelDialer(manifest.name)
+        for service in (self.mesher, self.protocols, self.pubsub, self.dialer):
+            self.add_service(service)
+
+    def add_service(self, service: P2PService) -> None:
+        """Run ``service`` in the host's trio thread (after those added before it); before start only."""
+        if self._frozen:
+            raise FrozenError(f"p2p service {service.name!r} added after the host started: add it before")
+        if self.service(service.name) is not None:
+            raise ValueError(f"a p2p service named {service.name!r} is added already")
+        self._services.append(service)
+
+    def service(self, name: str) -> P2PService | None:
+        """The service named ``name``, or None."""
+        return next((s for s in self._services if s.name == name), None)
+
+    @property
+    def services(self) -> list[str]:
+        """Names of the services, in the order they run."""
+        return [s.name for s in self._services]
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -242,7 +269,7 @@ class P2PHost:
         """Connected peers that announced ``service`` (gRPC over libp2p), sorted by peer ID."""
         connected = self._peers
         return sorted(
-            peer for peer, names in self._mesher.directory.items() if service in names and peer in connected
+            peer for peer, names in self.mesher.directory.items() if service in names and peer in connected
         )
 
     def grpc_target(self, service: str) -> str | None:
@@ -250,7 +277,48 @@ class P2PHost:
         providers = self.providers(service)
         if not providers or self._host is None:
             return None
-        return self._grpc.target_for(providers[0])
+        return self.dialer.target_for(providers[0])
+
+    async def serve_grpc(self, target: str, services: Sequence[str]) -> None:
+        """Serve gRPC over libp2p into the local server at ``target`` and announce ``services``.
+
+        Called by component ``grpc_p2p`` once the gRPC server is bound, never before:
+        a peer learns of a service only when a call to it can be served."""
+        server = TunnelServer(target)
+
+        async def begin() -> None:
+            from libp2p.custom_types import TProtocol
+
+            host = self._running_host()
+            host.set_stream_handler(TProtocol(GRPC_PROTOCOL), server.serve_stream)
+            self._announce(tuple(services))
+
+        await self.bridge.run(begin)
+
+    async def withdraw_grpc(self) -> None:
+        """Stop taking gRPC streams from peers and tell them (in-flight calls go on)."""
+
+        async def end() -> None:
+            from libp2p.custom_types import TProtocol
+
+            if self._host is not None:
+                self._host.remove_stream_handler(TProtocol(GRPC_PROTOCOL))
+                self._announce(())
+
+        if self.bridge.running:
+            await self.bridge.run(end)
+
+    def _announce(self, services: tuple[str, ...]) -> None:  # trio side
+        self.mesher.announce(services)
+        dht = self._dht()
+        if dht is not None:
+            dht.wake()
+
+    def _dht(self) -> Dht | None:
+        from .dht import Dht
+
+        found = self.service("dht")
+        return found if isinstance(found, Dht) else None
 
     async def find_service(self, service: str, timeout: float = 5.0) -> str:
         """Wait until a connected peer serves ``service`` over libp2p; return its peer ID.
@@ -259,7 +327,7 @@ class P2PHost:
         the DHT and its providers are dialled."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        asked_dht = self._dht is None
+        asked_dht = self._dht() is None
         while True:
             providers = self.providers(service)
             if providers:
@@ -275,9 +343,10 @@ class P2PHost:
 
     async def find_providers(self, service: str, timeout: float = 10.0) -> list[str]:
         """Providers of ``service`` found in the DHT (``discovery.dht``), as dialable multiaddrs."""
-        if self._dht is None:
+        dht = self._dht()
+        if dht is None:
             raise NodeError(f"{where(self.manifest, 'discovery')}: the DHT is off (discovery.dht)")
-        infos = await self.bridge.run(self._dht.find, service, timeout)
+        infos = await self.bridge.run(dht.find, service, timeout)
         found = []
         for info in infos:
             peer = str(info.peer_id)
@@ -289,12 +358,6 @@ class P2PHost:
                 break
         return found
 
-    def _server_target(self) -> str:
-        grpc_server = self.node._grpc
-        if grpc_server is None:
-            raise NodeError("this node has no gRPC server")
-        return grpc_server.local_target
-
     def _running_host(self) -> IHost:
         if self._host is None:
             raise NodeError("the p2p host is not running")
@@ -303,8 +366,9 @@ class P2PHost:
     async def start(self) -> None:
         _route_libp2p_logs()
         self.state = "starting"
+        self._frozen = True
         self._check_port()
-        key_type, secret = await asyncio.to_thread(self.node.repo.node_key)
+        key_type, secret = await asyncio.to_thread(self._repo.opened().node_key)
         keys = key_pair(key_type, secret)
         await self.bridge.start()
         try:
@@ -365,6 +429,7 @@ class P2PHost:
         self.state = "stopped"
 
     def status(self) -> dict[str, Any]:
+        mdns, dht = self.service("mdns"), self.service("dht")
         return {
             "state": self.state,
             "peer_id": self.peer_id,
@@ -372,12 +437,15 @@ class P2PHost:
             "peers": self.peers(),
             "bootstrap": [{"addr": a, "connected": c} for a, c in self._bootstrap.items()],
             "protocols": self.protocols.registered(),
-            "services": list(self._mesher.services),
-            "peer_services": {peer: list(names) for peer, names in self._mesher.directory.items()},
+            **self.mesher.status(),
             "pubsub": self.pubsub.status(),
-            "mdns": {"discovered": sorted(self._mdns.seen)} if self._mdns is not None else None,
-            "dht": self._dht.status() if self._dht is not None else None,
+            "mdns": mdns.status() if mdns is not None else None,
+            "dht": dht.status() if dht is not None else None,
         }
+
+    def addresses(self) -> list[tuple[str, str]]:
+        """``("p2p", multiaddr)`` for each address this node listens on (readiness lines)."""
+        return [("p2p", address) for address in self.addrs]
 
     # ------------------------------------------------------------------ trio side
 
@@ -401,20 +469,12 @@ class P2PHost:
                     self.peer_id = str(host.get_id())
                     self.addrs = [str(addr) for addr in host.get_addrs()]
                     host.get_network().register_notifee(_Notifee(self))
-                    self.protocols.attach(host, self.bridge)
                     async with trio.open_nursery() as nursery:
-                        self._mesher.attach(host, nursery)
-                        self._grpc.attach(host, nursery)
-                        await nursery.start(self.pubsub.run, host, self.bridge)
-                        if self._dht is not None:
-                            await nursery.start(self._dht.run, host)
-                        if self._mdns is not None:
-                            nursery.start_soon(self._mdns.start, host, nursery)
+                        for service in self._services:  # in order: each may rely on those before it
+                            await nursery.start(service.run, host, self.bridge)
                         nursery.start_soon(self._keep_bootstrap, host)
                         task_status.started()
                         await self._stop.wait()
-                        if self._mdns is not None:
-                            await self._mdns.stop()
                         nursery.cancel_scope.cancel()
                 finally:
                     await _close(host)
@@ -482,10 +542,10 @@ class P2PHost:
                 }
         self._peers = peers
         log.info("peer %s %s", peer_id, "connected" if connected else "disconnected")
-        if connected:
-            self._mesher.peer_connected(peer_id)
-        else:
-            self._mesher.peer_disconnected(peer_id)
+        for service in self._services:
+            tell = getattr(service, "peer_connected" if connected else "peer_disconnected", None)
+            if tell is not None:
+                tell(peer_id)
         for callback in self._on_peer:
             self.bridge.to_asyncio_soon(_call, callback, peer_id, connected)
 
@@ -542,8 +602,6 @@ class _Notifee(INotifee):
         except Exception:  # no address known yet (an inbound connection before identify)
             addrs = []
         self.owner._peer_changed(str(peer), addrs, True)
-        if self.owner._dht is not None:
-            self.owner._dht.peer_connected(peer)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
         peer = conn.muxed_conn.peer_id

@@ -25,6 +25,8 @@ import trio
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
+    from .bridge import Bridge
+
 __all__ = ["SERVICE_TYPE", "Mdns"]
 
 log = logging.getLogger("msuite.p2p.mdns")
@@ -34,12 +36,15 @@ DIAL_TIMEOUT = 5.0
 
 
 class Mdns:
-    """Announces the host and dials what it discovers (trio side; zeroconf runs its own thread)."""
+    """P2P service ``mdns``: announces the host and dials what it discovers (trio side;
+    zeroconf runs its own thread)."""
+
+    name = "mdns"
 
     def __init__(self, listen_host: str) -> None:
         self.listen_host = listen_host
-        self.seen: set[str] = set()
-        """Peer IDs mDNS has found (this node's own excepted)."""
+        self.seen: frozenset[str] = frozenset()
+        """Peer IDs mDNS has found (this node's own excepted; replaced as a whole)."""
         self._zeroconf: Any = None
         self._broadcaster: Any = None
         self._listener: Any = None
@@ -47,6 +52,19 @@ class Mdns:
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._settled = trio.Event()
+
+    async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
+        """Announce and listen in the background (zeroconf's name probe takes ~1.5 s); stop when cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.start, host, nursery)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                await self.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {"discovered": sorted(self.seen)}
 
     async def start(self, host: IHost, nursery: trio.Nursery) -> None:
         """Announce and listen (zeroconf's name probe takes ~1.5 s: run it in the background)."""
@@ -110,7 +128,7 @@ class Mdns:
         host = self._host
         if host is None or info.peer_id == host.get_id():
             return
-        self.seen.add(str(info.peer_id))
+        self.seen = self.seen | {str(info.peer_id)}
         if host.get_network().get_connections(info.peer_id):
             return
         try:

@@ -10,11 +10,14 @@ case; it is tested).
 
 The message is one varint-framed JSON object of at most 64 KiB listing at
 most 64 peers: ``{"self": [multiaddr...], "peers": [{"id": ..., "addrs":
-[...]}], "services": [...]}``. ``services`` names the gRPC services the
-sender serves over libp2p (``grpc.p2p``): the directory
-``node.grpc.client(name)`` falls back to. Anything else is logged and ignored. Dials are bounded (8 at
-once, 5 s each) and failures are logged at DEBUG: a listed peer may well be
-gone.
+[...]}], "services": [...], "rev": n}``. ``services`` names the gRPC
+services the sender serves over libp2p (``grpc.p2p``): the directory
+``node.grpc.client(name)`` falls back to. The list is empty until the
+sender's gRPC server is bound and again once it stops; an update is sent to
+every connected peer when it changes, and ``rev`` counts those updates so an
+older list arriving late (each message has its own stream) is ignored.
+Anything else is logged and ignored. Dials are bounded (8 at once, 5 s
+each) and failures are logged at DEBUG: a listed peer may well be gone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .protocols import stream_reader
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
+
+    from .bridge import Bridge
 
 __all__ = ["MAX_PEERS", "PROTOCOL", "Mesher"]
 
@@ -59,32 +64,58 @@ def _valid_addrs(value: Any) -> list[str]:
 
 
 class Mesher:
-    """Runs in the host's trio thread: introduces peers to each other."""
+    """P2P service ``mesher`` (trio side): introduces peers to each other, and announces
+    the gRPC services this node serves over libp2p."""
 
-    def __init__(
-        self,
-        services: list[str] | None = None,
-        on_announce: Callable[[str, list[str]], None] | None = None,
-    ) -> None:
+    name = "mesher"
+
+    def __init__(self, on_announce: Callable[[str, list[str]], None] | None = None) -> None:
         self.on_announce = on_announce
         """Called (trio side) with a peer's ID and the addresses it announced for itself."""
-        self.services = list(services or [])
-        """The gRPC services this node serves over libp2p, announced to every peer."""
+        self.services: tuple[str, ...] = ()
+        """The gRPC services this node serves over libp2p, announced to every peer: none until
+        :meth:`announce` (the gRPC server is bound), so a peer never learns of one it can't call."""
         self.directory: dict[str, tuple[str, ...]] = {}
         """Peer ID -> the services it announced (replaced as a whole: readable from any thread)."""
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._announced: dict[str, list[str]] = {}
         """Peer ID -> the listen addresses it announced (without /p2p/)."""
+        self._revision = 0
+        """Counts this node's announcements; sent as ``rev`` with every ``services`` list."""
+        self._revisions: dict[str, int] = {}
+        """Peer ID -> the ``rev`` of the newest services list it sent."""
         self._dials = trio.CapacityLimiter(DIALS_AT_ONCE)
         self._pending: set[str] = set()
         """Peers a dial is queued or running for (at most ``MAX_PEERS``)."""
 
-    def attach(self, host: IHost, nursery: trio.Nursery) -> None:
+    async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
         from libp2p.custom_types import TProtocol
 
-        self._host, self._nursery = host, nursery
-        host.set_stream_handler(TProtocol(PROTOCOL), self._receive)
+        async with trio.open_nursery() as nursery:
+            self._host, self._nursery = host, nursery
+            host.set_stream_handler(TProtocol(PROTOCOL), self._receive)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "services": list(self.services),
+            "peer_services": {peer: list(names) for peer, names in self.directory.items()},
+        }
+
+    def announce(self, services: tuple[str, ...]) -> None:
+        """Serve ``services`` over libp2p from now on (empty: none): tell every connected peer (trio side)."""
+        self.services = tuple(services)
+        self._revision += 1
+        if self._host is None or self._nursery is None:
+            return
+        update = {"self": self._own_addrs(), "services": list(services), "rev": self._revision}
+        for peer in self._host.get_connected_peers():
+            self._nursery.start_soon(self._send, str(peer), update)
 
     def peer_connected(self, peer_id: str) -> None:
         """A connection opened: tell that peer who we are and whom we know."""
@@ -93,6 +124,7 @@ class Mesher:
 
     def peer_disconnected(self, peer_id: str) -> None:
         self._announced.pop(peer_id, None)
+        self._revisions.pop(peer_id, None)
         if peer_id in self.directory:
             self.directory = {peer: names for peer, names in self.directory.items() if peer != peer_id}
 
@@ -127,7 +159,12 @@ class Mesher:
             log.debug("mesher: could not tell %s about peers: %s", peer_id, exc)
 
     async def _introduce(self, peer_id: str) -> None:
-        hello = {"self": self._own_addrs(), "peers": self._known(exclude=peer_id), "services": self.services}
+        hello = {
+            "self": self._own_addrs(),
+            "peers": self._known(exclude=peer_id),
+            "services": list(self.services),
+            "rev": self._revision,
+        }
         await self._send(peer_id, hello)
 
     # ------------------------------------------------------------------ receiving
@@ -152,7 +189,11 @@ class Mesher:
             log.debug("mesher: reading from %s failed: %s", sender, exc)
             return
         services = message.get("services")
-        if isinstance(services, list):
+        revision = message.get("rev", 0)
+        revision = revision if isinstance(revision, int) and not isinstance(revision, bool) else 0
+        # messages travel on separate streams: an older list arriving after a newer one is ignored
+        if isinstance(services, list) and revision >= self._revisions.get(sender, -1):
+            self._revisions[sender] = revision
             names = tuple(sorted({s for s in services[:256] if isinstance(s, str) and 0 < len(s) < 256}))
             self.directory = {**self.directory, sender: names}
         announced = _valid_addrs(message.get("self"))

@@ -112,7 +112,10 @@ def stream_reader(stream: Any) -> Callable[[int], Awaitable[bytes]]:
 
 
 class Protocols:
-    """``node.protocols``: register handlers by protocol ID; send requests to peers."""
+    """``node.protocols`` and P2P service ``protocols``: register handlers by protocol ID;
+    send requests to peers."""
+
+    name = "protocols"
 
     def __init__(
         self, *, max_message: int = 4 * 1024 * 1024, deadline: float = 15.0, inbound_limit: int = 64
@@ -207,11 +210,16 @@ class Protocols:
 
     # ------------------------------------------------------------------ receiving (trio side)
 
-    def attach(self, host: IHost, bridge: Bridge) -> None:
-        """Serve the registered protocols on ``host`` (called in the trio thread at start)."""
+    async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
+        """Serve the registered protocols on ``host`` (and those registered later) until cancelled."""
         self._host, self._bridge = host, bridge
         for protocol_id in self._handlers:
             self._set_handler(protocol_id)
+        task_status.started()
+        await trio.sleep_forever()
+
+    def status(self) -> list[str]:
+        return self.registered()
 
     def _set_handler(self, protocol_id: str) -> None:
         from libp2p.custom_types import TProtocol

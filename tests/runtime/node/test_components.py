@@ -1,12 +1,22 @@
-"""The start order of components: requirements first, then registration order."""
+"""Components: the start order (requirements first, then table order), the build context, freezing."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from msuite.runtime.components import ComponentError, start_order
+from msuite.runtime.components import (
+    BuildContext,
+    ComponentError,
+    ComponentSpec,
+    FrozenError,
+    HookList,
+    start_order,
+)
+from msuite.runtime.node import Node
+from msuite.spec import Manifest
 
 
 class Part:
@@ -51,3 +61,81 @@ def test_the_order_does_not_depend_on_anything_but_the_input() -> None:
 def test_bad_graphs_are_refused(parts: list[Part], message: str) -> None:
     with pytest.raises(ComponentError, match=message):
         start_order(parts)
+
+
+# ---------------------------------------------------------------- the build context and the table
+
+
+def _built_with(extra: ComponentSpec, tmp_path: Path) -> Node:
+    from msuite.runtime.registry import COMPONENTS
+
+    node = Node(Manifest(name="table", repo=str(tmp_path / "repo")), components=(*COMPONENTS, extra))
+    node.build()
+    return node
+
+
+def test_a_factory_using_a_component_it_did_not_declare_fails_at_build(tmp_path: Path) -> None:
+    from msuite.runtime.tasks.component import TasksComponent
+
+    def build(context: BuildContext) -> Part:
+        context.require("tasks", TasksComponent)  # not in its spec
+        return Part("sneaky")
+
+    with pytest.raises(ComponentError, match="component 'sneaky' uses 'tasks' without requiring it"):
+        _built_with(ComponentSpec("sneaky", build), tmp_path)
+
+
+def test_an_optional_use_must_be_declared_too(tmp_path: Path) -> None:
+    def build(context: BuildContext) -> Part:
+        context.use("locker", object)
+        return Part("sneaky")
+
+    with pytest.raises(ComponentError, match="uses 'locker' without declaring it"):
+        _built_with(ComponentSpec("sneaky", build), tmp_path)
+
+
+def test_a_declared_use_the_manifest_leaves_out_is_none_and_not_a_dependency(tmp_path: Path) -> None:
+    from msuite.runtime.tasks.component import TasksComponent
+
+    seen: dict[str, Any] = {}
+
+    def build(context: BuildContext) -> Part:
+        seen["tasks"] = context.require("tasks", TasksComponent)
+        seen["locker"] = context.use("locker", object)
+        return Part("mine", *context.dependencies)
+
+    node = _built_with(ComponentSpec("mine", build, requires=("tasks",), uses=("locker",)), tmp_path)
+    assert isinstance(seen["tasks"], TasksComponent) and seen["locker"] is None
+    assert node.component("mine").requires == ("tasks",)
+
+
+def test_a_component_whose_requires_differ_from_its_spec_is_refused(tmp_path: Path) -> None:
+    def build(context: BuildContext) -> Part:
+        return Part("liar")  # its spec requires tasks
+
+    with pytest.raises(
+        ComponentError, match=r"'liar' was built as 'liar' requiring \(\); its spec says \('tasks',\)"
+    ):
+        _built_with(ComponentSpec("liar", build, requires=("tasks",)), tmp_path)
+
+
+def test_every_table_line_has_a_unique_name_and_declares_known_names() -> None:
+    from msuite.runtime.registry import COMPONENTS
+
+    names = [spec.name for spec in COMPONENTS]
+    assert len(set(names)) == len(names)
+    for index, spec in enumerate(COMPONENTS):
+        earlier = set(names[:index])
+        assert set(spec.requires) <= earlier, spec.name  # the table lists what is needed first
+        assert set(spec.uses) <= set(names), spec.name
+
+
+def test_hooks_added_after_a_freeze_raise() -> None:
+    hooks: HookList[str] = HookList("test hooks")
+    hooks.append("a")
+    hooks.extend(["b"])
+    hooks.freeze()
+    for add in (lambda: hooks.append("c"), lambda: hooks.extend(["c"]), lambda: hooks.insert(0, "c")):
+        with pytest.raises(FrozenError, match="test hooks are fixed once the node has started"):
+            add()
+    assert list(hooks) == ["a", "b"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -29,10 +30,17 @@ def test_metrics_without_prometheus_client_names_the_extra(
     assert "pip install 'msuite[metrics]'" in message
 
 
-def test_an_unknown_missing_module_is_not_disguised(
-    echo_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from msuite.runtime.node import _missing_extra
+def test_an_unknown_missing_module_is_not_disguised(echo_manifest: Path, tmp_path: Path) -> None:
+    from msuite.runtime.components import ComponentSpec
+    from msuite.runtime.registry import COMPONENTS
 
     error = ModuleNotFoundError("No module named 'somethingelse'", name="somethingelse")
-    assert _missing_extra(load_manifest(echo_manifest), error) is error
+
+    def build(context: object) -> NoReturn:
+        raise error
+
+    table = (*COMPONENTS, ComponentSpec("broken", build))
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path), components=table)
+    with pytest.raises(ModuleNotFoundError) as caught:
+        node.build()
+    assert caught.value is error

@@ -10,6 +10,7 @@ import pytest
 
 from msuite.runtime.errors import NodeError, NotConfigured, NotSupported, StartError
 from msuite.runtime.node import Node
+from msuite.runtime.registry import COMPONENTS
 from msuite.runtime.testing import prepare
 from msuite.spec import GRPC, HTTP, Manifest, TCPListener, load_manifest, loads_manifest
 
@@ -74,8 +75,12 @@ async def test_configured_subsystems_are_present(tmp_path: Path) -> None:
 async def test_start_and_stop_follow_the_documented_order(echo_manifest: Path, tmp_path: Path) -> None:
     node = Node(prepare(load_manifest(echo_manifest), tmp_path))
     events: list[str] = []
-    node._build()
-    for component in node._components:
+    node.build()
+    for spec in COMPONENTS:
+        try:
+            component = node.component(spec.name)
+        except NotConfigured:
+            continue
         start, stop = component.start, component.stop
 
         async def started(start: Any = start, name: str = component.name) -> None:

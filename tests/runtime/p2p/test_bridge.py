@@ -230,3 +230,18 @@ async def test_closing_cancels_a_service_with_a_nursery_without_logging_a_failur
     await bridge.start_service(service)
     assert await bridge.close(5.0)
     assert "failed" not in caplog.text
+
+
+async def test_trio_calls_a_sync_function_on_the_asyncio_loop(bridge: Bridge) -> None:
+    loop = asyncio.get_running_loop()
+    called: asyncio.Future[str] = loop.create_future()
+
+    async def from_trio() -> bool:
+        return bridge.call_soon_in_asyncio(lambda: called.set_result(threading.current_thread().name))
+
+    assert await bridge.run(from_trio)
+    assert await asyncio.wait_for(called, 5) == threading.current_thread().name
+
+
+def test_a_sync_call_with_no_asyncio_loop_reports_false() -> None:
+    assert Bridge(name="test-bridge-unstarted").call_soon_in_asyncio(print, "never") is False

@@ -1,4 +1,4 @@
-"""The gRPC pipe's local side (runtime/p2p/grpc_bridge.py), on real Unix sockets."""
+"""The gRPC pipe's local side (runtime/p2p/grpc_tunnel.py), on real Unix sockets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 
 import trio
 
-from msuite.runtime.p2p.grpc_bridge import _connect_unix
+from msuite.runtime.p2p.grpc_tunnel import connect_unix
 
 
 def test_a_full_accept_queue_is_waited_out_not_returned_unconnected() -> None:
@@ -38,7 +38,7 @@ def test_a_full_accept_queue_is_waited_out_not_returned_unconnected() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(make_room)
                 began = trio.current_time()
-                sock = await _connect_unix(name)
+                sock = await connect_unix(name)
                 waited = trio.current_time() - began
             try:
                 return sock.getpeername(), waited

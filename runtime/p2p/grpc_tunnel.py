@@ -5,11 +5,12 @@ stream, so every call, stream and deadline works as it does over TCP, and the
 server's interceptors (auth, ACL, metrics, tracing) see every call the same
 way whatever transport it came in on.
 
-- **Serving**: each inbound stream on ``/msuite/grpc/1.0.0`` is piped to the
+- **Serving** (:class:`TunnelServer`, set up by component ``grpc_p2p`` once
+  the gRPC server is bound): each inbound stream on ``/msuite/grpc/1.0.0`` is piped to the
   node's gRPC server over its Unix socket (``grpc.unix``, or a private
   ``unix-abstract:`` one the server opens when the manifest names none).
-- **Calling**: for each peer this node calls, a private ``unix-abstract:``
-  listener is opened in this process; ``grpc.aio`` dials it like any Unix
+- **Calling** (:class:`TunnelDialer`, a service of the host): for each peer
+  this node calls, a private ``unix-abstract:`` listener is opened in this process; ``grpc.aio`` dials it like any Unix
   socket, and each connection it makes opens one libp2p stream to the peer.
 
 Both directions run in the trio thread (no bridge crossing per read or
@@ -37,11 +38,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import yamux
+from .bridge import Bridge, BridgeClosed
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
-__all__ = ["PROTOCOL", "GrpcOverP2P"]
+__all__ = ["PROTOCOL", "TunnelDialer", "TunnelServer", "connect_unix", "pipe"]
 
 log = logging.getLogger("msuite.p2p.grpc")
 
@@ -65,7 +67,7 @@ def _unix_address(target: str) -> str:
     raise ValueError(f"not a Unix socket target: {target}")
 
 
-async def _connect_unix(address: str) -> socket.socket:
+async def connect_unix(address: str) -> socket.socket:
     """A connected non-blocking Unix socket to a local server.
 
     A full accept queue makes Linux refuse a non-blocking Unix connect with
@@ -155,34 +157,17 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
-class GrpcOverP2P:
-    """Serves inbound gRPC streams and opens local listeners that dial peers (in the trio thread)."""
+class TunnelServer:
+    """Serves inbound ``/msuite/grpc/1.0.0`` streams by piping each into the local gRPC server."""
 
-    def __init__(self, node_name: str, server_target: Callable[[], str] | None) -> None:
-        self.node_name = node_name
-        self._server_target = server_target
-        self._host: IHost | None = None
-        self._nursery: trio.Nursery | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._dialers: dict[str, str] = {}
-        """Peer ID -> the local target that reaches it (added on the asyncio side, dropped by trio)."""
-        self._dialers_lock = threading.Lock()
+    def __init__(self, server_target: str) -> None:
+        self.server_target = server_target
+        """The local gRPC server's Unix target (``unix:`` or ``unix-abstract:``)."""
 
-    def attach(self, host: IHost, nursery: trio.Nursery) -> None:
-        from libp2p.custom_types import TProtocol
-
-        self._host, self._nursery = host, nursery
-        self._token = trio.lowlevel.current_trio_token()
-        if self._server_target is not None:
-            host.set_stream_handler(TProtocol(PROTOCOL), self._serve_stream)
-
-    # ------------------------------------------------------------------ serving
-
-    async def _serve_stream(self, stream: Any) -> None:
-        assert self._server_target is not None
+    async def serve_stream(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id
         try:
-            local = await _connect_unix(_unix_address(self._server_target()))
+            local = await connect_unix(_unix_address(self.server_target))
         except Exception as exc:
             log.warning("gRPC from %s: the local gRPC server is not reachable: %s", peer, exc)
             with contextlib.suppress(Exception):
@@ -190,14 +175,40 @@ class GrpcOverP2P:
             return
         await pipe(stream, local)
 
-    # ------------------------------------------------------------------ calling
+
+class TunnelDialer:
+    """P2P service ``grpc_dialer``: local Unix listeners whose connections open streams to a peer."""
+
+    name = "grpc_dialer"
+
+    def __init__(self, node_name: str) -> None:
+        self.node_name = node_name
+        self._host: IHost | None = None
+        self._nursery: trio.Nursery | None = None
+        self._bridge: Bridge | None = None
+        self._dialers: dict[str, str] = {}
+        """Peer ID -> the local target that reaches it (added on the asyncio side, dropped by trio)."""
+        self._dialers_lock = threading.Lock()
+
+    async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            self._host, self._nursery, self._bridge = host, nursery, bridge
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def status(self) -> dict[str, Any]:
+        return {"peers": sorted(self._dialers)}
 
     def target_for(self, peer_id: str) -> str:
         """A local grpc target reaching ``peer_id`` over libp2p (call from the asyncio side)."""
         target = self._dialers.get(peer_id)
         if target is not None:
             return target
-        if self._token is None or self._nursery is None:
+        nursery, bridge = self._nursery, self._bridge
+        if nursery is None or bridge is None:
             raise RuntimeError("the p2p host is not running")
         name = f"msuite-{self.node_name}-{os.getpid()}-p2p-{next(_names)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -208,7 +219,6 @@ class GrpcOverP2P:
         except BaseException:
             sock.close()
             raise
-        nursery = self._nursery
         target = f"unix-abstract:{name}"
 
         def serve() -> None:  # in the trio thread
@@ -221,8 +231,8 @@ class GrpcOverP2P:
         with self._dialers_lock:
             self._dialers[peer_id] = target
         try:
-            self._token.run_sync_soon(serve)
-        except trio.RunFinishedError:
+            bridge.run_sync_soon(serve)
+        except BridgeClosed:
             sock.close()
             self._forget(peer_id, target)
             raise RuntimeError("the p2p host is not running") from None

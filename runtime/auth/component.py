@@ -1,0 +1,75 @@
+"""Component ``auth`` (``auth:``; ``node.auth``): JWT and the ACL kept in the repository.
+
+Built with the ``repo`` component it requires; at start it opens the ACL's
+key space (``repo.space("acl")``), which exists only once the repository is
+open, and writes the manifest's entries over the stored ones. The gRPC and
+HTTP servers are handed this component at build and read :attr:`current`
+when they start, after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from msuite.runtime.components import BuildContext, ComponentSpec, Extra
+from msuite.runtime.errors import NodeError
+from msuite.runtime.repo.component import RepoComponent
+
+if TYPE_CHECKING:
+    from msuite.spec import Auth as AuthSettings
+
+    from .auth import Auth
+
+__all__ = ["AUTH", "AuthComponent"]
+
+
+class AuthComponent:
+    name = "auth"
+    requires: tuple[str, ...] = ("repo",)
+
+    def __init__(self, settings: AuthSettings, repo: RepoComponent) -> None:
+        self.settings = settings
+        self._repo = repo
+        self._auth: Auth | None = None
+
+    @property
+    def current(self) -> Auth:
+        """The started :class:`~msuite.runtime.auth.Auth`; :class:`NodeError` before start."""
+        if self._auth is None:
+            raise NodeError("node.auth exists once the node has started")
+        return self._auth
+
+    async def start(self) -> None:
+        from .auth import Auth
+
+        auth = Auth(self.settings, kv=self._repo.opened().space("acl"))
+        await auth.start()
+        self._auth = auth
+
+    async def stop(self, grace: float) -> None:
+        if self._auth is not None:
+            await self._auth.stop()
+
+    def status(self) -> dict[str, Any]:
+        return self._auth.status() if self._auth is not None else {"state": "stopped"}
+
+
+def _build(context: BuildContext) -> AuthComponent:
+    assert context.manifest.auth is not None
+    return AuthComponent(context.manifest.auth, context.require("repo", RepoComponent))
+
+
+def _auth(component: AuthComponent, built: Mapping[str, Any]) -> Auth:
+    return component.current
+
+
+AUTH = ComponentSpec(
+    "auth",
+    _build,
+    enabled=lambda m: m.auth is not None,
+    key=("auth",),
+    requires=("repo",),
+    accessors={"auth": _auth},
+    extras=(Extra("jose", "auth", ("auth",)),),
+)

@@ -1,0 +1,64 @@
+"""Component ``http`` (``http:``; ``node.http``): the aiohttp server.
+
+Built with everything that can fail on configuration: the gateway's routes
+are compiled here (a bad template is reported at its service's manifest
+line before any port is bound), ``GET /metrics`` is registered when the node
+has ``metrics``. Users add their handlers to ``node.http.router`` between
+build and start; at start ``/status`` and the gateway's routes are added
+after them, the hooks are frozen and the pipeline is composed. Handlers are
+user code, so ``http`` uses every subsystem user code may use, and ``grpc``
+(the gateway's calls go through it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from msuite.runtime.components import USER_CODE_USES, BuildContext, ComponentSpec, Extra
+
+if TYPE_CHECKING:
+    from .app import HttpServer
+
+__all__ = ["HTTP"]
+
+
+def _build(context: BuildContext) -> HttpServer:
+    from msuite.runtime.auth.component import AuthComponent
+    from msuite.runtime.diagnostics.component import MetricsComponent, call_hooks
+    from msuite.runtime.grpc.clients import GrpcClients
+
+    from .app import HttpServer
+
+    manifest = context.manifest
+    auth = context.use("auth", AuthComponent)
+    clients = context.use("clients", GrpcClients)
+    routes = tuple(getattr(context.wiring, "ROUTES", ())) if context.bindings else ()
+    server = HttpServer(
+        manifest,
+        auth=(lambda: auth.current) if auth is not None else None,
+        status=context.node.status.report if manifest.diagnostics.status else None,
+        routes=routes,
+        channel=clients.own_channel if clients is not None and manifest.grpc is not None else None,
+        requires=context.dependencies,
+    )
+    server.hooks.extend(call_hooks(context))
+    metrics = context.use("metrics", MetricsComponent)
+    if metrics is not None:
+        server.router.add_get("/metrics", metrics.metrics.serve)
+    return server
+
+
+def _http(component: HttpServer, built: Mapping[str, Any]) -> HttpServer:
+    return component
+
+
+HTTP = ComponentSpec(
+    "http",
+    _build,
+    enabled=lambda m: m.http is not None,
+    key=("http",),
+    uses=(*USER_CODE_USES, "grpc"),
+    accessors={"http": _http},
+    extras=(Extra("aiohttp", "http", ("http",)),),
+)
