@@ -16,11 +16,19 @@ As a pytest plugin (``pytest_plugins = ["msuite.runtime.testing"]`` in a
 ``conftest.py``) it adds the ``msuite_node`` fixture: an async function that
 starts a node like ``running`` and stops it when the test ends.
 
-What is changed from the manifest: ``grpc.tcp.port`` and ``http.port`` become
-0 (free ports), ``grpc.unix.path`` moves to a short temporary path (an
-abstract socket gets a name of its own), ``repo``
-to a temporary folder (a real LevelDB repository; pass ``repo=":memory:"``
-for an in-memory one). Generated code is regenerated first when stale.
+What is changed from the manifest: ``grpc.tcp.port``, ``http.port`` and
+``p2p.port`` become 0 (free ports), ``grpc.unix.path`` moves to a short
+temporary path (an abstract socket gets a name of its own), ``repo`` to a
+temporary folder (a real LevelDB repository; pass ``repo=":memory:"`` for an
+in-memory one). So several nodes of one manifest start side by side in one
+process (docs/multi-node.md); ``p2p.key``, when the manifest names one, is
+kept, so such nodes share that identity.
+
+Generated code is regenerated first when stale. That is this module's only
+use of :mod:`msuite.codegen`, imported lazily inside :func:`_ensure_generated`
+(outside the CLI the runtime does not depend on codegen, which pulls in jinja2
+and grpcio-tools): importing this module never imports it, and a manifest
+without services, or one built in Python, never reaches it.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ def prepare(manifest: Manifest, folder: Path, *, repo: str | None = None) -> Man
         update["grpc"] = manifest.grpc.model_copy(update=grpc_update)
     if manifest.http is not None:
         update["http"] = manifest.http.model_copy(update={"port": 0})
+    if manifest.p2p is not None:
+        update["p2p"] = manifest.p2p.model_copy(update={"port": 0})
     return manifest.model_copy(update=update)
 
 
@@ -136,9 +146,10 @@ class Harness:
 
 
 def _ensure_generated(manifest: Manifest) -> None:
+    """Regenerate ``manifest``'s code when stale: this module's one, lazy, use of codegen."""
     if not manifest.services or manifest.source is None:
         return
-    from msuite.codegen import generate, is_current
+    from msuite.codegen import generate, is_current  # lazily: see the module docstring
 
     if not is_current(manifest):
         generate(manifest)
@@ -161,7 +172,7 @@ async def running(
         _ensure_generated(manifest)
         node = Node(prepare(manifest, folder, repo=repo), wiring=wiring, servicers=servicers)
         await node.start()
-        harness = Harness(node, node._wiring)
+        harness = Harness(node, node.wiring)
         try:
             yield harness
         finally:
