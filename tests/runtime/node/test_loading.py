@@ -1,4 +1,4 @@
-"""Importing impls from the manifest's folder: a neighbour node's module is replaced, nothing else."""
+"""Importing a node's code from its folder: each node folder has its own modules, nothing else is touched."""
 
 from __future__ import annotations
 
@@ -34,6 +34,28 @@ def test_each_node_folder_gets_its_own_module_even_when_nested(tmp_path: Path) -
     assert import_from(inner, "lmod").WHO == "inner"
     assert import_from(outer, "lmod").WHO == "outer"
     assert import_from(inner, "lmod").WHO == "inner"
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_folders_module_imports_its_own_neighbours(tmp_path: Path) -> None:
+    """As an impl doing ``from gen import x`` after another node's ``gen`` was imported."""
+    for who in ("a", "b"):
+        package = tmp_path / who / "lpkg"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"WHO = {who!r}\n")
+        (tmp_path / who / "limpl.py").write_text("from lpkg import WHO as FROM\n")
+    assert import_from(tmp_path / "a", "lpkg").WHO == "a"
+    assert import_from(tmp_path / "b", "lpkg").WHO == "b"
+    assert import_from(tmp_path / "a", "limpl").FROM == "a"
+    assert import_from(tmp_path / "b", "limpl").FROM == "b"
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_folders_modules_are_imported_once_and_put_back(tmp_path: Path) -> None:
+    first = import_from(_module(tmp_path / "a", "a"), "lmod")
+    assert import_from(_module(tmp_path / "b", "b"), "lmod").WHO == "b"
+    assert import_from(tmp_path / "a", "lmod") is first
+    assert sys.modules["lmod"] is first
 
 
 @pytest.mark.usefixtures("clean")
