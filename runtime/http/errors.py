@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from ..codes import GrpcCode
+from ..errors import MsuiteError
 
 if TYPE_CHECKING:
     import grpc
@@ -49,7 +50,7 @@ def error_response(
     )
 
 
-class Refusal(Exception):
+class Refusal(MsuiteError):
     """A request answered with a JSON error instead of served: ``status``, gRPC ``code``, ``message``."""
 
     def __init__(self, status: int, code: GrpcCode, message: str) -> None:
