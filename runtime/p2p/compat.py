@@ -16,7 +16,7 @@ adjustment                       scope                                       ent
 ``pubsub_subscription_channel``  msuite's Pubsub instance                    :func:`sized_pubsub`
 ``pubsub_outbound_queue``        msuite's Pubsub instance                    :func:`sized_pubsub`
 ``forget_failed_dial``           the host passed in                          :func:`forget_failed_dial`
-``log_routing``                  ``logging`` only (loggers are process-wide)  :func:`route_logs`
+``log_routing``                  ``logging`` (loggers are process-wide)      :func:`route_logs`
 ===============================  ==========================================  ==========================
 
 The lean yamux :func:`read` and :func:`write` of the gRPC pipe live here too
@@ -75,7 +75,6 @@ WRITTEN_FOR = (0, 8)
 
 
 def installed_version() -> str:
-    """The installed py-libp2p's version."""
     return importlib.metadata.version("libp2p")
 
 
@@ -301,8 +300,7 @@ def _frame_layout() -> _Layout | None:
 
 
 def _frame_writer(stream: Any) -> tuple[_Layout, Any, Any] | None:
-    """What writing a frame of ``stream`` directly needs: the layout, the connection's write lock
-    and its secured connection; None when py-libp2p no longer has one of them."""
+    """The layout, write lock and secured connection a direct frame write needs, or None."""
     layout = _frame_layout()
     conn = getattr(stream, "conn", None)
     lock = getattr(conn, "_write_lock", None)
