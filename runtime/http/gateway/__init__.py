@@ -124,7 +124,7 @@ from google.protobuf.message import Message
 
 from msuite.runtime.wiring import Route
 
-from .errors import error_body, error_response
+from ..errors import error_body, error_response
 
 __all__ = ["HTTP_STATUS", "Gateway"]
 
