@@ -13,7 +13,8 @@ import grpc.aio
 import pytest
 from aiohttp import web
 
-from msuite.runtime.http.gateway import HTTP_STATUS, Gateway
+from msuite.runtime.errors import MsuiteError
+from msuite.runtime.http.gateway import HTTP_STATUS, Gateway, GatewayRouteError
 from msuite.runtime.wiring import Route
 from tests.runtime.http.conftest import Generated, Node, serving
 
@@ -253,6 +254,14 @@ async def test_query_fills_fields_nested_repeated_and_by_json_name(node: Node) -
 )
 async def test_query_parameters_refused(node: Node, query: str, expected: str) -> None:
     assert expected in await refused(node, "GET", f"/v1/query?{query}")
+
+
+async def test_a_refusal_is_the_same_json_as_before(node: Node) -> None:
+    response = await node.client.get("/v1/query?i32=x")
+    assert response.status == 400
+    assert response.headers["Content-Type"] == "application/json"
+    expected = b'{"code":3,"message":"query parameter i32: \\"x\\" is not an integer","details":[]}'
+    assert await response.read() == expected
 
 
 async def test_query_cannot_set_what_the_path_or_the_body_sets(node: Node) -> None:
@@ -711,6 +720,32 @@ def test_a_route_that_cannot_work_is_refused_at_construction(
         Gateway([bad], no_channel)
     assert expected in str(info.value)
     assert f"{bad.http_method} {bad.path} ({bad.full_method})" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("routes", "service", "full_method"),
+    [
+        ([route("/v1/{nope}")], "probe.v1.Probes", "/probe.v1.Probes/Echo"),
+        ([route("/v1/x", service="probe.v1.Nope")], "probe.v1.Nope", "/probe.v1.Nope/Echo"),
+        (  # a clash names the second route, the one that could not be added
+            [route("/v1/{name}"), route("/v1/{name}", service="acme.chat.v1.Rooms", method="GetRoom")],
+            "acme.chat.v1.Rooms",
+            "/acme.chat.v1.Rooms/GetRoom",
+        ),
+    ],
+)
+def test_a_route_error_says_which_service_and_method(
+    generated: Generated, routes: list[Route], service: str, full_method: str
+) -> None:
+    with pytest.raises(GatewayRouteError) as info:
+        Gateway(routes, no_channel)
+    error = info.value
+    assert isinstance(error, ValueError) and isinstance(error, MsuiteError)
+    assert (error.service, error.full_method) == (service, full_method)
+    assert error.route is routes[-1]
+    assert str(error).startswith(
+        f"gateway route {routes[-1].http_method} {routes[-1].path} ({full_method}): "
+    )
 
 
 def test_a_client_streaming_route_needs_body_star(generated: Generated) -> None:
