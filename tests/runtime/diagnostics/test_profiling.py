@@ -517,6 +517,13 @@ async def test_bad_parameters_answer_400(server: Server, page: str, params: dict
     assert not cprofile_active() and not sampler_alive()
 
 
+async def test_a_refusal_is_the_same_json_as_before(server: Server) -> None:
+    answer = await server.get("tasks", format="xml")
+    assert answer.status == 400
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.body == b'{"code":3,"message":"format: \'xml\' is not one of text, json","details":[]}'
+
+
 async def test_heap_without_a_window_needs_tracing_already(server: Server) -> None:
     if tracemalloc.is_tracing():
         pytest.skip("tracemalloc already traces in this test process")
