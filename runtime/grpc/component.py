@@ -45,6 +45,10 @@ class GrpcAccess:
 
     channel = client
 
+    def target(self, service: str) -> str:
+        """The grpc target ``service`` resolves to now (what :meth:`client` dials)."""
+        return self._clients.resolve(service)
+
     @property
     def server(self) -> GrpcServer:
         """The node's gRPC server component (``grpc:``)."""

@@ -95,3 +95,58 @@ def test_two_up_processes_call_each_other_over_libp2p(tmp_path: Path) -> None:
         _forget_gen()
         for socket in sockets:
             Path(socket).unlink(missing_ok=True)
+
+
+def test_a_peer_meeting_a_starting_node_never_sees_a_service_it_cannot_call(tmp_path: Path) -> None:
+    """alpha's p2p host meets the observer while alpha's gRPC server is still being built (its
+    impl takes 2 s to construct): alpha announces pair.v1.Ping only once the server is bound, so
+    the first call the observer makes on seeing it is answered."""
+    from msuite.codegen import generate
+    from msuite.runtime.node import Node
+    from msuite.spec import P2P, Manifest, load_manifest
+
+    alpha_socket = socket_path()
+    folder = project(tmp_path, "alpha", "pair.v1.Ping", "Ping", alpha_socket)
+    manifest_text = (folder / "msuite.yaml").read_text()
+    assert "bootstrap: []" in manifest_text
+    generate(load_manifest(folder / "msuite.yaml"))
+    sys.path.insert(0, str(folder))
+    try:
+        _forget_gen()
+        pair_pb2 = importlib.import_module("gen.pair_pb2")
+        pair_pb2_grpc = importlib.import_module("gen.pair_pb2_grpc")
+    finally:
+        sys.path.remove(str(folder))
+
+    async def observe() -> tuple[str, float]:
+        observer = Node(Manifest(name="observer", repo=str(tmp_path / "observer"), p2p=P2P(port=0)))
+        async with observer:
+            (folder / "msuite.yaml").write_text(
+                manifest_text.replace("bootstrap: []", f"bootstrap: [{observer.p2p.addrs[0]}]")
+            )
+            alpha = await asyncio.to_thread(Up, folder)
+            try:
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                while not observer.p2p.providers("pair.v1.Ping"):
+                    assert loop.time() - began < 60, "alpha never announced pair.v1.Ping"
+                    await asyncio.sleep(0.005)
+                seen_after = loop.time() - began
+                stub = pair_pb2_grpc.PingStub(observer.grpc.client("pair.v1.Ping"))
+                reply = await stub.Call(pair_pb2.Msg(text="observer"), timeout=1.0)
+                assert await asyncio.to_thread(alpha.stop) == 0
+                return reply.text, seen_after
+            finally:
+                await asyncio.to_thread(alpha.kill)
+
+    env = os.environ.copy()
+    os.environ["PAIR_SLOW_START"] = "2"
+    try:
+        text, seen_after = asyncio.run(observe())
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        _forget_gen()
+        Path(alpha_socket).unlink(missing_ok=True)
+    assert text == "ping from alpha to observer"
+    assert seen_after >= 2.0  # the service appeared only after the slow constructor

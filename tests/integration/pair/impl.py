@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from gen import pair_pb2, pair_pb2_grpc
@@ -19,6 +21,8 @@ async def _ask(node: Any, service: str, stub_class: Any) -> pair_pb2.Msg:
 class Ping(pair_pb2_grpc.PingServicer):
     def __init__(self, node: Any) -> None:
         self.node = node
+        # a slow constructor: the node's p2p host runs (and meets peers) while its gRPC server is not bound
+        time.sleep(float(os.environ.get("PAIR_SLOW_START", "0")))
 
     async def Call(self, request: pair_pb2.Msg, context: Any) -> pair_pb2.Msg:
         return pair_pb2.Msg(text=f"ping from {self.node.name} to {request.text}")

@@ -148,7 +148,7 @@ async def test_deadlines_cancels_and_a_lost_peer_leave_the_pipe_sound(
         assert (await stub.Say(echo_pb2.Ping(text="after"), metadata=metadata)).text == "echo: after"
 
         # a new channel (a new libp2p stream) works while the first is in use
-        other = grpc.aio.insecure_channel(client._clients_component().resolve("echo.v1.Echo"))
+        other = grpc.aio.insecure_channel(client.grpc.target("echo.v1.Echo"))
         try:
             pong = await echo_pb2_grpc.EchoStub(other).Say(echo_pb2.Ping(text="second"), metadata=metadata)
             assert pong.text == "echo: second"
