@@ -18,7 +18,7 @@ from msuite.runtime.http.errors import Refusal, error_response
 
 from ._cprofile import SORTS, Profiler, pstats_bytes, pstats_text
 from ._heap import HeapReport, heap_statistics
-from ._params import choice, flag, integer, number
+from ._params import choice, finite, flag, integer, number
 from ._sampler import Sampler, fold
 from ._stacks import dump_tasks, dump_threads, short_repr, tasks_json, tasks_text, threads_json, threads_text
 
@@ -160,12 +160,7 @@ class Profiling:
         raw = request.query.get("seconds")
         if raw is None:
             return self.default_seconds
-        try:
-            seconds = float(raw)
-        except ValueError:
-            raise Refusal.invalid(f"seconds: {raw!r} is not a number") from None
-        if not math.isfinite(seconds):
-            raise Refusal.invalid(f"seconds: {raw!r} is not a finite number")
+        seconds = finite("seconds", raw)
         if seconds < 0 or (seconds == 0 and not allow_zero):
             raise Refusal.invalid(f"seconds must be greater than 0, not {raw}")
         if seconds > self.max_seconds:

@@ -14,16 +14,22 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
-def number(request: web.Request, name: str, default: float, *, low: float, high: float) -> float:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
+def finite(name: str, raw: str) -> float:
+    """``raw``, the value of parameter ``name``, as a finite number."""
     try:
         value = float(raw)
     except ValueError:
         raise Refusal.invalid(f"{name}: {raw!r} is not a number") from None
     if not math.isfinite(value):
         raise Refusal.invalid(f"{name}: {raw!r} is not a finite number")
+    return value
+
+
+def number(request: web.Request, name: str, default: float, *, low: float, high: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    value = finite(name, raw)
     if not low <= value <= high:
         raise Refusal.invalid(f"{name} must be between {low:g} and {high:g}, not {raw}")
     return value
