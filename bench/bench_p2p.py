@@ -40,8 +40,9 @@ def serve_trio() -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.custom_types import TProtocol
 
+    from msuite.runtime.p2p.compat import route_logs as _route_libp2p_logs
     from msuite.runtime.p2p.framing import FrameReader, encode_frame
-    from msuite.runtime.p2p.host import _route_libp2p_logs, build_host
+    from msuite.runtime.p2p.host import build_host
     from msuite.runtime.p2p.protocols import stream_reader
 
     _route_libp2p_logs()
@@ -88,8 +89,9 @@ def measure_trio(address: str, calls: int, concurrency: int, size: int) -> dict[
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
+    from msuite.runtime.p2p.compat import route_logs as _route_libp2p_logs
     from msuite.runtime.p2p.framing import FrameReader, encode_frame
-    from msuite.runtime.p2p.host import _route_libp2p_logs, build_host
+    from msuite.runtime.p2p.host import build_host
     from msuite.runtime.p2p.protocols import stream_reader
 
     _route_libp2p_logs()

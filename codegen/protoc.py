@@ -20,6 +20,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
+from msuite import MsuiteError
 from msuite.spec import Diagnostic, Manifest
 
 __all__ = ["CodegenError", "Compiled", "ProtoSource", "compile_protos", "include_roots"]
@@ -29,7 +30,7 @@ _IMPORT_NOT_FOUND = re.compile(r'^Import "(?P<name>[^"]+)" was not found or had 
 _LIBRARY_PREFIXES = ("google/protobuf/", "google/api/", "google/rpc/", "google/type/")
 
 
-class CodegenError(Exception):
+class CodegenError(MsuiteError):
     """Generation failed; ``diagnostics`` says where and why. Nothing was written."""
 
     def __init__(self, diagnostics: list[Diagnostic]) -> None:

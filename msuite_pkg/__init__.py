@@ -6,4 +6,11 @@ package imports none of them, so ``import msuite.spec`` stays light.
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["MsuiteError", "__version__"]
+
+
+class MsuiteError(Exception):
+    """The root of every exception msuite defines (the manifest, code generation, the runtime).
+
+    ``except msuite.MsuiteError`` catches whatever msuite raised on purpose and
+    nothing else; ``msuite.runtime.MsuiteError`` is the same class."""

@@ -37,6 +37,8 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.reader import ReaderError
 
+from msuite import MsuiteError
+
 from .interpolate import InterpolationError, interpolate
 from .source import Path, Position, SourceMap, printable
 
@@ -72,7 +74,7 @@ class Problem:
     message: str
 
 
-class YamlSyntaxError(Exception):
+class YamlSyntaxError(MsuiteError):
     """The file could not be read to the end; ``problems`` says where and why.
 
     ``stopped`` is set when reading gave up after :data:`MAX_PROBLEMS` problems.

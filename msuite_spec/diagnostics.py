@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from msuite import MsuiteError
+
 from .source import Path, format_path, printable
 
 __all__ = ["Diagnostic", "ManifestError", "OutputFormat", "render"]
@@ -44,7 +46,7 @@ class Diagnostic:
         return f"{self.file}:{self.line}:{self.column}: {self.path}: {self.message}"
 
 
-class ManifestError(Exception):
+class ManifestError(MsuiteError):
     """A manifest could not be loaded or built; ``diagnostics`` lists every problem found.
 
     Not a ValueError on purpose: pydantic wraps ValueErrors raised inside

@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from msuite import MsuiteError
+
 __all__ = ["InterpolationError", "interpolate"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class InterpolationError(ValueError):
+class InterpolationError(MsuiteError, ValueError):
     """A ``${...}`` reference could not be resolved; the message names the variable."""
 
 

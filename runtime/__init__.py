@@ -1,3 +1,5 @@
 """msuite.runtime: the node, its subsystems, and the ``msuite`` command line."""
 
-__all__: list[str] = []
+from .errors import MsuiteError, NodeError, NotConfigured, NotSupported, StartError
+
+__all__ = ["MsuiteError", "NodeError", "NotConfigured", "NotSupported", "StartError"]

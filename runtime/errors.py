@@ -9,13 +9,10 @@ resemble (``LookupError``, ``TimeoutError``).
 
 from __future__ import annotations
 
+from msuite import MsuiteError
 from msuite.spec import Manifest
 
 __all__ = ["MsuiteError", "NodeError", "NotConfigured", "NotSupported", "StartError", "where"]
-
-
-class MsuiteError(Exception):
-    """The root of every exception msuite defines."""
 
 
 class NodeError(MsuiteError):

@@ -53,3 +53,40 @@ def test_module_list_is_complete() -> None:
     modules = all_modules()
     for expected in ("msuite.spec", "msuite.spec.loader", "msuite.codegen", "msuite.runtime.cli"):
         assert expected in modules
+
+
+def test_every_msuite_exception_derives_from_the_one_root() -> None:
+    """MsuiteError is the root of every exception class msuite defines (spec, codegen, runtime)."""
+    import importlib
+    import inspect
+
+    from msuite.runtime import MsuiteError as exported
+
+    assert exported is msuite.MsuiteError
+    strays = []
+    for name in all_modules():
+        if name.startswith("msuite.runtime.testing"):
+            continue
+        module = importlib.import_module(name)
+        for _, value in inspect.getmembers(module, inspect.isclass):
+            own_exception = value.__module__ == name and issubclass(value, BaseException)
+            if own_exception and not issubclass(value, msuite.MsuiteError):
+                strays.append(f"{name}.{value.__qualname__}")
+    assert strays == []
+
+
+# package -> packages of msuite it must never import (the layer order of docs/architecture.md)
+LAYERS = {
+    "msuite.spec": ("msuite.runtime", "msuite.codegen"),
+    "msuite.runtime.store": ("msuite.runtime.p2p", "msuite.runtime.grpc", "msuite.runtime.http"),
+    "msuite.runtime.repo": ("msuite.runtime.p2p", "msuite.runtime.grpc", "msuite.runtime.http"),
+    "msuite.runtime.testing": ("msuite.codegen",),  # reached lazily, inside a function
+}
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_lower_layers_never_import_higher_ones(package: str) -> None:
+    modules = loaded_after(f"import {package}")
+    for name in [m for m in all_modules() if m == package or m.startswith(package + ".")]:
+        modules |= loaded_after(f"import {name}")
+    assert sorted(m for m in modules if m.startswith(LAYERS[package])) == []

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from msuite.runtime.errors import NotConfigured
 from msuite.runtime.store.kv import KV
 from msuite.spec import Auth as AuthSettings
 from msuite.spec import Role
@@ -67,9 +68,9 @@ class Auth:
 
     @property
     def jwt(self) -> JWTAuth:
-        """Issues and verifies tokens; raises LookupError when the manifest has no ``auth.jwt``."""
+        """Issues and verifies tokens; :class:`NotConfigured` (a LookupError) without ``auth.jwt``."""
         if self._jwt is None:
-            raise LookupError("node.auth.jwt is not configured: add `auth.jwt` to the manifest")
+            raise NotConfigured("auth.jwt", "auth.jwt")
         return self._jwt
 
     @property

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, overload
 
+from msuite import MsuiteError
+
 if TYPE_CHECKING:
     import grpc
 
@@ -41,7 +43,7 @@ class _GrpcCode:
         return grpc.StatusCode[self.name]
 
 
-class AuthError(Exception):
+class AuthError(MsuiteError):
     """A request was refused by authentication or the ACL; the message is safe for clients."""
 
     grpc_code = _GrpcCode("UNAUTHENTICATED")

@@ -36,6 +36,7 @@ from aiohttp.typedefs import Middleware
 from msuite.runtime.auth import AuthError, set_principal
 from msuite.spec import Manifest
 
+from ..codes import GrpcCode
 from ..components import HookList
 from ..errors import NodeError, where
 from .errors import error_response
@@ -53,8 +54,6 @@ __all__ = ["ROUTE_TEMPLATES", "UNMATCHED", "HttpHook", "HttpServer", "route_of"]
 log = logging.getLogger("msuite.http")
 access_log = logging.getLogger("msuite.http.access")
 
-INTERNAL = 13
-"""gRPC's INTERNAL, the code of a 500 (the number: HTTP-only nodes don't import grpc)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -268,7 +267,7 @@ class HttpServer:
                 raise
             except Exception as exc:
                 log.error("%s %s raised %s", request.method, request.path, type(exc).__name__, exc_info=exc)
-                return error_response(500, INTERNAL, "internal error")
+                return error_response(500, GrpcCode.INTERNAL, "internal error")
             finally:
                 elapsed = time.perf_counter() - started
                 for end in ends:

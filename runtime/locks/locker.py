@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
+from msuite import MsuiteError
+
 __all__ = ["Lease", "LockTimeout", "Locker", "check_key"]
 
 MAX_KEY_LENGTH = 512
@@ -45,7 +47,7 @@ def check_key(key: str) -> str:
     return key
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(MsuiteError, TimeoutError):
     """The lock was not acquired in time; the message names the key and the backend."""
 
 

@@ -48,6 +48,8 @@ from typing import Any, ParamSpec, TypeVar
 import outcome
 import trio
 
+from msuite import MsuiteError
+
 __all__ = ["Bridge", "BridgeClosed", "CancelledElsewhere"]
 
 log = logging.getLogger("msuite.p2p.bridge")
@@ -56,11 +58,11 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class BridgeClosed(RuntimeError):
+class BridgeClosed(MsuiteError, RuntimeError):
     """The bridge's trio loop is not running (not started yet, closing or closed)."""
 
 
-class CancelledElsewhere(Exception):
+class CancelledElsewhere(MsuiteError):
     """The other side of a crossing was cancelled, not by the caller."""
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from msuite import MsuiteError
+from msuite.runtime.varint import encode_uvarint
+
 __all__ = ["MAX_VARINT_BYTES", "FrameError", "FrameReader", "TooLarge", "encode_frame", "encode_uvarint"]
 
 MAX_VARINT_BYTES = 9
 """Longest length prefix accepted (lengths below 2**63)."""
 
 
-class FrameError(Exception):
+class FrameError(MsuiteError):
     """The stream does not carry a well-formed frame (bad prefix, or it ended inside one)."""
 
 
@@ -28,21 +31,6 @@ class TooLarge(FrameError):
         super().__init__(f"a message of {length} bytes is over the limit of {limit} bytes")
         self.length = length
         self.limit = limit
-
-
-def encode_uvarint(value: int) -> bytes:
-    """``value`` as an unsigned LEB128 varint."""
-    if value < 0:
-        raise ValueError("a varint is unsigned")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def encode_frame(payload: bytes, limit: int | None = None) -> bytes:

@@ -10,8 +10,9 @@ way whatever transport it came in on.
   node's gRPC server over its Unix socket (``grpc.unix``, or a private
   ``unix-abstract:`` one the server opens when the manifest names none).
 - **Calling** (:class:`TunnelDialer`, a service of the host): for each peer
-  this node calls, a private ``unix-abstract:`` listener is opened in this process; ``grpc.aio`` dials it like any Unix
-  socket, and each connection it makes opens one libp2p stream to the peer.
+  this node calls, a private ``unix-abstract:`` listener is opened in this
+  process; ``grpc.aio`` dials it like any Unix socket, and each connection it
+  makes opens one libp2p stream to the peer.
 
 Both directions run in the trio thread (no bridge crossing per read or
 write). The pipe is lean because every scheduler pass in the trio thread

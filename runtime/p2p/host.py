@@ -50,6 +50,7 @@ from libp2p.abc import INotifee
 from msuite.runtime.components import FrozenError
 from msuite.runtime.errors import NodeError, where
 
+from . import compat
 from .bridge import Bridge
 from .grpc_tunnel import PROTOCOL as GRPC_PROTOCOL
 from .grpc_tunnel import TunnelDialer, TunnelServer
@@ -79,51 +80,6 @@ DIAL_TIMEOUT = 10.0
 
 class PeerInfo(dict[str, Any]):
     """A connected peer: ``{"id": ..., "addrs": [...], "since": unix time}``."""
-
-
-class _Demote(logging.Filter):
-    """py-libp2p logs a failed stream open at ERROR, with a multi-line dump, although the caller
-    gets the exception and msuite reports it where it matters (``PeerUnreachable``, the mesher's
-    DEBUG lines): such records become DEBUG records."""
-
-    PREFIXES = (
-        "Failed to open stream",
-        "MultiselectClient handshake",
-        "Failed to open TCP stream",
-        "Failed to dial",
-        "fail to upgrade",
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIXES):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger("libp2p").isEnabledFor(logging.DEBUG)
-        return True
-
-
-_NOISY = (
-    "libp2p.host.basic_host",
-    "libp2p.protocol_muxer.multiselect_client",
-    "libp2p.transport.tcp.tcp",
-    "libp2p.network.swarm",
-)
-
-
-def _route_libp2p_logs() -> None:
-    """py-libp2p sends its records to raw stderr (no handler, no propagation): route them to ours."""
-    root = logging.getLogger("libp2p")
-    root.handlers.clear()
-    root.propagate = True
-    root.setLevel(logging.WARNING)
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if name.startswith("libp2p.") and isinstance(logger, logging.Logger):
-            logger.handlers.clear()
-            logger.setLevel(logging.NOTSET)
-            logger.propagate = True
-    for name in _NOISY:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _Demote) for f in logger.filters):
-            logger.addFilter(_Demote())
 
 
 def listen_multiaddr(host: str, port: int) -> multiaddr.Multiaddr:
@@ -160,10 +116,7 @@ def build_host(keys: Any) -> IHost:
     from libp2p.stream_muxer.yamux.yamux import Yamux
     from libp2p.transport.tcp.tcp import TCP
 
-    from .yamux import install as batch_yamux_window_updates
-
-    batch_yamux_window_updates()
-    return new_host(
+    host = new_host(
         key_pair=keys,
         sec_opt={TProtocol(NOISE): Noise(keys, noise_privkey=x25519().private_key)},
         muxer_opt={TProtocol(YAMUX): Yamux},
@@ -176,6 +129,8 @@ def build_host(keys: Any) -> IHost:
         bootstrap=None,
         disable_identify_address_discovery=True,
     )
+    compat.batch_yamux_credit(host)  # msuite's streams grant credit in batches; no one else's change
+    return host
 
 
 class P2PHost:
@@ -364,7 +319,8 @@ class P2PHost:
         return self._host
 
     async def start(self) -> None:
-        _route_libp2p_logs()
+        compat.apply()
+        compat.route_logs()
         self.state = "starting"
         self._frozen = True
         self._check_port()
@@ -441,6 +397,7 @@ class P2PHost:
             "pubsub": self.pubsub.status(),
             "mdns": mdns.status() if mdns is not None else None,
             "dht": dht.status() if dht is not None else None,
+            "libp2p": compat.status(),
         }
 
     def addresses(self) -> list[tuple[str, str]]:
@@ -500,7 +457,7 @@ class P2PHost:
                 if host.get_network().get_connections(info.peer_id):
                     self._bootstrap = {**self._bootstrap, address: True}
                     continue
-                _forget_failure(host, info.peer_id)
+                compat.forget_failed_dial(host, info.peer_id)
                 try:
                     with trio.fail_after(DIAL_TIMEOUT):
                         await host.connect(info)
@@ -563,16 +520,6 @@ def _reason(exc: BaseException) -> str:
         return f"no answer within {DIAL_TIMEOUT:.0f} s"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text
-
-
-def _forget_failure(host: IHost, peer_id: Any) -> None:
-    """py-libp2p refuses to redial a peer for 60 s after a failed dial: msuite decides when to retry."""
-    cache = getattr(host.get_network(), "_negative_peer_cache", None)
-    if cache is not None:
-        try:
-            cache.evict(str(peer_id))
-        except Exception:  # a py-libp2p internal; never fail a redial over it
-            log.debug("could not clear py-libp2p's failed-dial cache", exc_info=True)
 
 
 async def _close(host: IHost) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from msuite.runtime.p2p.framing import encode_uvarint
+from msuite import MsuiteError
+from msuite.runtime.varint import encode_uvarint
 
 __all__ = [
     "ED25519",
@@ -34,7 +35,7 @@ SECP256K1 = 2
 _SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
-class KeyFileError(Exception):
+class KeyFileError(MsuiteError):
     """The key file is missing, unreadable or not a libp2p Ed25519 private key."""
 
 

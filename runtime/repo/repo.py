@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from msuite import MsuiteError
 from msuite.runtime.store import KV, KVError, LevelDB, Memory, Prefixed, Store
 
 from .identity import ED25519, KeyFileError, check_key_file, create_node_key, read_key, read_seed
@@ -38,7 +39,7 @@ FORMAT_VERSION = 1
 MEMORY = ":memory:"
 
 
-class RepoError(Exception):
+class RepoError(MsuiteError):
     """The repository cannot be opened; the message says why and what to do."""
 
 

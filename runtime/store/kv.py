@@ -18,10 +18,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from msuite import MsuiteError
+
 __all__ = ["KV", "KVError", "LevelDB", "Memory", "Prefixed", "Snapshot", "prefix_end"]
 
 
-class KVError(Exception):
+class KVError(MsuiteError):
     """The database could not be opened or used; the message says how to fix it."""
 
 

@@ -36,6 +36,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from msuite import MsuiteError
+
 from .items import Codec, codec_for, new_id
 from .kv import KV, Snapshot
 
@@ -57,7 +59,7 @@ _HEADER = 17  # format byte + two 8-byte times
 MAX_ID_BYTES = 1024
 
 
-class StoreError(Exception):
+class StoreError(MsuiteError):
     """Base of the store's errors."""
 
 

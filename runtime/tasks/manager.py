@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from msuite import MsuiteError
+
 if TYPE_CHECKING:
     from msuite.spec import Manifest
 
@@ -41,15 +43,15 @@ log = logging.getLogger("msuite.tasks")
 TaskFunction = Callable[["TaskContext"], Awaitable[Any]]
 
 
-class DuplicateTask(ValueError):
+class DuplicateTask(MsuiteError, ValueError):
     """A task with this name is already queued or running."""
 
 
-class ManagerStopped(RuntimeError):
+class ManagerStopped(MsuiteError, RuntimeError):
     """The task manager is stopped (or stopping) and takes no new tasks."""
 
 
-class TaskCancelled(RuntimeError):
+class TaskCancelled(MsuiteError, RuntimeError):
     """``wait()`` on a task that was cancelled (by ``stop()``, or queued when it came)."""
 
 

@@ -19,6 +19,7 @@ from msuite.runtime.auth import (
     reset_principal,
     set_principal,
 )
+from msuite.runtime.errors import NotConfigured
 from msuite.runtime.repo import Repo
 from msuite.spec import Auth as AuthSettings
 from msuite.spec import Role
@@ -200,8 +201,9 @@ async def test_a_node_without_jwt_refuses_tokens_and_serves_anonymous_callers() 
     auth = Auth(AuthSettings(acl={"/admin/": Role.ADMIN}))
     await auth.start()
     assert not auth.jwt_enabled
-    with pytest.raises(LookupError, match=r"node\.auth\.jwt is not configured: add `auth\.jwt`"):
+    with pytest.raises(NotConfigured, match=r"node\.auth\.jwt is not configured: add `auth\.jwt`") as caught:
         _ = auth.jwt
+    assert isinstance(caught.value, LookupError)  # what it raised before NotConfigured
     assert auth.authorize("/open", None) is Principal.ANONYMOUS
     with pytest.raises(Unauthenticated, match=r"^authentication required$"):
         auth.authorize("/admin/x", None)
