@@ -204,3 +204,49 @@ async def test_auth_only_node_has_auth_and_nothing_else() -> None:
                 getattr(node, absent)
         with pytest.raises(NotConfigured):
             node.grpc.server  # noqa: B018
+
+
+async def test_hooks_added_after_start_raise_instead_of_never_running(
+    echo_manifest: Path, tmp_path: Path
+) -> None:
+    from msuite.runtime.components import FrozenError
+
+    class Hook:
+        def prepare(self, method: str, kind: str) -> Any:
+            return lambda context: None
+
+        def begin(self, request: Any, route: str) -> Any:
+            return lambda status, elapsed: None
+
+    async with Node(prepare(load_manifest(echo_manifest), tmp_path)) as node:
+        with pytest.raises(FrozenError, match="gRPC call hooks are fixed once the node has started"):
+            node.grpc.server.hooks.append(Hook())
+        with pytest.raises(FrozenError, match="HTTP request hooks are fixed once the node has started"):
+            node.http.hooks.append(Hook())
+        with pytest.raises(RuntimeError):  # aiohttp's router is frozen too
+            node.http.router.add_get("/late", lambda request: None)  # type: ignore[arg-type,return-value]
+
+
+def test_a_bad_gateway_route_is_a_located_error_at_build_before_any_port(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    import dataclasses
+    import types
+
+    from msuite.runtime.loading import import_from
+
+    wiring = import_from(echo_manifest.parent, "gen.wiring")
+    good = wiring.ROUTES[0]
+    bad = dataclasses.replace(good, path="/v1/{no_such_field}", annotated=True)
+    broken = types.ModuleType("wiring")
+    broken.SERVICES = wiring.SERVICES  # type: ignore[attr-defined]
+    broken.ROUTES = (*wiring.ROUTES, bad)  # type: ignore[attr-defined]
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path), wiring=broken)
+    with pytest.raises(NodeError) as caught:
+        node.build()
+    message = str(caught.value)
+    assert message.startswith(f"{echo_manifest}:")
+    assert f"services['{good.service}']" in message or f"services.{good.service}" in message
+    assert "no_such_field" in message
+    assert node.state == "new" and node.components == []
+    assert not (tmp_path / "repo").exists()  # nothing was opened, let alone bound
