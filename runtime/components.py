@@ -58,6 +58,7 @@ __all__ = [
     "Extra",
     "FrozenError",
     "HookList",
+    "missing_extra",
     "start_order",
 ]
 
@@ -252,3 +253,19 @@ def start_order(components: Sequence[Component]) -> list[Component]:
             stuck = ", ".join(c.name for c in components if c.name not in placed)
             raise ComponentError(f"components require each other in a cycle: {stuck}")
     return ordered
+
+
+def missing_extra(manifest: Manifest, table: Sequence[ComponentSpec], exc: ModuleNotFoundError) -> Exception:
+    """A located error naming the extra to install for a third-party module that is not installed
+    (the first line of ``table`` listing the module says which); ``exc`` itself for any other module."""
+    from .errors import NodeError, where
+
+    module = (exc.name or "").partition(".")[0]
+    for spec in table:
+        for extra in spec.extras:
+            if extra.module == module:
+                return NodeError(
+                    f"{where(manifest, *extra.key, prefer_key=True)}: needs the {extra.extra} extra, which "
+                    f"is not installed (no module named {module!r}): pip install 'msuite[{extra.extra}]'"
+                )
+    return exc

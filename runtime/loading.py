@@ -35,13 +35,16 @@ import sys
 import traceback
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msuite.spec import Manifest
 
 from .errors import NodeError, where
 
-__all__ = ["construct", "import_from", "load_impl", "load_wiring"]
+if TYPE_CHECKING:
+    from .wiring import ServiceBinding
+
+__all__ = ["construct", "import_from", "load_bindings", "load_impl", "load_wiring"]
 
 
 _MODULE_SETS: dict[Path, dict[str, ModuleType]] = {}
@@ -294,3 +297,23 @@ def _service_of(manifest: Manifest, generated: Path | None) -> str | None:
         if (out / f"{module}_pb2.py").resolve() == generated:
             return name
     return None
+
+
+def load_bindings(
+    manifest: Manifest, wiring: ModuleType | None
+) -> tuple[ModuleType | None, list[ServiceBinding]]:
+    """The wiring module (``wiring``, or imported from ``codegen.out``) and its service bindings,
+    which must be the manifest's services in its order (else: run ``msuite generate``)."""
+    if not manifest.services:
+        return wiring, []
+    if wiring is None:
+        wiring = load_wiring(manifest)
+    bindings: list[ServiceBinding] = list(wiring.SERVICES)
+    generated = [b.name for b in bindings]
+    if generated != list(manifest.services):
+        raise NodeError(
+            f"{where(manifest, 'services', prefer_key=True)}: the generated code serves "
+            f"{', '.join(generated) or 'nothing'}, the manifest declares "
+            f"{', '.join(manifest.services)}; run `msuite generate`"
+        )
+    return wiring, bindings

@@ -3,31 +3,12 @@
 ``Node(manifest)`` builds nothing until it is asked for a subsystem
 (``node.http``, ``node.p2p``...) or started (:meth:`Node.start`, ``async
 with node:``). Building walks the component table
-(:data:`msuite.runtime.registry.COMPONENTS`) in order and builds each
-component the manifest enables, handing it the components it declared (see
-:mod:`msuite.runtime.components`); every configuration error is raised
-then, at its manifest position, before any port is bound. Start then starts
-the components in the computed order (requirements first, then table order)
-and stops them in exact reverse:
-
-=========  ==============================================  =========================
-start      component                                       present when
-=========  ==============================================  =========================
-1          ``repo`` (repository, key-value store)          always
-2          ``auth`` (JWT, ACL kept in the repo)            ``auth:``
-3          ``tasks`` (task manager)                        always
-4          ``locker`` (distributed locks)                  ``locker:``
-5          ``metrics`` (Prometheus registry)               ``diagnostics.metrics``
-6          ``tracing`` (tracer, span reporter thread)      ``diagnostics.tracing``
-7          ``p2p`` (libp2p host in its trio thread, its    ``p2p:``
-           services: mesher, pubsub, protocols, mDNS, DHT)
-8          ``clients`` (channels by service name)          always
-9          ``grpc`` (server; ``impl`` classes built)       ``grpc:``
-10         ``http`` (handlers, status, metrics, gateway)   ``http:``
-11         ``profiling`` (``/debug/`` pages)               ``diagnostics.profiling``
-12         ``grpc_p2p`` (the server over libp2p,           ``grpc.p2p``
-           announced once it is bound)
-=========  ==============================================  =========================
+(:data:`msuite.runtime.registry.COMPONENTS`, whose docstring lists it) in
+order and builds each component the manifest enables, handing it the
+components it declared (see :mod:`msuite.runtime.components`); every
+configuration error is raised then, at its manifest position, before any
+port is bound. Start then starts the components in the computed order
+(requirements first, then table order) and stops them in exact reverse.
 
 So transports stop accepting first (gRPC over libp2p is withdrawn from
 peers, then ``http`` and ``grpc`` drain in-flight calls within what is left
@@ -48,12 +29,13 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-import msuite
 from msuite.spec import Manifest
 
-from .components import BuildContext, Component, ComponentError, ComponentSpec, start_order
+from .components import BuildContext, Component, ComponentError, ComponentSpec, missing_extra, start_order
 from .diagnostics.status import StatusBoard
-from .errors import NodeError, NotConfigured, NotSupported, StartError, where
+from .errors import NodeError, NotConfigured, StartError
+from .loading import load_bindings
+from .registry import COMPONENTS, planned_key, refuse_planned
 
 if TYPE_CHECKING:
     import opentracing
@@ -68,7 +50,6 @@ if TYPE_CHECKING:
     from .repo import Repo
     from .store import Store
     from .tasks import TaskManager
-    from .wiring import ServiceBinding
 
 __all__ = ["Node", "StatusBoard"]
 
@@ -118,8 +99,6 @@ class Node:
         name, used instead of constructing the manifest's ``impl`` classes.
         ``components``: the table to build from (default: :data:`~msuite.runtime.registry.COMPONENTS`)."""
         if components is None:
-            from .registry import COMPONENTS
-
             components = COMPONENTS
         self.manifest = manifest
         self.state = "new"
@@ -173,11 +152,9 @@ class Node:
             raise AttributeError(name)
         spec = self.__dict__.get("_accessors", {}).get(name)
         if spec is None:
-            from .registry import PLANNED
-
-            for key, _present, _what, accessor in PLANNED:
-                if accessor == name:
-                    raise NotConfigured(name, ".".join(key))
+            planned = planned_key(name)
+            if planned is not None:
+                raise NotConfigured(name, planned)
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         if not spec.enabled(self.manifest):
             raise NotConfigured(name, ".".join(spec.key))
@@ -202,35 +179,6 @@ class Node:
 
     # ------------------------------------------------------------------ building
 
-    def _refuse_planned(self) -> None:
-        from .registry import PLANNED
-
-        problems = [
-            f"{where(self.manifest, *key, prefer_key=True)}: {what} is not built by msuite "
-            f"{msuite.__version__} yet; remove this key to run the node"
-            for key, present, what, _accessor in PLANNED
-            if present(self.manifest)
-        ]
-        if problems:
-            raise NotSupported("\n".join(problems))
-
-    def _bindings(self) -> list[ServiceBinding]:
-        if not self.manifest.services:
-            return []
-        if self._wiring is None:
-            from .loading import load_wiring
-
-            self._wiring = load_wiring(self.manifest)
-        bindings: list[ServiceBinding] = list(self._wiring.SERVICES)
-        generated = [b.name for b in bindings]
-        if generated != list(self.manifest.services):
-            raise NodeError(
-                f"{where(self.manifest, 'services', prefer_key=True)}: the generated code serves "
-                f"{', '.join(generated) or 'nothing'}, the manifest declares "
-                f"{', '.join(self.manifest.services)}; run `msuite generate`"
-            )
-        return bindings
-
     def build(self) -> None:
         """Build the components the manifest enables (nothing starts; once only).
 
@@ -239,11 +187,11 @@ class Node:
             return
         if self.state != "new":
             raise NodeError(f"node {self.name} is {self.state}: it cannot be built again")
-        self._refuse_planned()
+        refuse_planned(self.manifest)
         built: dict[str, Component] = {}
         spec: ComponentSpec | None = None
         try:
-            bindings = self._bindings()
+            self._wiring, bindings = load_bindings(self.manifest, self._wiring)
             for spec in self._table:
                 if not spec.enabled(self.manifest):
                     continue
@@ -259,7 +207,7 @@ class Node:
                 built[spec.name] = component
             start_order(list(built.values()))  # refuse a bad graph before anything starts
         except ModuleNotFoundError as exc:
-            raise self._missing_extra(exc) from exc
+            raise missing_extra(self.manifest, self._table, exc) from exc
         self._built = built
         self._is_built = True
 
@@ -285,7 +233,7 @@ class Node:
                     self.state = "failed"
                     await self._stop_started(self.manifest.shutdown.grace.total_seconds())
                     if isinstance(exc, ModuleNotFoundError):
-                        exc = self._missing_extra(exc)
+                        exc = missing_extra(self.manifest, self._table, exc)
                     if isinstance(exc, Exception):
                         raise StartError(component.name, exc) from exc
                     raise
@@ -363,19 +311,6 @@ class Node:
             if component is not None:
                 found += _addresses_of(component)
         return found
-
-    def _missing_extra(self, exc: ModuleNotFoundError) -> Exception:
-        """A located error naming the extra to install, for a third-party module not installed."""
-        module = (exc.name or "").partition(".")[0]
-        for spec in self._table:
-            for extra in spec.extras:
-                if extra.module == module:
-                    return NodeError(
-                        f"{where(self.manifest, *extra.key, prefer_key=True)}: needs the {extra.extra} "
-                        f"extra, which is not installed (no module named {module!r}): "
-                        f"pip install 'msuite[{extra.extra}]'"
-                    )
-        return exc
 
 
 def _addresses_of(component: Component) -> list[tuple[str, str]]:

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msuite
 from msuite.spec import Manifest
 
 from .auth.component import AUTH
 from .components import ComponentSpec
 from .diagnostics.component import METRICS, PROFILING, TRACING
+from .errors import NotSupported, where
 from .grpc.component import CLIENTS, GRPC
 from .http.component import HTTP
 from .locks.component import LOCKER
@@ -47,7 +49,7 @@ from .p2p.component import GRPC_P2P, P2P
 from .repo.component import REPO
 from .tasks.component import TASKS
 
-__all__ = ["COMPONENTS", "PLANNED"]
+__all__ = ["COMPONENTS", "PLANNED", "planned_key", "refuse_planned"]
 
 COMPONENTS: tuple[ComponentSpec, ...] = (
     REPO,
@@ -71,3 +73,20 @@ PLANNED: tuple[tuple[tuple[str, ...], Callable[[Manifest], bool], str, str], ...
 )
 """Manifest keys of subsystems this version does not build yet: (key, present, what, accessor).
 ``msuite up`` refuses a manifest that enables one, naming the key's line."""
+
+
+def planned_key(accessor: str) -> str | None:
+    """The manifest key of a planned subsystem whose accessor is ``accessor`` (None: not planned)."""
+    return next((".".join(key) for key, _present, _what, name in PLANNED if name == accessor), None)
+
+
+def refuse_planned(manifest: Manifest) -> None:
+    """:class:`NotSupported`, one located line per key, when the manifest enables a planned subsystem."""
+    problems = [
+        f"{where(manifest, *key, prefer_key=True)}: {what} is not built by msuite "
+        f"{msuite.__version__} yet; remove this key to run the node"
+        for key, present, what, _accessor in PLANNED
+        if present(manifest)
+    ]
+    if problems:
+        raise NotSupported("\n".join(problems))

@@ -33,7 +33,7 @@ async def started(
     if setup is not None:
         setup(node)
     async with node:
-        harness = Harness(node, None)
+        harness = Harness(node, node.wiring)
         try:
             yield harness
         finally:
