@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from .errors import MsuiteError
+from .errors import NodeError
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -88,12 +88,12 @@ class Component(Protocol):
         """A JSON-able summary for ``GET /status``. Cheap: no I/O."""
 
 
-class ComponentError(MsuiteError):
+class ComponentError(NodeError):
     """The components of a node don't fit together (unknown requirement, cycle, duplicate,
     a dependency used but not declared)."""
 
 
-class FrozenError(MsuiteError):
+class FrozenError(NodeError):
     """A hook, route or handler was added to a node that has started (it would never run)."""
 
 
@@ -127,6 +127,26 @@ class HookList(list[T]):
     def insert(self, index: Any, item: T) -> None:
         self._check()
         super().insert(index, item)
+
+    def __setitem__(self, index: Any, item: Any) -> None:
+        self._check()
+        super().__setitem__(index, item)
+
+    def __delitem__(self, index: Any) -> None:
+        self._check()
+        super().__delitem__(index)
+
+    def remove(self, item: T) -> None:
+        self._check()
+        super().remove(item)
+
+    def pop(self, index: Any = -1) -> T:
+        self._check()
+        return super().pop(index)
+
+    def clear(self) -> None:
+        self._check()
+        super().clear()
 
     def __iadd__(self, items: Any) -> HookList[T]:  # type: ignore[override,misc]
         self._check()
@@ -201,7 +221,8 @@ class BuildContext:
     def dependencies(self) -> tuple[str, ...]:
         """What the built component must list as its ``requires``: the spec's ``requires``
         and those of its ``uses`` the manifest enables, in the spec's order."""
-        return self._spec.requires + tuple(u for u in self._spec.uses if u in self._built)
+        spec = self._spec
+        return spec.requires + tuple(u for u in spec.uses if u in self._built and u not in spec.requires)
 
     def require(self, name: str, kind: type[T]) -> T:
         """Component ``name``, which the spec lists in ``requires``."""

@@ -110,6 +110,7 @@ class Node:
         self._given_servicers = MappingProxyType(dict(servicers or {}))
         self._built: dict[str, Component] = {}
         self._is_built = False
+        self._building = False
         self._started: list[Component] = []
         self._started_at = 0.0
         self._lock = asyncio.Lock()
@@ -185,11 +186,17 @@ class Node:
         Every configuration error is raised here, at its manifest position."""
         if self._is_built:
             return
+        if self._building:
+            raise ComponentError(
+                "a component factory used the node while it is being built: take what it needs "
+                "with context.require(...) or context.use(...)"
+            )
         if self.state != "new":
             raise NodeError(f"node {self.name} is {self.state}: it cannot be built again")
         refuse_planned(self.manifest)
         built: dict[str, Component] = {}
         spec: ComponentSpec | None = None
+        self._building = True
         try:
             self._wiring, bindings = load_bindings(self.manifest, self._wiring)
             for spec in self._table:
@@ -208,6 +215,8 @@ class Node:
             start_order(list(built.values()))  # refuse a bad graph before anything starts
         except ModuleNotFoundError as exc:
             raise missing_extra(self.manifest, self._table, exc) from exc
+        finally:
+            self._building = False
         self._built = built
         self._is_built = True
 
@@ -304,13 +313,9 @@ class Node:
         return [c.name for c in self._started]
 
     def listeners(self) -> list[tuple[str, str]]:
-        """``(listener, address)`` of every bound listener, for readiness lines (table order)."""
-        found: list[tuple[str, str]] = []
-        for name in ("grpc", "http", "p2p"):
-            component = self._built.get(name)
-            if component is not None:
-                found += _addresses_of(component)
-        return found
+        """``(listener, address)`` of every bound listener, for readiness lines: each component's
+        ``addresses()``, in start order."""
+        return [found for component in self._started for found in _addresses_of(component)]
 
 
 def _addresses_of(component: Component) -> list[tuple[str, str]]:

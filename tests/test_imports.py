@@ -90,3 +90,13 @@ def test_lower_layers_never_import_higher_ones(package: str) -> None:
     for name in [m for m in all_modules() if m == package or m.startswith(package + ".")]:
         modules |= loaded_after(f"import {name}")
     assert sorted(m for m in modules if m.startswith(LAYERS[package])) == []
+
+
+def test_a_bare_node_imports_no_optional_library() -> None:
+    """A node of repo, tasks and clients only needs msuite's core install."""
+    modules = loaded_after(
+        "from msuite.runtime.node import Node\n"
+        "from msuite.spec import Manifest\n"
+        "Node(Manifest(name='bare', repo=':memory:')).build()"
+    )
+    assert sorted(m for m in modules if m.split(".")[0] in HEAVY + ("jose", "prometheus_client")) == []

@@ -2,8 +2,8 @@
 
 The document holds the node's name, version, state and uptime, its services
 with the addresses they are served on, one section per started component
-(its ``status()``; the repository's is read in a worker thread, as it asks
-LevelDB), then the users' own sections in the order they were added. A
+(its ``status()``, read in a worker thread when the component sets
+``status_does_io``, as the repository does), then the users' own sections in the order they were added. A
 section that raises shows ``{"error": ...}``; the rest of the page is served.
 """
 
@@ -63,8 +63,8 @@ class StatusBoard:
             "services": self._services(),
         }
         for component in self._components():
-            if component.name == "repo":
-                report["repo"] = await asyncio.to_thread(component.status)
+            if getattr(component, "status_does_io", False):  # the repository asks LevelDB
+                report[component.name] = await asyncio.to_thread(component.status)
             else:
                 report[component.name] = component.status()
         for name, fn in self._sections.items():

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import grpc.aio
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NodeError
+
+if TYPE_CHECKING:
+    import grpc.aio
 
 __all__ = ["GrpcClients", "ServiceNotFound", "target_of"]
 
@@ -102,6 +103,8 @@ class GrpcClients:
             raise NodeError("the node's clients are closed")
         channel = self._channels.get(target)
         if channel is None:
+            import grpc.aio  # here, not at import: a node that never dials needs no grpc
+
             channel = grpc.aio.insecure_channel(
                 target, options=self._options, interceptors=self._interceptors
             )

@@ -103,16 +103,23 @@ def _build_server(context: BuildContext) -> GrpcServer:
     bindings = context.bindings
     auth = context.use("auth", AuthComponent)
 
-    def make_servicers() -> dict[str, Any]:
-        from msuite.runtime.loading import construct, load_impl
+    from msuite.runtime.loading import construct, load_impl
 
+    # the impl classes are imported now (a bad `impl` is a build error), constructed at start
+    classes = {
+        binding.name: load_impl(manifest, binding.name)
+        for binding in bindings
+        if binding.name not in node.given_servicers
+    }
+
+    def make_servicers() -> dict[str, Any]:
         servicers: dict[str, Any] = {}
         for binding in bindings:
             given = node.given_servicers.get(binding.name)
             if given is not None:
                 servicers[binding.name] = given
                 continue
-            cls = load_impl(manifest, binding.name)
+            cls = classes[binding.name]
             try:
                 servicers[binding.name] = construct(cls, node)
             except Exception as exc:

@@ -65,7 +65,7 @@ class Dht:
             try:
                 await self._advertise_forever()
             finally:
-                self._dht = None
+                self._dht = self._nursery = None
 
     def peer_connected(self, peer_id: str) -> None:
         """Add the peer to the routing table and advertise soon (trio side)."""

@@ -164,6 +164,8 @@ class P2PHost:
         self._on_peer: list[Callable[[str, bool], Awaitable[None] | None]] = []
         self._services: list[P2PService] = []
         self._frozen = False
+        self.failed: dict[str, str] = {}
+        """Services that failed after they started, with why (replaced as a whole)."""
         self.mesher = Mesher(self._announced)
         self.protocols = Protocols()
         """Request/response protocols (``node.protocols``)."""
@@ -313,6 +315,11 @@ class P2PHost:
                 break
         return found
 
+    @property
+    def libp2p(self) -> IHost:
+        """The py-libp2p host while the node runs, for code in the trio thread (``bridge.run``)."""
+        return self._running_host()
+
     def _running_host(self) -> IHost:
         if self._host is None:
             raise NodeError("the p2p host is not running")
@@ -326,8 +333,8 @@ class P2PHost:
         self._check_port()
         key_type, secret = await asyncio.to_thread(self._repo.opened().node_key)
         keys = key_pair(key_type, secret)
-        await self.bridge.start()
         try:
+            await self.bridge.start()
             await self.bridge.start_service(self._serve, keys)
         except BaseException:
             await self.bridge.close(5.0)
@@ -397,6 +404,7 @@ class P2PHost:
             "pubsub": self.pubsub.status(),
             "mdns": mdns.status() if mdns is not None else None,
             "dht": dht.status() if dht is not None else None,
+            "failed_services": dict(self.failed),
             "libp2p": compat.status(),
         }
 
@@ -428,7 +436,7 @@ class P2PHost:
                     host.get_network().register_notifee(_Notifee(self))
                     async with trio.open_nursery() as nursery:
                         for service in self._services:  # in order: each may rely on those before it
-                            await nursery.start(service.run, host, self.bridge)
+                            await nursery.start(self._run_service, service, host)
                         nursery.start_soon(self._keep_bootstrap, host)
                         task_status.started()
                         await self._stop.wait()
@@ -437,6 +445,30 @@ class P2PHost:
                     await _close(host)
         finally:
             self._stopped.set()
+
+    async def _run_service(self, service: P2PService, host: IHost, *, task_status: Any) -> None:
+        """Run ``service``; a failure before it started fails the host's start, a failure after
+        is logged and shown in ``/status`` (``failed``) while the host and the other services go on."""
+        started = False
+
+        class Started:
+            @staticmethod
+            def started(value: Any = None) -> None:
+                nonlocal started
+                started = True
+                task_status.started(value)
+
+        try:
+            await service.run(host, self.bridge, task_status=Started())
+        except Exception as exc:
+            if not started:
+                raise
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "p2p service %s failed: %s; the host and the other services go on", service.name, reason
+            )
+            log.debug("p2p service %s failure", service.name, exc_info=exc)
+            self.failed = {**self.failed, service.name: reason}
 
     async def _dial(self, info: Any, timeout: float) -> None:
         host = self._running_host()
@@ -502,7 +534,10 @@ class P2PHost:
         for service in self._services:
             tell = getattr(service, "peer_connected" if connected else "peer_disconnected", None)
             if tell is not None:
-                tell(peer_id)
+                try:
+                    tell(peer_id)
+                except Exception:  # one service's bug must not keep the peer from the others
+                    log.exception("p2p service %s failed on a peer change", service.name)
         for callback in self._on_peer:
             self.bridge.to_asyncio_soon(_call, callback, peer_id, connected)
 
@@ -541,7 +576,8 @@ class _Notifee(INotifee):
 
     async def connected(self, network: Any, conn: Any) -> None:
         peer = conn.muxed_conn.peer_id
-        if str(peer) in self.owner._peers:  # a second connection (both sides dialled at once)
+        if str(peer) in self.owner._peers:  # a second connection (both sides dialled, or a restarted peer
+            self.owner.mesher.peer_connected(str(peer))  # before its old one closed): introduce again
             return
         host = self.owner._host
         try:

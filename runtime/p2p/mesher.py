@@ -10,12 +10,15 @@ case; it is tested).
 
 The message is one varint-framed JSON object of at most 64 KiB listing at
 most 64 peers: ``{"self": [multiaddr...], "peers": [{"id": ..., "addrs":
-[...]}], "services": [...], "rev": n}``. ``services`` names the gRPC
+[...]}], "services": [...], "epoch": t, "rev": n}``. ``services`` names the gRPC
 services the sender serves over libp2p (``grpc.p2p``): the directory
 ``node.grpc.client(name)`` falls back to. The list is empty until the
 sender's gRPC server is bound and again once it stops; an update is sent to
-every connected peer when it changes, and ``rev`` counts those updates so an
-older list arriving late (each message has its own stream) is ignored.
+every connected peer when it changes. ``epoch`` (when the sender's process
+began, in ns) and ``rev`` (its count of updates) stamp each list, so an
+older list arriving late (each message has its own stream), or one from the
+process before a restart, is ignored; so is a message whose connection ended
+while it was read.
 Anything else is logged and ignored. Dials are bounded (8 at once, 5 s
 each) and failures are logged at DEBUG: a listed peer may well be gone.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +51,11 @@ MAX_MESSAGE = 64 * 1024
 MAX_PEERS = 64
 DIAL_TIMEOUT = 5.0
 DIALS_AT_ONCE = 8
+
+
+def _count(value: object) -> int:
+    """A non-negative int from a message field (anything else: 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _valid_addrs(value: Any) -> list[str]:
@@ -81,10 +90,12 @@ class Mesher:
         self._nursery: trio.Nursery | None = None
         self._announced: dict[str, list[str]] = {}
         """Peer ID -> the listen addresses it announced (without /p2p/)."""
+        self._epoch = time.time_ns()
+        """When this process's mesher began: sent as ``epoch`` with every ``services`` list."""
         self._revision = 0
         """Counts this node's announcements; sent as ``rev`` with every ``services`` list."""
-        self._revisions: dict[str, int] = {}
-        """Peer ID -> the ``rev`` of the newest services list it sent."""
+        self._revisions: dict[str, tuple[int, int]] = {}
+        """Peer ID -> the ``(epoch, rev)`` of the newest services list it sent."""
         self._dials = trio.CapacityLimiter(DIALS_AT_ONCE)
         self._pending: set[str] = set()
         """Peers a dial is queued or running for (at most ``MAX_PEERS``)."""
@@ -113,7 +124,12 @@ class Mesher:
         self._revision += 1
         if self._host is None or self._nursery is None:
             return
-        update = {"self": self._own_addrs(), "services": list(services), "rev": self._revision}
+        update = {
+            "self": self._own_addrs(),
+            "services": list(services),
+            "epoch": self._epoch,
+            "rev": self._revision,
+        }
         for peer in self._host.get_connected_peers():
             self._nursery.start_soon(self._send, str(peer), update)
 
@@ -121,6 +137,17 @@ class Mesher:
         """A connection opened: tell that peer who we are and whom we know."""
         if self._nursery is not None:
             self._nursery.start_soon(self._introduce, peer_id)
+
+    def is_newest(self, sender: str, epoch: object, revision: object) -> bool:
+        """Whether a services list stamped ``(epoch, revision)`` is the newest seen from ``sender``
+        (and remember it). Messages travel on separate streams, so an older list may arrive after
+        a newer one; a restarted process keeps its peer ID but has a later epoch, so its lists
+        win over any late one of the process before it. A missing stamp counts as (0, 0)."""
+        stamp = (_count(epoch), _count(revision))
+        if stamp < self._revisions.get(sender, (-1, -1)):
+            return False
+        self._revisions[sender] = stamp
+        return True
 
     def peer_disconnected(self, peer_id: str) -> None:
         self._announced.pop(peer_id, None)
@@ -163,6 +190,7 @@ class Mesher:
             "self": self._own_addrs(),
             "peers": self._known(exclude=peer_id),
             "services": list(self.services),
+            "epoch": self._epoch,
             "rev": self._revision,
         }
         await self._send(peer_id, hello)
@@ -188,12 +216,10 @@ class Mesher:
         except Exception as exc:
             log.debug("mesher: reading from %s failed: %s", sender, exc)
             return
+        if getattr(stream.muxed_conn, "is_closed", False):
+            return  # the connection ended while we read: the peer's state was dropped with it
         services = message.get("services")
-        revision = message.get("rev", 0)
-        revision = revision if isinstance(revision, int) and not isinstance(revision, bool) else 0
-        # messages travel on separate streams: an older list arriving after a newer one is ignored
-        if isinstance(services, list) and revision >= self._revisions.get(sender, -1):
-            self._revisions[sender] = revision
+        if isinstance(services, list) and self.is_newest(sender, message.get("epoch"), message.get("rev")):
             names = tuple(sorted({s for s in services[:256] if isinstance(s, str) and 0 < len(s) < 256}))
             self.directory = {**self.directory, sender: names}
         announced = _valid_addrs(message.get("self"))

@@ -22,6 +22,9 @@ Rules:
 - ``peer_connected(peer_id)`` and ``peer_disconnected(peer_id)``, when a
   service has them, are called synchronously in the trio thread as peers come
   and go (base58 peer IDs); they must not block.
+- A ``run`` that raises before ``started()`` fails the host's start; one
+  that raises after is logged and listed in the host's ``failed`` (and
+  ``/status``), and the host and the other services go on.
 - ``status()`` is read from the asyncio side for ``/status``: return a
   snapshot built from values replaced as a whole, never iterate state the
   trio thread mutates.

@@ -27,6 +27,8 @@ class RepoComponent:
 
     name = "repo"
     requires: tuple[str, ...] = ()
+    status_does_io = True
+    """``status()`` asks LevelDB: the status board reads it in a worker thread."""
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest

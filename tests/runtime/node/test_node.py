@@ -155,9 +155,11 @@ async def test_an_impl_that_fails_to_import_names_the_manifest_line(
     (echo_project / "broken.yaml").write_text(text)
     try:
         manifest = load_manifest(echo_project / "broken.yaml")
-        with pytest.raises(StartError) as caught:
-            await Node(prepare(manifest, tmp_path)).start()
-        assert caught.value.component == "grpc"
+        node = Node(prepare(manifest, tmp_path))
+        with pytest.raises(NodeError) as caught:  # at build, inside start, before anything opens
+            await node.start()
+        assert not isinstance(caught.value, StartError) and node.components == []
+        assert not (tmp_path / "repo").exists()
         assert "broken.yaml:8:11: services['echo.v1.Admin'].impl: cannot import 'missing_module'" in str(
             caught.value
         )

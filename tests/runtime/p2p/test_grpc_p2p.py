@@ -57,7 +57,7 @@ async def test_a_service_is_called_over_libp2p_by_name(
 ) -> None:
     echo_pb2, echo_pb2_grpc = echo_pb
     async with pair(echo_manifest, tmp_path) as (server, client):
-        assert [kind for kind, _ in server.node.listeners()] == ["http", "p2p"]  # no TCP or Unix gRPC
+        assert [kind for kind, _ in server.node.listeners()] == ["p2p", "http"]  # no TCP or Unix gRPC
         assert client.p2p.providers("echo.v1.Echo") == [server.node.p2p.peer_id]
         stub = echo_pb2_grpc.EchoStub(client.grpc.client("echo.v1.Echo"))
         metadata = server.metadata()
@@ -167,3 +167,37 @@ async def test_deadlines_cancels_and_a_lost_peer_leave_the_pipe_sound(
     # every socket the pipes opened is closed again
     await eventually(lambda: open_sockets() <= before)
     assert open_sockets() <= before
+
+
+async def test_a_draining_node_withdraws_its_services_from_peers_first(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    echo_pb2, echo_pb2_grpc = echo_pb
+    async with pair(echo_manifest, tmp_path) as (server, client):
+        served = server.node.component("grpc_p2p")
+        assert served.status()["state"] == "serving"
+        await served.draining()  # what stop does first, before any server stops
+        await eventually(lambda: client.p2p.providers("echo.v1.Echo") == [])
+        assert [peer["id"] for peer in client.p2p.peers()] == [server.node.p2p.peer_id]  # still connected
+        with pytest.raises(ServiceNotFound):
+            client.grpc.client("echo.v1.Echo")
+        # the gRPC server itself still answers on its own listeners until it stops
+        async with grpc.aio.insecure_channel(server.node.grpc.server.local_target) as channel:
+            pong = await echo_pb2_grpc.EchoStub(channel).Say(
+                echo_pb2.Ping(text="x"), metadata=server.metadata()
+            )
+        assert pong.text == "echo: x"
+
+
+def test_a_late_or_older_services_list_is_ignored() -> None:
+    from msuite.runtime.p2p.mesher import Mesher
+
+    mesher = Mesher()
+    assert mesher.is_newest("peer", 10, 0)
+    assert mesher.is_newest("peer", 10, 2)
+    assert not mesher.is_newest("peer", 10, 1)  # sent before rev 2, arrived after it
+    assert mesher.is_newest("peer", 10, 2)  # the same list again (a hello after an update)
+    assert mesher.is_newest("peer", 11, 0)  # the peer restarted: a later epoch, its count begins again
+    assert not mesher.is_newest("peer", 10, 5)  # a late list of the process before the restart
+    assert mesher.is_newest("other", None, "junk")  # no stamp: (0, 0), a peer's first list is taken
+    assert not mesher.is_newest("peer", -3, 99)  # nonsense counts as 0

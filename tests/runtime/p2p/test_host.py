@@ -183,8 +183,7 @@ async def test_garbage_on_a_protocol_resets_that_stream_only(caplog: pytest.LogC
         await eventually(lambda: bool(b.p2p.peers()))
 
         async def garbage() -> None:
-            host = b.p2p._host
-            assert host is not None
+            host = b.p2p.libp2p
             stream = await host.new_stream(ID.from_base58(a.p2p.peer_id), [TProtocol(ECHO)])
             await stream.write(b"\xff" * 12)  # a length prefix that never ends
             await stream.close()
