@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,12 @@ if TYPE_CHECKING:
     from .host import P2PHost
     from .protocols import Protocols
 
-__all__ = ["GRPC_P2P", "P2P", "GrpcOverP2P"]
+__all__ = ["GRPC_P2P", "P2P", "WITHDRAW_TIMEOUT", "GrpcOverP2P"]
+
+log = logging.getLogger("msuite.p2p.grpc")
+
+WITHDRAW_TIMEOUT = 5.0
+"""Longest the drain waits for the services to be withdrawn from peers, in seconds."""
 
 
 def _build_host(context: BuildContext) -> P2PHost:
@@ -90,7 +97,10 @@ class GrpcOverP2P:
     async def _withdraw(self) -> None:
         if self.state == "serving":
             self.state = "withdrawn"
-            await self.host.withdraw_grpc()
+            try:  # bounded: a stuck trio thread must not hold up the rest of the drain
+                await asyncio.wait_for(self.host.withdraw_grpc(), WITHDRAW_TIMEOUT)
+            except TimeoutError:
+                log.warning("withdrawing gRPC over libp2p took over %.0f s; going on", WITHDRAW_TIMEOUT)
 
     def status(self) -> dict[str, Any]:
         from .grpc_tunnel import PROTOCOL
