@@ -19,6 +19,8 @@ The rules (each module's docstring has its part):
 - A resource is a gRPC full method or an HTTP path without its query string;
   its ACL entry is its minimum role, a key ending in ``/`` covers the
   resources under it, and an unlisted resource is open (:mod:`.acl`).
+- More than one credential is refused, whatever they hold
+  (:class:`SeveralCredentials`: UNAUTHENTICATED / 400).
 - Refusals are :class:`Unauthenticated` (UNAUTHENTICATED / 401) or
   :class:`PermissionDenied` (PERMISSION_DENIED / 403), with messages safe to
   send to clients (:mod:`.errors`).
@@ -26,7 +28,7 @@ The rules (each module's docstring has its part):
 
 from .acl import Acl
 from .auth import Auth
-from .errors import AuthError, PermissionDenied, Unauthenticated
+from .errors import AuthError, PermissionDenied, SeveralCredentials, Unauthenticated
 from .jwt import JWTAuth
 from .principal import Principal, current_principal, reset_principal, set_principal
 
@@ -37,6 +39,7 @@ __all__ = [
     "JWTAuth",
     "PermissionDenied",
     "Principal",
+    "SeveralCredentials",
     "Unauthenticated",
     "current_principal",
     "reset_principal",

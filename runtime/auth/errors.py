@@ -24,7 +24,7 @@ from msuite import MsuiteError
 if TYPE_CHECKING:
     import grpc
 
-__all__ = ["AuthError", "PermissionDenied", "Unauthenticated"]
+__all__ = ["AuthError", "PermissionDenied", "SeveralCredentials", "Unauthenticated"]
 
 
 class _GrpcCode:
@@ -60,6 +60,16 @@ class Unauthenticated(AuthError):
     grpc_code = _GrpcCode("UNAUTHENTICATED")
     grpc_number = 16
     http_status = 401
+
+
+class SeveralCredentials(Unauthenticated):
+    """More than one ``Authorization`` header (or ``authorization`` metadata entry): refused
+    whatever they hold, as RFC 6750 asks, so no credential can hide behind another one."""
+
+    http_status = 400
+
+    def __init__(self) -> None:
+        super().__init__("send one Authorization credential, not several")
 
 
 class PermissionDenied(AuthError):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import grpc
 import grpc.aio
 
-from msuite.runtime.auth import AuthError, set_principal
+from msuite.runtime.auth import AuthError, SeveralCredentials, set_principal
 
 if TYPE_CHECKING:
     from msuite.runtime.auth import Auth
@@ -71,10 +71,14 @@ class CallHook(Protocol):
 
 
 def _authorization(context: Context) -> str | None:
+    """The one ``authorization`` metadata value (None without one); several are refused."""
+    found: str | None = None
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return None
+            if found is not None:
+                raise SeveralCredentials()
+            found = value if isinstance(value, str) else value.decode("latin-1")
+    return found
 
 
 def _final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from msuite.runtime.auth import AuthError, set_principal
+from msuite.runtime.auth import AuthError, SeveralCredentials, set_principal
 from msuite.spec import Manifest
 
 from ..codes import GrpcCode
@@ -230,7 +230,10 @@ class HttpServer:
                     return web.Response(status=204, headers=cors)
             if auth is not None:
                 try:
-                    set_principal(auth.authorize(request.path, request.headers.get("Authorization")))
+                    credentials = request.headers.getall("Authorization", ())
+                    if len(credentials) > 1:
+                        raise SeveralCredentials()
+                    set_principal(auth.authorize(request.path, credentials[0] if credentials else None))
                 except AuthError as exc:
                     headers = dict(cors or {})
                     if exc.http_status == 401:

@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from ...codes import GrpcCode
 from ..errors import Refusal
 from ._values import from_base64, quoted
 
@@ -40,9 +41,11 @@ def grpc_metadata(request: web.Request) -> tuple[tuple[str, str | bytes], ...]:
     """The gRPC metadata a request carries (see the package's docstring)."""
     headers = request.headers
     metadata: list[tuple[str, str | bytes]] = []
-    authorization = headers.get("Authorization")
-    if authorization is not None:
-        metadata.append(("authorization", _ascii(authorization, "Authorization")))
+    credentials = headers.getall("Authorization", ())
+    if len(credentials) > 1:  # refused whatever they hold: none may hide behind another
+        raise Refusal(400, GrpcCode.UNAUTHENTICATED, "send one Authorization credential, not several")
+    if credentials:
+        metadata.append(("authorization", _ascii(credentials[0], "Authorization")))
     request_id = headers.get("X-Request-Id")
     if request_id is not None:
         metadata.append(("x-request-id", _ascii(request_id, "X-Request-Id")))

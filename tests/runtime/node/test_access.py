@@ -164,3 +164,30 @@ async def test_http_paths_are_checked_with_the_same_tokens(echo_manifest: Path, 
                 assert response.status == 401
         finally:
             await harness.close()
+
+
+async def test_several_credentials_are_refused_in_any_order_on_grpc(echo: Harness, echo_pb: Any) -> None:
+    """A valid admin token beside a bad one must not win by coming first (it did)."""
+    echo_pb2, _ = echo_pb
+    good = ("authorization", f"Bearer {echo.token('admin', 'alice')}")
+    bad = ("authorization", "Bearer garbage")
+    for metadata in ((good, bad), (bad, good), (good, good)):
+        call = echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=metadata)
+        assert await code_of(call) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        await code_of(echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=(good,)))
+        == grpc.StatusCode.OK
+    )
+
+
+async def test_several_credentials_are_refused_in_any_order_on_http_and_the_gateway(echo: Harness) -> None:
+    good = ("Authorization", f"Bearer {echo.token('admin', 'alice')}")
+    bad = ("Authorization", "Bearer garbage")
+    for headers in ([good, bad], [bad, good]):
+        for method, path in (("GET", "/v1/echo/hi"), ("GET", "/status")):
+            async with echo.http.request(method, path, headers=headers) as response:
+                assert response.status == 400
+                body = await response.json()
+                assert body["code"] == 16 and "one Authorization credential" in body["message"]
+    async with echo.http.get("/v1/echo/hi", headers=[good]) as response:
+        assert response.status == 200
