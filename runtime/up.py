@@ -44,6 +44,7 @@ def _ensure_generated(manifest: Manifest, file: str, err: TextIO) -> int | None:
 
     if is_current(manifest):
         return None
+    existed = (manifest.base_dir / manifest.codegen.out / "wiring.py").exists()
     from importlib.util import find_spec
 
     if find_spec("jinja2") is None or find_spec("grpc_tools") is None:
@@ -59,7 +60,13 @@ def _ensure_generated(manifest: Manifest, file: str, err: TextIO) -> int | None:
     except CodegenError as exc:
         return _problem(err, str(exc))
     if outcome.written:
-        print(f"regenerated {os.path.relpath(outcome.out_dir)}/ (its sources changed)", file=err)
+        shown = os.path.relpath(outcome.out_dir)
+        message = (
+            f"regenerated {shown}/ (its sources changed)"
+            if existed
+            else f"generated {shown}/ (it was missing)"
+        )
+        print(message, file=err)
     return None
 
 

@@ -218,6 +218,18 @@ def test_up_names_a_taken_port_and_its_line(scaffold: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_the_first_up_says_it_generated_the_missing_code(scaffold: Path) -> None:
+    assert not (scaffold / "gen").exists()
+    up = Up(scaffold)
+    try:
+        up.wait_ready(3)
+        assert up.stop() == 0
+        assert "generated gen/ (it was missing)" in up.stderr()
+        assert "regenerated" not in up.stderr()  # it said "its sources changed" before
+    finally:
+        up.kill()
+
+
 def test_up_regenerates_stale_code(scaffold: Path) -> None:
     subprocess.run([*MSUITE, "generate"], cwd=scaffold, check=True, capture_output=True)
     proto = scaffold / "protos" / "hello.proto"
