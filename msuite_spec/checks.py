@@ -264,7 +264,10 @@ def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
     """Problems with files the manifest names, relative to ``base_dir``."""
     issues: list[Issue] = []
     for name, service in manifest.services.items():
-        why = _why_not(base_dir / service.proto, want_dir=False)
+        looked_for = base_dir / service.proto
+        why = _why_not(looked_for, want_dir=False)
+        if why in ("not found", "is not a file"):  # say where it looked
+            why += f": looked for {looked_for} (proto paths are relative to the manifest's folder)"
         if why is not None:
             issues.append(Issue(("services", name, "proto"), f"proto file {why}"))
     if "proto_paths" in manifest.codegen.model_fields_set:

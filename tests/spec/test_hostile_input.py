@@ -242,3 +242,16 @@ def test_valid_manifest_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "msuite.yaml"
     path.write_text("name: x\nhttp:\n  port: 8080\n  cors: ['*']\n")
     assert load_manifest(path).http is not None
+
+
+def test_a_missing_proto_names_the_path_it_looked_for(tmp_path: Path) -> None:
+    path = tmp_path / "msuite.yaml"
+    path.write_text(
+        "name: x\ngrpc: {tcp: {port: 1}}\nservices: {a.B: {proto: protos/a.proto, impl: 'a:B'}}\n"
+    )
+    ((_, _, p, message),) = [(d.line, d.column, d.path, d.message) for d in errors_of(path)]
+    assert p == "services['a.B'].proto"
+    assert message == (
+        f"proto file not found: looked for {tmp_path / 'protos' / 'a.proto'} "
+        "(proto paths are relative to the manifest's folder)"
+    )
