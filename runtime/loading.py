@@ -44,7 +44,7 @@ from .errors import NodeError, where
 if TYPE_CHECKING:
     from .wiring import ServiceBinding
 
-__all__ = ["construct", "import_from", "load_bindings", "load_impl", "load_wiring"]
+__all__ = ["construct", "import_from", "load_bindings", "load_impl", "load_wiring", "user_frames"]
 
 
 _MODULE_SETS: dict[Path, dict[str, ModuleType]] = {}
@@ -177,6 +177,19 @@ def load_impl(manifest: Manifest, service: str) -> type[Any]:
     if not isinstance(cls, type):
         raise NodeError(f"{at}: {text} is not a class")
     return cls
+
+
+def user_frames(manifest: Manifest, error: BaseException) -> str:
+    """The frames of ``error``'s traceback in the user's own files (under the manifest's folder),
+    as lines ``  File "...", line N, in f`` plus the source line, outermost first ("" when none)."""
+    base = manifest.base_dir.resolve()
+    lines: list[str] = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        if Path(frame.filename).is_relative_to(base):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+    return "\n".join(lines)
 
 
 def construct(cls: type[Any], node: object) -> Any:

@@ -103,7 +103,7 @@ def _build_server(context: BuildContext) -> GrpcServer:
     bindings = context.bindings
     auth = context.use("auth", AuthComponent)
 
-    from msuite.runtime.loading import construct, load_impl
+    from msuite.runtime.loading import construct, load_impl, user_frames
 
     # the impl classes are imported now (a bad `impl` is a build error), constructed at start
     classes = {
@@ -123,9 +123,11 @@ def _build_server(context: BuildContext) -> GrpcServer:
             try:
                 servicers[binding.name] = construct(cls, node)
             except Exception as exc:
+                frames = user_frames(manifest, exc)  # where in the user's code it went wrong
                 raise NodeError(
                     f"{where(manifest, 'services', binding.name, 'impl')}: "
                     f"{manifest.services[binding.name].impl}(...) raised {type(exc).__name__}: {exc}"
+                    + (f"\n{frames}" if frames else "")
                 ) from exc
         return servicers
 

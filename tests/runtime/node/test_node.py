@@ -252,3 +252,34 @@ def test_a_bad_gateway_route_is_a_located_error_at_build_before_any_port(
     assert "no_such_field" in message
     assert node.state == "new" and node.components == []
     assert not (tmp_path / "repo").exists()  # nothing was opened, let alone bound
+
+
+async def test_an_impl_raising_in_its_constructor_shows_the_users_frames(
+    echo_project: Path, tmp_path: Path
+) -> None:
+    (echo_project / "broken_impl.py").write_text(
+        "def lookup(settings):\n"
+        "    return settings['missing']\n"
+        "\n"
+        "class Echo:\n"
+        "    def __init__(self, node):\n"
+        "        self.value = lookup({})\n"
+    )
+    text = (echo_project / "msuite.yaml").read_text().replace("echo_service:Echo", "broken_impl:Echo")
+    (echo_project / "broken-init.yaml").write_text(text)
+    try:
+        node = Node(prepare(load_manifest(echo_project / "broken-init.yaml"), tmp_path))
+        with pytest.raises(StartError) as caught:
+            await node.start()
+        first, *frames = str(caught.value).splitlines()
+        assert "services['echo.v1.Echo'].impl: broken_impl:Echo(...) raised KeyError: 'missing'" in first
+        source = echo_project / "broken_impl.py"
+        assert frames == [
+            f'  File "{source}", line 6, in __init__',
+            "    self.value = lookup({})",
+            f'  File "{source}", line 2, in lookup',
+            "    return settings['missing']",
+        ]
+    finally:
+        (echo_project / "broken-init.yaml").unlink()
+        (echo_project / "broken_impl.py").unlink()
