@@ -43,6 +43,16 @@ class GrpcCode(enum.IntEnum):
         """The HTTP status grpc-gateway answers this code with (``CANCELLED`` is nginx's 499)."""
         return _HTTP_STATUS[self]
 
+    @classmethod
+    def for_http_status(cls, status: int) -> GrpcCode:
+        """The code of an HTTP error status the node answers itself (an unknown route, a wrong
+        method, a handler's ``web.HTTPException``): the reverse of :attr:`http_status` where that
+        is one to one, then the closest code."""
+        found = _FROM_HTTP.get(status)
+        if found is not None:
+            return found
+        return cls.INTERNAL if status >= 500 else cls.FAILED_PRECONDITION
+
 
 _C = GrpcCode
 _HTTP_STATUS: Final = {
@@ -63,4 +73,21 @@ _HTTP_STATUS: Final = {
     _C.INTERNAL: 500,
     _C.UNAVAILABLE: 503,
     _C.DATA_LOSS: 500,
+}
+
+_FROM_HTTP: Final = {
+    400: _C.INVALID_ARGUMENT,
+    401: _C.UNAUTHENTICATED,
+    403: _C.PERMISSION_DENIED,
+    404: _C.NOT_FOUND,
+    405: _C.UNIMPLEMENTED,
+    408: _C.DEADLINE_EXCEEDED,
+    409: _C.ABORTED,
+    413: _C.RESOURCE_EXHAUSTED,
+    429: _C.RESOURCE_EXHAUSTED,
+    431: _C.RESOURCE_EXHAUSTED,
+    499: _C.CANCELLED,
+    501: _C.UNIMPLEMENTED,
+    503: _C.UNAVAILABLE,
+    504: _C.DEADLINE_EXCEEDED,
 }

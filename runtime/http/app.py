@@ -77,6 +77,18 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
+_KEPT_ERROR_HEADERS = frozenset({"allow", "retry-after", "www-authenticate"})
+"""Headers of an aiohttp error kept on its JSON answer (``Allow`` on a 405...)."""
+
+
+def _message(error: web.HTTPException) -> str:
+    """A handler's own text (``web.HTTPBadRequest(text=...)``), else the status's reason."""
+    text = error.text
+    if text and text != f"{error.status}: {error.reason}":
+        return text
+    return error.reason.lower()
+
+
 class HttpHook(Protocol):
     """Observes every request (metrics, tracing): ``begin`` returns the callback for its end.
 
@@ -242,6 +254,12 @@ class HttpServer:
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
+                if exc.status >= 400:  # an unknown route, a wrong method, a handler's refusal: JSON
+                    headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_ERROR_HEADERS}
+                    headers.update(cors or {})
+                    return error_response(
+                        exc.status, GrpcCode.for_http_status(exc.status), _message(exc), headers
+                    )
                 if cors is not None:
                     exc.headers.update(cors)
                 raise

@@ -173,3 +173,32 @@ async def test_gateway_errors_map_to_http_statuses(web_node: Harness) -> None:
     ) as response:
         assert response.status == 302
         assert response.headers["Location"] == "/elsewhere"
+
+
+async def test_every_http_error_of_the_node_is_json(echo_manifest: Path, tmp_path: Path) -> None:
+    """Unknown routes, trailing slashes, wrong methods and handlers' own refusals answered as text
+    (`404: Not Found`) while the gateway answered JSON; now one shape for all."""
+    node = Node(prepare(load_manifest(echo_manifest), tmp_path))
+
+    async def refuse(request: web.Request) -> web.Response:
+        raise web.HTTPConflict(text="the note was changed meanwhile")
+
+    node.http.router.add_post("/notes", refuse)
+    async with node:
+        harness = Harness(node, None)
+        try:
+            cases = [
+                ("GET", "/nowhere", 404, 5, "not found"),
+                ("GET", "/status/", 404, 5, "not found"),
+                ("DELETE", "/status", 405, 12, "method not allowed"),
+                ("POST", "/notes", 409, 10, "the note was changed meanwhile"),
+            ]
+            for method, path, status, code, message in cases:
+                async with harness.http.request(method, path) as response:
+                    assert response.status == status
+                    assert response.content_type == "application/json"
+                    assert await response.json() == {"code": code, "message": message, "details": []}
+                    if status == 405:
+                        assert response.headers["Allow"] == "GET,HEAD"
+        finally:
+            await harness.close()
