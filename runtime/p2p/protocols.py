@@ -34,6 +34,7 @@ hostile peer) is reset and logged; the node keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,10 @@ Handler = Callable[[str, bytes], Awaitable[bytes]]
 """``handler(peer_id, request) -> response``."""
 
 OK, REFUSED, INTERNAL, BUSY, TOO_LARGE = 0, 1, 2, 3, 4
+
+UNBLOCKED_WRITE = 128 * 1024
+"""Largest request frame written before the answer is read: well inside a new yamux stream's
+256 KiB window, so the write cannot wait for the receiver's credit."""
 
 
 class ProtocolError(NodeError):
@@ -173,8 +178,7 @@ class Protocols:
                     why = str(exc).splitlines()[0] if str(exc) else repr(exc)
                     raise PeerUnreachable(f"cannot open {protocol_id} to {peer_id}: {why}") from None
                 try:
-                    await stream.write(encode_frame(request))
-                    answer = await FrameReader(stream_reader(stream)).read_frame(self.max_message + 1)
+                    answer, sent = await self._exchange(stream, encode_frame(request))
                 except TooLarge as exc:
                     await stream.reset()
                     raise MessageTooLarge(f"the response from {peer_id} is too large: {exc}") from None
@@ -187,7 +191,8 @@ class Protocols:
                     with trio.CancelScope(shield=True):
                         await stream.reset()
                     raise
-                await stream.close()
+                if sent:
+                    await stream.close()  # else it was reset when the answer cut the request short
         except trio.TooSlowError:
             raise ProtocolTimeout(f"{peer_id} did not answer {protocol_id} within {timeout:g} s") from None
         except ProtocolError:
@@ -207,6 +212,44 @@ class Protocols:
         if status == TOO_LARGE:
             raise MessageTooLarge(f"{peer_id} refused the request: {text}")
         raise RemoteError(f"{peer_id} failed to handle {protocol_id}: {text}")
+
+    async def _exchange(self, stream: Any, frame: bytes) -> tuple[bytes | None, bool]:
+        """Write the request frame and read the answer frame.
+
+        A frame that fits in a new stream's yamux window is written, then the answer read. A
+        larger one is written while the answer is read: a receiver that refuses it from its
+        length prefix (TOO_LARGE) stops reading, and the sender's write would wait for credit
+        that never comes; the answer ends the write instead (the stream is reset). Returns the
+        answer and whether the whole request was written."""
+        reader = FrameReader(stream_reader(stream))
+        if len(frame) <= UNBLOCKED_WRITE:
+            await stream.write(frame)
+            return await reader.read_frame(self.max_message + 1), True
+        written = False
+        ended = trio.Event()
+
+        async def write() -> None:
+            nonlocal written
+            try:
+                await stream.write(frame)
+                written = True
+            except Exception:  # the stream was reset: by us after an early answer, or by the peer
+                log.debug("a request write ended early", exc_info=True)
+            finally:
+                ended.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            answer = await reader.read_frame(self.max_message + 1)
+            if not written:  # answered before the request was through: a refusal
+                # reset, not cancel: the writer sees it between two frames and ends (a write
+                # cancelled inside a frame would break the whole connection)
+                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await stream.reset()
+                with trio.move_on_after(1.0):
+                    await ended.wait()
+                nursery.cancel_scope.cancel()
+        return answer, written
 
     # ------------------------------------------------------------------ receiving (trio side)
 

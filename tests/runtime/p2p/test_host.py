@@ -460,3 +460,28 @@ async def test_a_protocol_registered_after_start_is_served() -> None:
             except PeerUnreachable:
                 await asyncio.sleep(0.02)
         assert reply == b"echo:late"
+
+
+async def test_a_request_over_the_receivers_limit_and_its_window_is_refused_at_once() -> None:
+    """Over the yamux window (256 KiB) the sender used to write on, waiting for credit the refusing
+    receiver never gave: a StreamReset after 5 s instead of MessageTooLarge."""
+
+    def small_limit(node: Node) -> None:
+        with_echo(node)
+        node.protocols.max_message = 100 * 1024
+
+    async with (
+        nodes(manifest("a"), setup=small_limit) as (a,),
+        nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
+    ):
+        await eventually(lambda: bool(b.p2p.peers()))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(MessageTooLarge, match="over the limit of 102400 bytes"):
+            await b.protocols.send(a.p2p.peer_id, ECHO, b"x" * (300 * 1024))
+        assert loop.time() - began < 2.0
+        # the connection is sound: a request within the limit (its echo too), and one just over it
+        fits = b"y" * (100 * 1024 - len(b"echo:"))
+        assert await b.protocols.send(a.p2p.peer_id, ECHO, fits) == b"echo:" + fits
+        with pytest.raises(MessageTooLarge):
+            await b.protocols.send(a.p2p.peer_id, ECHO, b"z" * (100 * 1024 + 1))
