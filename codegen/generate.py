@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import msuite
 from msuite.spec import Diagnostic, Manifest, format_path
 
-from .build import build_project, fix_imports, module_of
+from .build import build_project, fix_imports, module_alias, module_of
 from .fresh import source_digest
 from .protoc import CodegenError, Compiled, ProtoSource, compile_protos, include_roots
 
@@ -159,7 +159,21 @@ def render(manifest: Manifest) -> dict[str, bytes]:
         },
         key=lambda item: (item[0].lower(), item[1].lower()),
     )
-    files["wiring.py"] = env.get_template("wiring.py.j2").render(project=project, imports=imports).encode()
+    # each service's own _pb2 module registers its file in the descriptor pool; the _pb2_grpc
+    # module imports it only when the file declares messages of its own
+    registers = sorted(
+        {
+            (
+                f".{s.grpc_module.rpartition('.')[0]}",
+                pb2 := s.grpc_module.rpartition(".")[2].removesuffix("_grpc"),
+                module_alias(f"{s.grpc_module.rpartition('.')[0]}.{pb2}".lstrip(".")),
+            )
+            for s in project.services
+        },
+        key=lambda item: (item[0].lower(), item[1].lower()),
+    )
+    wiring = env.get_template("wiring.py.j2").render(project=project, imports=imports, registers=registers)
+    files["wiring.py"] = wiring.encode()
     files["events.py"] = (
         env.get_template("events.py.j2")
         .render(

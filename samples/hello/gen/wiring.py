@@ -13,6 +13,7 @@ import grpc.aio
 from msuite.runtime.wiring import AclEntry, ChannelSource, Route, ServiceBinding
 
 from . import hello_pb2_grpc as hello__pb2__grpc
+from . import hello_pb2 as hello__pb2  # noqa: F401  (registers the proto's descriptors)
 
 __all__ = ["ACL", "ROUTES", "SERVICES", "Clients", "register"]
 

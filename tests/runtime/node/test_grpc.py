@@ -299,3 +299,37 @@ async def test_a_hook_failing_to_begin_ends_the_hooks_that_began(
         with pytest.raises(grpc.aio.AioRpcError):
             await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping())
     assert ended == ["INTERNAL"]
+
+
+async def test_a_service_whose_proto_declares_no_messages_of_its_own_is_served(tmp_path: Path) -> None:
+    """Its _pb2_grpc module does not import its _pb2 (nothing to import), so the service's file was
+    never in the descriptor pool: `Couldn't find service` at start."""
+    from msuite.codegen import generate
+    from msuite.runtime.loading import import_from
+    from msuite.runtime.testing import running
+
+    (tmp_path / "protos").mkdir()
+    (tmp_path / "protos" / "noown_types.proto").write_text(
+        'syntax = "proto3";\npackage noown.v1;\nmessage Ask { string text = 1; }\nmessage Said { string text = 1; }\n'
+    )
+    (tmp_path / "protos" / "noown_service.proto").write_text(
+        'syntax = "proto3";\npackage noown.v1;\nimport "noown_types.proto";\n'
+        "service Parrot { rpc Say(Ask) returns (Said); }\n"
+    )
+    (tmp_path / "parrot.py").write_text(
+        "from gen import noown_types_pb2, noown_service_pb2_grpc\n\n"
+        "class Parrot(noown_service_pb2_grpc.ParrotServicer):\n"
+        "    async def Say(self, request, context):\n"
+        "        return noown_types_pb2.Said(text='parrot: ' + request.text)\n"
+    )
+    (tmp_path / "msuite.yaml").write_text(
+        "name: parrot\nservices:\n  noown.v1.Parrot:\n    proto: protos/noown_service.proto\n"
+        "    impl: parrot:Parrot\ngrpc:\n  tcp: {port: 0}\n"
+    )
+    generate(load_manifest(tmp_path / "msuite.yaml"))
+    async with running(tmp_path / "msuite.yaml") as harness:
+        types = import_from(tmp_path, "gen.noown_types_pb2")
+        stubs = import_from(tmp_path, "gen.noown_service_pb2_grpc")
+        async with grpc.aio.insecure_channel(harness.target("tcp")) as channel:
+            reply = await stubs.ParrotStub(channel).Say(types.Ask(text="hi"))
+        assert reply.text == "parrot: hi"
