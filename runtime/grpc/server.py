@@ -35,6 +35,7 @@ from msuite.spec import GRPC, Manifest
 from ..components import HookList
 from ..errors import NodeError, where
 from .interceptors import CallHook, NodeInterceptor
+from .lifecycle import start_impls, stop_impls
 
 if TYPE_CHECKING:
     from msuite.runtime.auth import Auth
@@ -145,6 +146,7 @@ class GrpcServer:
         self.unimplemented: list[str] = []
         """Full names of the methods the ``impl`` classes leave out (they answer UNIMPLEMENTED)."""
         self._health: Any = None
+        self._started_impls: list[str] = []
 
     @property
     def hooks(self) -> HookList[CallHook]:
@@ -168,6 +170,15 @@ class GrpcServer:
         for method, impl in unimplemented.items():
             log.warning("%s does not implement %s: calls answer UNIMPLEMENTED", impl, method)
         self.unimplemented = sorted(unimplemented)
+        self._started_impls = await start_impls(self.manifest, self.bindings, self.servicers)
+        try:
+            await self._serve(unimplemented)
+        except BaseException:
+            await stop_impls(self.manifest, self._started_impls, self.servicers, quiet=True)
+            self._started_impls = []
+            raise
+
+    async def _serve(self, unimplemented: dict[str, str]) -> None:
         self._hooks.freeze()
         auth = self._auth() if self._auth is not None else None
         interceptor = NodeInterceptor(auth, self._hooks, unimplemented)
@@ -291,6 +302,8 @@ class GrpcServer:
             if listener.kind == "unix" and listener.target.startswith("unix:"):
                 with contextlib.suppress(OSError):
                     os.unlink(listener.target[len("unix:") :])
+        started, self._started_impls = self._started_impls, []
+        await stop_impls(self.manifest, started, self.servicers)
 
     def addresses(self) -> list[tuple[str, str]]:
         """``("grpc.tcp" | "grpc.unix", address)`` of each listener users dial (readiness lines)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +335,79 @@ async def test_a_service_whose_proto_declares_no_messages_of_its_own_is_served(t
         async with grpc.aio.insecure_channel(harness.target("tcp")) as channel:
             reply = await stubs.ParrotStub(channel).Say(types.Ask(text="hi"))
         assert reply.text == "parrot: hi"
+
+
+def _impl_project(tmp_path: Path, body: str) -> Path:
+    """A copy of the echo node whose Echo impl is a subclass with ``body`` (lifecycle hooks)."""
+    from tests.runtime.conftest import ECHO
+
+    folder = tmp_path / "echo"
+    shutil.copytree(ECHO, folder, ignore=shutil.ignore_patterns("gen", ".msuite"))
+    (folder / "hooked.py").write_text(
+        "import asyncio\nfrom echo_service import Echo as Base\n\nEVENTS = []\n\n"
+        "class Echo(Base):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    manifest = folder / "msuite.yaml"
+    manifest.write_text(manifest.read_text().replace("echo_service:Echo", "hooked:Echo"))
+    from msuite.codegen import generate
+
+    generate(load_manifest(manifest))
+    return manifest
+
+
+async def test_impls_start_before_the_first_call_and_stop_after_the_last(tmp_path: Path) -> None:
+    manifest = _impl_project(
+        tmp_path,
+        """
+        async def on_start(self):
+            await asyncio.sleep(0)
+            EVENTS.append(("on_start", self.node.state, self.node.tasks is not None))
+
+        def on_stop(self):
+            EVENTS.append(("on_stop", self.node.state))
+        """,
+    )
+    from msuite.runtime.loading import import_from
+
+    node = Node(prepare(load_manifest(manifest), tmp_path / "run"))
+    node.build()
+    events = import_from(manifest.parent, "hooked").EVENTS
+    assert events == []
+    async with node:
+        assert events == [("on_start", "starting", True)]
+    assert events == [("on_start", "starting", True), ("on_stop", "draining")]
+
+
+async def test_an_impl_failing_to_start_is_located_and_nothing_is_served(tmp_path: Path) -> None:
+    manifest = _impl_project(
+        tmp_path,
+        """
+        async def on_start(self):
+            raise RuntimeError("no cache")
+        """,
+    )
+    node = Node(prepare(load_manifest(manifest), tmp_path / "run"))
+    with pytest.raises(StartError) as caught:
+        await node.start()
+    assert caught.value.component == "grpc"
+    first, *frames = str(caught.value).splitlines()
+    assert "services['echo.v1.Echo'].impl: hooked:Echo.on_start() raised RuntimeError: no cache" in first
+    assert frames[0].startswith(f'  File "{manifest.parent / "hooked.py"}", line ')
+    assert node.components == [] and node.grpc.server.listeners == []
+
+
+async def test_every_on_stop_runs_and_their_errors_come_together(tmp_path: Path) -> None:
+    manifest = _impl_project(
+        tmp_path,
+        """
+        def on_stop(self):
+            raise ValueError("flush failed")
+        """,
+    )
+    node = Node(prepare(load_manifest(manifest), tmp_path / "run"))
+    await node.start()
+    with pytest.raises(ExceptionGroup) as caught:
+        await node.stop()
+    messages = [str(e) for e in caught.value.exceptions]
+    assert any("hooked:Echo.on_stop() raised ValueError: flush failed" in m for m in messages), messages
+    assert node.state == "stopped"
