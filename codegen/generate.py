@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Outcome", "generate", "render"]
 
+_PYI_NOQA = re.compile(r"# noqa: Y(\d{3})")
+
 _IGNORED = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 
@@ -149,7 +151,8 @@ def render(manifest: Manifest) -> dict[str, bytes]:
     generated = {module_of(s.name, suffix) for s in compiled.sources for suffix in ("_pb2", "_pb2_grpc")}
     files: dict[str, bytes] = {}
     for path, content in compiled.files.items():
-        text = fix_imports(path, content.decode(), generated)
+        # mypy-protobuf writes flake8-pyi codes in its noqa comments (Y015); ruff names them PYI015
+        text = _PYI_NOQA.sub(r"# noqa: PYI\1", fix_imports(path, content.decode(), generated))
         files[path] = f"{header}\n# ruff: noqa\n{text}".encode()
     env = _environment()
     imports = sorted(

@@ -31,13 +31,13 @@ class HelloRequest(_message.Message):
         *,
         name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: PYI015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: PYI015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___HelloRequest: _TypeAlias = HelloRequest  # noqa: Y015
+Global___HelloRequest: _TypeAlias = HelloRequest  # noqa: PYI015
 
 @_typing.final
 class HelloReply(_message.Message):
@@ -50,10 +50,10 @@ class HelloReply(_message.Message):
         *,
         message: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: PYI015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: PYI015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___HelloReply: _TypeAlias = HelloReply  # noqa: Y015
+Global___HelloReply: _TypeAlias = HelloReply  # noqa: PYI015
