@@ -34,6 +34,7 @@ from msuite.spec import GRPC, Manifest
 
 from ..components import HookList
 from ..errors import NodeError, where
+from ..ports import bind_error
 from .interceptors import CallHook, NodeInterceptor
 from .lifecycle import start_impls, stop_impls
 
@@ -256,6 +257,12 @@ class GrpcServer:
         unix_target = self._unix_target()
         if tcp is not None:
             address = _host_port(tcp.host, tcp.port)
+            refused = bind_error(tcp.host or "0.0.0.0", tcp.port)
+            if refused is not None:  # said before grpc's C core tries, and logs its own error
+                raise NodeError(
+                    f"{where(self.manifest, 'grpc', 'tcp', 'port')}: cannot listen on {address}: "
+                    f"{refused.strerror or refused}"
+                )
             port = self._add_port(
                 server,
                 address,

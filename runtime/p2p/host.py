@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,6 +48,7 @@ from libp2p.abc import INotifee
 
 from msuite.runtime.components import FrozenError
 from msuite.runtime.errors import NodeError, where
+from msuite.runtime.ports import bind_error
 
 from . import compat
 from .bridge import Bridge
@@ -343,26 +343,16 @@ class P2PHost:
         self.state = "running"
 
     def _check_port(self) -> None:
-        """Refuse a port another server listens on.
-
-        py-libp2p listens with SO_REUSEPORT, so its bind succeeds on a port another
-        node already serves, and the kernel then splits the connections between
-        the two. A plain bind (SO_REUSEADDR only) fails on such a port: try one first.
-        """
+        """Refuse a port another server listens on (py-libp2p's own bind, with SO_REUSEPORT,
+        would succeed and split the connections with it; see :mod:`msuite.runtime.ports`)."""
         host, port = self.settings.host, self.settings.port
-        if port == 0:
-            return
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                shown = f"[{host}]" if ":" in host else host
-                raise NodeError(
-                    f"{where(self.manifest, 'p2p', 'port')}: cannot listen on {shown}:{port}: "
-                    f"{exc.strerror or exc}"
-                ) from None
+        refused = bind_error(host, port)
+        if refused is not None:
+            shown = f"[{host}]" if ":" in host else host
+            raise NodeError(
+                f"{where(self.manifest, 'p2p', 'port')}: cannot listen on {shown}:{port}: "
+                f"{refused.strerror or refused}"
+            )
 
     async def draining(self) -> None:
         self.state = "draining"

@@ -230,6 +230,33 @@ def test_the_first_up_says_it_generated_the_missing_code(scaffold: Path) -> None
         up.kill()
 
 
+def test_a_taken_grpc_port_is_named_without_grpcs_own_log(scaffold: Path) -> None:
+    """grpc's C core printed `E... add_port.cc:...] Failed to add port to server` before msuite's
+    located message; the port is now checked before grpc tries it."""
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        manifest = scaffold / "msuite.yaml"
+        port = blocker.getsockname()[1]
+        text = manifest.read_text()
+        assert "tcp: {host: 127.0.0.1, port: 0}" in text
+        manifest.write_text(
+            text.replace("tcp: {host: 127.0.0.1, port: 0}", f"tcp: {{host: 127.0.0.1, port: {port}}}")
+        )
+        result = subprocess.run(
+            [*MSUITE, "up"], check=False, cwd=scaffold, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        blocker.close()
+    assert result.returncode == 1, result.stderr
+    assert re.search(rf"msuite.yaml:\d+:\d+: grpc.tcp.port: cannot listen on 127.0.0.1:{port}", result.stderr)
+    assert "add_port" not in result.stderr and "Failed to add port" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_up_regenerates_stale_code(scaffold: Path) -> None:
     subprocess.run([*MSUITE, "generate"], cwd=scaffold, check=True, capture_output=True)
     proto = scaffold / "protos" / "hello.proto"
