@@ -205,6 +205,33 @@ class HTTP(Section):
         return value
 
 
+class ProtocolLimits(Section):
+    """Limits of the request/response protocols between peers (``node.protocols``)."""
+
+    max_message: Size = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="Largest request or response, e.g. `4MiB`; a larger one is refused, never truncated.",
+    )
+    inbound_limit: Count = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Requests of one protocol handled at once; another is answered BUSY.",
+    )
+    timeout: Duration = Field(
+        timedelta(seconds=15),
+        description="Default deadline of a request, and the time a receiver gives one, e.g. `15s`.",
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("the protocol timeout must be longer than 0")
+        return value
+
+
 class P2P(Section):
     """The node's libp2p host."""
 
@@ -218,6 +245,9 @@ class P2P(Section):
     bootstrap: tuple[Multiaddr, ...] = Field(
         (),
         description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs.",
+    )
+    protocols: ProtocolLimits = Field(
+        default_factory=ProtocolLimits, description="Limits of request/response protocols between peers."
     )
 
 

@@ -167,7 +167,12 @@ class P2PHost:
         self.failed: dict[str, str] = {}
         """Services that failed after they started, with why (replaced as a whole)."""
         self.mesher = Mesher(self._announced)
-        self.protocols = Protocols()
+        limits = self.settings.protocols
+        self.protocols = Protocols(
+            max_message=limits.max_message,
+            deadline=limits.timeout.total_seconds(),
+            inbound_limit=limits.inbound_limit,
+        )
         """Request/response protocols (``node.protocols``)."""
         self.pubsub = PubSub()
         """Topics shared with every peer (GossipSub): ``publish``, ``subscribe``."""

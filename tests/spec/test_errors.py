@@ -136,6 +136,14 @@ CASES: dict[str, Case] = {
         "name: n\nlocker:\n  backend: zookeeper\n  hosts: 127.0.0.1:2181\n  url: redis://127.0.0.1:6379/0\n",
         [(5, 3, "locker.url", "locker.url is for backend redis")],
     ),
+    "protocol limits out of range": Case(
+        "name: n\np2p: {protocols: {timeout: 0s, max_message: 0, inbound_limit: 0}}\n",
+        [
+            (2, 28, "p2p.protocols.timeout", "the protocol timeout must be longer than 0"),
+            (2, 45, "p2p.protocols.max_message", "must be at least 1"),
+            (2, 63, "p2p.protocols.inbound_limit", "must be at least 1"),
+        ],
+    ),
     "proto file missing": Case(
         "name: n\ngrpc: {tcp: {port: 1}}\nservices:\n  a.v1.S:\n    proto: missing.proto\n    impl: m:C\n",
         [(5, 12, "services['a.v1.S'].proto", "proto file not found")],

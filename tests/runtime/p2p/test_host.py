@@ -485,3 +485,17 @@ async def test_a_request_over_the_receivers_limit_and_its_window_is_refused_at_o
         assert await b.protocols.send(a.p2p.peer_id, ECHO, fits) == b"echo:" + fits
         with pytest.raises(MessageTooLarge):
             await b.protocols.send(a.p2p.peer_id, ECHO, b"z" * (100 * 1024 + 1))
+
+
+async def test_protocol_limits_come_from_the_manifest() -> None:
+    limits = {"max_message": "1KiB", "inbound_limit": 3, "timeout": "2s"}
+    async with (
+        nodes(manifest("a", protocols=limits), setup=with_echo) as (a,),
+        nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,),
+    ):
+        protocols = a.protocols
+        assert (protocols.max_message, protocols.inbound_limit, protocols.deadline) == (1024, 3, 2.0)
+        await eventually(lambda: bool(b.p2p.peers()))
+        with pytest.raises(MessageTooLarge, match="over the limit of 1024 bytes"):
+            await b.protocols.send(a.p2p.peer_id, ECHO, b"x" * 1025)
+        assert await b.protocols.send(a.p2p.peer_id, ECHO, b"x" * 1000) == b"echo:" + b"x" * 1000
