@@ -30,6 +30,9 @@ log = logging.getLogger("msuite.p2p.dht")
 ADVERTISE_EVERY = 600.0
 CALL_TIMEOUT = 10.0
 
+IDENTIFY_WAIT = 5.0
+"""Longest a new peer's identify is waited for before deciding whether it speaks the DHT."""
+
 
 def service_key(service: str) -> str:
     """The DHT key of a service name: a sha256 multihash, in hex."""
@@ -46,7 +49,10 @@ class Dht:
         """The services to advertise (those the node serves over libp2p now)."""
         self.advertised = 0
         """Completed advertisement rounds."""
+        self.skipped = 0
+        """Peers left out of the routing table: they do not speak the DHT protocol."""
         self._dht: Any = None
+        self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
 
@@ -60,7 +66,7 @@ class Dht:
 
         dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
         async with background_trio_service(dht), trio.open_nursery() as nursery:
-            self._dht, self._nursery = dht, nursery
+            self._dht, self._nursery, self._host = dht, nursery, host
             task_status.started()
             try:
                 await self._advertise_forever()
@@ -81,9 +87,29 @@ class Dht:
         self._wake.set()
 
     async def _add(self, peer_id: Any) -> None:
+        """Add the peer to the routing table if it speaks the DHT protocol (identify tells; a peer
+        without a DHT, such as a js-libp2p node without one, would only fail every lookup)."""
+        from libp2p.kad_dht.common import PROTOCOL_ID
+
+        dht = self._dht
+        if dht is None:
+            return
+        with trio.move_on_after(IDENTIFY_WAIT):
+            while True:
+                try:
+                    protocols = self._host.get_peerstore().get_protocols(peer_id) if self._host else []
+                except Exception:  # not identified yet
+                    protocols = []
+                if protocols:
+                    break
+                await trio.sleep(0.05)
+        if PROTOCOL_ID not in protocols:
+            log.debug("DHT: %s does not speak %s; not in the routing table", peer_id, PROTOCOL_ID)
+            self.skipped += 1
+            return
         with trio.move_on_after(CALL_TIMEOUT):
             try:
-                await self._dht.add_peer(peer_id)
+                await dht.add_peer(peer_id)
             except Exception as exc:
                 log.debug("DHT: could not add %s: %s", peer_id, exc)
 
@@ -119,4 +145,5 @@ class Dht:
             "routing_table": dht.get_routing_table_size() if dht is not None else 0,
             "advertised": list(self.services),
             "rounds": self.advertised,
+            "skipped_peers": self.skipped,
         }

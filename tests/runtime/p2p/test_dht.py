@@ -62,3 +62,20 @@ async def test_a_peer_connecting_during_a_round_wakes_another(echo_manifest: Pat
             # without the wake-up the next round would come 10 minutes later
             assert time.monotonic() - began < 5, "the connection did not wake another round"
             await asyncio.sleep(0.05)
+
+
+async def test_only_peers_that_speak_the_dht_join_its_routing_table() -> None:
+    """Every connected peer was added, also peers without a DHT, and each round then logged
+    py-libp2p's warnings about them."""
+    async with Node(dht_node("a", [])) as a:
+        plain = Manifest.model_validate(
+            {"name": "plain", "repo": ":memory:", "p2p": {"port": 0, "bootstrap": list(a.p2p.addrs)}}
+        )
+        async with Node(plain), Node(dht_node("b", list(a.p2p.addrs))):
+            began = time.monotonic()
+            while True:
+                report = (await a.status.report())["p2p"]["dht"]
+                if report["skipped_peers"] == 1 and report["routing_table"] == 1:
+                    break
+                assert time.monotonic() - began < 10, report
+                await asyncio.sleep(0.05)
