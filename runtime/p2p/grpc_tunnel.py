@@ -201,7 +201,8 @@ class TunnelDialer:
                 self._nursery = None
 
     def status(self) -> dict[str, Any]:
-        return {"peers": sorted(self._dialers)}
+        with self._dialers_lock:  # the trio thread drops entries
+            return {"peers": sorted(self._dialers)}
 
     def target_for(self, peer_id: str) -> str:
         """A local grpc target reaching ``peer_id`` over libp2p (call from the asyncio side)."""
