@@ -190,6 +190,12 @@ class HTTP(Section):
         description="Origins allowed by CORS (`*` for any), e.g. `http://localhost:3000`.",
     )
     max_body_size: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. `1MiB`.")
+    max_header_size: Size = Field(
+        16 * 1024,
+        ge=1024,
+        description="Longest request line or header accepted, e.g. `16KiB` (raised to fit a token of "
+        "`auth.jwt.max_token_size`); a longer one gets a JSON 431.",
+    )
     access_log: bool = Field(True, description="Log one line per request.")
 
     @field_validator("cors")

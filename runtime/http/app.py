@@ -40,6 +40,7 @@ from ..codes import GrpcCode
 from ..components import HookList
 from ..errors import NodeError, where
 from .errors import error_response
+from .limits import answer_in_json, header_limit
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -160,8 +161,18 @@ class HttpServer:
         self.hooks.freeze()
         self.app.middlewares.append(self._pipeline())
         grace = self.manifest.shutdown.grace.total_seconds()
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=grace)
+        limit = header_limit(self.manifest)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=grace,
+            max_line_size=limit,
+            max_field_size=limit,
+        )
         await runner.setup()
+        assert runner.server is not None
+        answer_in_json(runner.server)  # a request over the limits: JSON 431, nothing repeated
         host, port = self.settings.host, self.settings.port
         site = web.TCPSite(runner, host, port, reuse_port=False)
         try:

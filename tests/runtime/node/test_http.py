@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -202,3 +205,63 @@ async def test_every_http_error_of_the_node_is_json(echo_manifest: Path, tmp_pat
                         assert response.headers["Allow"] == "GET,HEAD"
         finally:
             await harness.close()
+
+
+async def _raw_request(address: str, header_line: bytes) -> bytes:
+    host, port = address.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\n" + header_line + b"\r\n\r\n")
+    await writer.drain()
+    data = await reader.read(65536)
+    writer.close()
+    return data
+
+
+async def test_a_token_the_jwt_check_accepts_is_never_refused_by_the_http_parser(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    """With `max_token_size: 16KiB`, a valid 10 KB token passed on gRPC but got aiohttp's 400 on
+    HTTP and the gateway (its header limit was 8190 bytes)."""
+    path = echo_manifest.with_name("big-tokens.yaml")
+    text = echo_manifest.read_text(encoding="utf-8")
+    anchor = "    secret: ${ECHO_JWT_SECRET:-an-echo-test-secret-of-at-least-32-bytes}\n"
+    assert anchor in text
+    path.write_text(text.replace(anchor, anchor + "    max_token_size: 16KiB\n"), encoding="utf-8")
+    node = Node(prepare(load_manifest(path), tmp_path))
+    async with node:
+        harness = Harness(node, None)
+        try:
+            token = node.auth.jwt.issue("alice", "admin", meta={"blob": "x" * 10_000})
+            assert 10_000 < len(token) < 16 * 1024
+            headers = {"Authorization": f"Bearer {token}"}
+            async with harness.http.get("/private/x", headers=headers) as response:
+                assert response.status == 404  # through auth (no such route), not refused for size
+            async with harness.http.get("/v1/echo/hi", headers=headers) as response:
+                assert response.status == 200
+                assert (await response.json())["subject"] == "alice"
+        finally:
+            await harness.close()
+
+
+async def test_a_header_over_the_limit_gets_a_json_431_that_repeats_nothing(
+    web_node: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp answered a text 400 repeating the header's first 100 bytes, and logged a traceback."""
+    echo = web_node
+    address = echo.node.http.address
+    assert address is not None
+    with caplog.at_level(logging.INFO):
+        raw = await _raw_request(address, b"X-Secret: SECRET" + b"a" * 40_000)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"431", head
+    assert json.loads(body) == {
+        "code": 8,
+        "message": f"a request line or header is over {16 * 1024} bytes",
+        "details": [],
+    }
+    assert b"SECRET" not in raw
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    assert "SECRET" not in caplog.text
+    assert any("refused a request" in r.getMessage() for r in caplog.records)
+    async with echo.http.get("/status") as response:  # the node goes on serving
+        assert response.status == 200
