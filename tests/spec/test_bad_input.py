@@ -11,7 +11,7 @@ import pytest
 
 from msuite.spec import MAX_MANIFEST_BYTES, ManifestError, load_manifest, loads_manifest
 from msuite.spec._yaml import MAX_DEPTH, read_yaml
-from tests.helpers import errors_of, located
+from tests.helpers import errors_of, located, rerun_without_privileges
 
 
 def only_error(path: Path, env: dict[str, str] | None = None) -> tuple[int, int, str, str]:
@@ -148,8 +148,9 @@ def test_unset_variable_without_default(tmp_path: Path) -> None:
     assert only_error(path, env={})[:3] == (3, 9, "http.host")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if rerun_without_privileges(request):  # root reads any file
+        return
     path = write(tmp_path, b"name: x\n")
     path.chmod(0)
     assert only_error(path)[3].startswith("cannot read")
