@@ -96,6 +96,8 @@ class YamlDocument:
     bad_paths: set[Path] = field(default_factory=set)
     """Paths whose value could not be read (an alias, a bad ``${...}``): later
     checks skip them instead of reporting the same spot twice."""
+    flags: dict[Path, int] = field(default_factory=dict)
+    """Paths set by ``--set`` flags (laid over the file), with the flag's number."""
 
 
 @dataclass

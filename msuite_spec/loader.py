@@ -13,17 +13,17 @@ import re
 import stat
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path as FilePath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ._yaml import MAX_PROBLEMS, Problem, YamlDocument, YamlSyntaxError, read_yaml
+from ._yaml import MAX_PROBLEMS, Problem, YamlDocument, YamlSyntaxError, read_yaml, resolve_plain
 from .checks import Issue, check_files, check_manifest
 from .diagnostics import Diagnostic, ManifestError
 from .models import DEFER_CHECKS, Manifest
-from .source import Path, Position, SourceMap, format_path, printable
+from .source import Path, Position, format_path, parse_path, printable
 
 __all__ = ["MAX_MANIFEST_BYTES", "load_manifest", "loads_manifest"]
 
@@ -49,15 +49,25 @@ _PATTERN_HINTS_BY_SHAPE = (
 _QUOTED = re.compile(r"'([^']*)'")
 
 
-def load_manifest(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+) -> Manifest:
     """Load and validate the manifest at ``path``.
 
     Raises :class:`ManifestError` listing every problem, each located in the
     file. ``env`` replaces ``os.environ`` for ``${VAR}`` interpolation.
+    ``overrides`` are ``dotted.path=value`` settings laid over the file (``msuite
+    up --set``), validated like it; a problem with one is located at the flag,
+    ``--set:N`` for the N-th.
     """
     file = os.fspath(path)
     text = _read_text(file)
-    return _load_text(text, file, FilePath(file).resolve().parent, os.environ if env is None else env)
+    return _load_text(
+        text, file, FilePath(file).resolve().parent, os.environ if env is None else env, overrides
+    )
 
 
 def loads_manifest(
@@ -134,12 +144,19 @@ def _decode(data: bytes, file: str) -> str:
 # --------------------------------------------------------------------------- validating
 
 
-def _load_text(text: str, file: str, base_dir: FilePath, env: Mapping[str, str]) -> Manifest:
+def _load_text(
+    text: str, file: str, base_dir: FilePath, env: Mapping[str, str], overrides: Sequence[str] = ()
+) -> Manifest:
     try:
         doc = read_yaml(text, file, env)
     except YamlSyntaxError as exc:
         raise _finish([_diag(file, p) for p in exc.problems], stopped=exc.stopped) from None
     diagnostics = [_diag(file, p) for p in doc.problems]
+    if overrides:
+        flags, problems = _apply_overrides(doc, overrides)
+        if problems:
+            raise _finish(diagnostics + problems)
+        doc.flags = flags
 
     if doc.data is None and not any(p.path == () for p in doc.problems):
         empty = Diagnostic(file, 1, 1, "<root>", "the manifest is empty; it needs at least `name:`")
@@ -164,7 +181,7 @@ def _load_text(text: str, file: str, base_dir: FilePath, env: Mapping[str, str])
     # would report consequences of the errors above as problems of their own
     issues = check_manifest(manifest) + check_files(manifest, base_dir)
     if issues:
-        raise _finish([_issue_diag(doc.source, issue) for issue in issues])
+        raise _finish([_issue_diag(doc, issue) for issue in issues])
     manifest._attach(doc.source, base_dir)
     return manifest
 
@@ -186,13 +203,59 @@ def _diag(file: str, problem: Problem) -> Diagnostic:
     return Diagnostic(file, p.line, p.column, format_path(problem.path), problem.message)
 
 
-def _issue_diag(source: SourceMap, issue: Issue) -> Diagnostic:
-    pos = source.locate(issue.path, prefer_key=issue.at_key)
-    return Diagnostic(source.file, pos.line, pos.column, issue.path_text, issue.message)
+def _issue_diag(doc: YamlDocument, issue: Issue) -> Diagnostic:
+    flag = _flag_of(issue.path, doc)
+    if flag is not None:
+        return Diagnostic("--set", flag, 1, issue.path_text, issue.message)
+    pos = doc.source.locate(issue.path, prefer_key=issue.at_key)
+    return Diagnostic(doc.source.file, pos.line, pos.column, issue.path_text, issue.message)
 
 
 def _is_bad(path: Path, doc: YamlDocument) -> bool:
     return any(path[: len(bad)] == bad for bad in doc.bad_paths)
+
+
+def _apply_overrides(doc: YamlDocument, overrides: Sequence[str]) -> tuple[dict[Path, int], list[Diagnostic]]:
+    """Lay ``path=value`` settings over ``doc.data``: the paths set, with their flag's number."""
+    flags: dict[Path, int] = {}
+    problems: list[Diagnostic] = []
+    if not isinstance(doc.data, dict):
+        doc.data = {}
+    for number, text in enumerate(overrides, 1):
+        key, sep, raw = text.partition("=")
+        try:
+            path = parse_path(key.strip()) if sep else ()
+        except ValueError:
+            path = ()
+        if not path or not all(isinstance(part, str) for part in path):
+            problems.append(
+                Diagnostic(
+                    "--set", number, 1, "<root>", "write --set dotted.path=value, e.g. --set http.port=0"
+                )
+            )
+            continue
+        try:
+            value = resolve_plain(raw.strip())
+        except ValueError as exc:
+            problems.append(Diagnostic("--set", number, len(key) + 2, format_path(path), str(exc)))
+            continue
+        current = doc.data
+        for part in path[:-1]:
+            if not isinstance(current.get(part), dict):
+                current[part] = {}  # `p2p: true` (the defaults) becomes a mapping to set a key in
+            current = current[part]
+        current[path[-1]] = value
+        flags[path] = number
+    return flags, problems
+
+
+def _flag_of(path: Path, doc: YamlDocument) -> int | None:
+    """The number of the ``--set`` flag that set ``path`` or a parent of it (None: the file did)."""
+    for length in range(len(path), 0, -1):
+        number = doc.flags.get(path[:length])
+        if number is not None:
+            return number
+    return None
 
 
 def _schema_diagnostics(exc: ValidationError, doc: YamlDocument) -> list[Diagnostic]:
@@ -205,6 +268,10 @@ def _schema_diagnostics(exc: ValidationError, doc: YamlDocument) -> list[Diagnos
         if _is_bad(path, doc):
             continue
         message = _message(error, path, missing)
+        flag = _flag_of(path, doc)
+        if flag is not None:
+            out.append(Diagnostic("--set", flag, 1, format_path(path), message))
+            continue
         if missing:
             pos = doc.source.locate(path[:-1])
         elif at_key:

@@ -123,6 +123,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "readiness line per listener, serve until SIGINT/SIGTERM, drain and exit 0.",
     )
     _add_manifest_arguments(up, many=False)
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        dest="overrides",
+        help="lay a setting over the manifest, e.g. --set http.port=0 --set logging.level=debug "
+        "(repeatable; checked like the file)",
+    )
     up.set_defaults(run=_up)
 
     generate = commands.add_parser(
@@ -189,7 +198,7 @@ def _up(args: argparse.Namespace) -> int:
     from .up import up
 
     file: str = args.manifests[0]
-    return up(file, began=_BEGAN)
+    return up(file, began=_BEGAN, overrides=args.overrides)
 
 
 # --------------------------------------------------------------------------- validate

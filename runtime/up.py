@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -112,13 +113,22 @@ async def _serve(manifest: Manifest, file: str, began: float, out: TextIO, err: 
     return EXIT_OK
 
 
-def up(file: str, *, began: float | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the node of manifest ``file`` until a signal; the process exit status."""
+def up(
+    file: str,
+    *,
+    began: float | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    overrides: Sequence[str] = (),
+) -> int:
+    """Run the node of manifest ``file`` until a signal; the process exit status.
+
+    ``overrides``: ``dotted.path=value`` settings laid over the file (``--set``)."""
     from msuite.spec import ManifestError, load_manifest
 
     began = time.perf_counter() if began is None else began
     try:
-        manifest = load_manifest(file)
+        manifest = load_manifest(file, overrides=overrides)
     except ManifestError as exc:
         return _problem(err, str(exc))
     if manifest.services:

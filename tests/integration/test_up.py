@@ -257,6 +257,38 @@ def test_a_taken_grpc_port_is_named_without_grpcs_own_log(scaffold: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_set_flags_override_the_manifest_and_are_checked_at_the_flag(scaffold: Path) -> None:
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        manifest = scaffold / "msuite.yaml"
+        port = blocker.getsockname()[1]
+        text = manifest.read_text()
+        assert "  port: 0\n  gateway" in text
+        manifest.write_text(text.replace("  port: 0\n  gateway", f"  port: {port}\n  gateway"))
+        bad = subprocess.run(
+            [*MSUITE, "up", "--set", "http.port=abc"],
+            check=False,
+            cwd=scaffold,
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode == 1
+        assert "--set:1:1: http.port: must be a whole number" in bad.stderr
+        up = Up(scaffold, "--set", "http.port=0", "--set", "logging.level=warning")
+        try:
+            listeners = up.wait_ready(3)  # the taken port in the file was replaced
+            assert not listeners["http"].endswith(f":{port}")
+            assert up.stop() == 0
+        finally:
+            up.kill()
+    finally:
+        blocker.close()
+
+
 def test_up_regenerates_stale_code(scaffold: Path) -> None:
     subprocess.run([*MSUITE, "generate"], cwd=scaffold, check=True, capture_output=True)
     proto = scaffold / "protos" / "hello.proto"

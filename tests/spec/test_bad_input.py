@@ -184,3 +184,26 @@ def test_keys_with_control_characters_are_escaped(tmp_path: Path) -> None:
     assert diagnostic.path == "['a\\nb']"
     assert diagnostic.message == "unknown key 'a\\nb'"
     assert "\n" not in str(diagnostic)
+
+
+def test_set_flags_lay_settings_over_the_file_and_are_checked_like_it(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\nhttp: {port: 8080}\np2p: true\n")
+    manifest = load_manifest(path, env={}, overrides=["http.port=0", "logging.level=debug", "p2p.port=0"])
+    assert manifest.http is not None and manifest.http.port == 0
+    assert manifest.logging.level == "debug"
+    assert manifest.p2p is not None and manifest.p2p.port == 0
+    cases = {
+        "http.port=abc": (1, "http.port", "must be a whole number"),
+        "http.prot=1": (1, "http.prot", "unknown key 'prot'; did you mean 'port'?"),
+        "nonsense": (1, "<root>", "write --set dotted.path=value, e.g. --set http.port=0"),
+    }
+    for flag, (number, where, message) in cases.items():
+        with pytest.raises(ManifestError) as caught:
+            load_manifest(path, env={}, overrides=["logging.level=info", flag])
+        ((diagnostic),) = caught.value.diagnostics
+        assert (diagnostic.file, diagnostic.line, diagnostic.path) == ("--set", number + 1, where)
+        assert diagnostic.message == message
+    # a cross-field rule broken by a flag is located at the flag too
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, env={}, overrides=["repo=:memory:", "storage.kv=leveldb"])
+    assert [(d.file, d.line, d.path) for d in caught.value.diagnostics] == [("--set", 2, "storage.kv")]
