@@ -257,6 +257,14 @@ class Store:
         space = self._space(kind)
         return await asyncio.to_thread(self._list, space, page, limit, order, filter)
 
+    async def count(self, kind: type[T], *, filter: Callable[[T], bool] | None = None) -> int:
+        """How many items of class ``kind`` there are (with ``filter``: how many it keeps).
+
+        The total of a paged :meth:`list`. Without a filter the created index answers: its
+        keys are counted and no record is read or decoded; a filter reads every item."""
+        space = self._space(kind)
+        return await asyncio.to_thread(self._count, space, filter)
+
     def batch(self) -> Batch:
         """Several writes that land together or not at all: ``async with store.batch() as b``."""
         return Batch(self)
@@ -351,6 +359,20 @@ class Store:
             if found is None:  # impossible while writes stay atomic; say so loudly
                 raise StoreError(f"index entry without its record: {raw_id.decode(errors='replace')!r}")
             yield raw_id.decode(), found
+
+    def _count(self, space: _Space, keep: Callable[[T], bool] | None) -> int:
+        snap = self._kv.snapshot()
+        try:
+            if keep is None:
+                return sum(1 for _ in snap.keys(space.created))
+            codec: Codec[T] = space.codec
+            rows = self._rows(snap, space, Sort.NATURAL)
+            try:
+                return sum(1 for id, value in rows if keep(self._decode(codec, id, value)))
+            finally:
+                rows.close()  # close the iterator before its snapshot
+        finally:
+            snap.close()
 
     def _list(
         self, space: _Space, page: int, limit: int, order: Sort, keep: Callable[[T], bool] | None

@@ -251,3 +251,21 @@ async def test_batch_sees_its_own_writes(store: Store) -> None:
             batch.delete(Note, "a")
             batch.update(Note(id="a", title="b"))
     assert await store.list(Note) == []
+
+
+async def test_count_gives_the_total_of_a_paged_listing(store: Store) -> None:
+    notes = await five_notes(store)
+    assert await store.count(Note) == 5
+    assert await store.count(Note, filter=lambda n: n.rank % 2 == 0) == 3
+    assert len(await store.list(Note, page=0, limit=2)) == 2  # a page, and the total beside it
+    await store.delete(Note, notes[0].id)
+    assert await store.count(Note) == 4
+    assert await store.count(Blob) == 0
+
+
+async def test_count_without_a_filter_reads_no_record(store: Store) -> None:
+    await store.create(Blob("b1", b"fine"))
+    await store.create(Blob("b2", b"BAD data"))  # a record that does not decode
+    assert await store.count(Blob) == 2  # the index answers: nothing was decoded
+    with pytest.raises(DecodeError):
+        await store.count(Blob, filter=lambda blob: True)
