@@ -27,7 +27,7 @@ from ._types import (
 from .checks import EVENT_SCALAR_TYPES, Issue, check_event_type, check_files, check_manifest
 from .diagnostics import Diagnostic, ManifestError, OutputFormat, render
 from .interpolate import InterpolationError, interpolate
-from .loader import MAX_MANIFEST_BYTES, load_manifest, loads_manifest, position_of
+from .loader import MAX_MANIFEST_BYTES, UncheckedValues, load_manifest, loads_manifest, position_of
 from .models import (
     API_VERSION,
     GRPC,
@@ -98,6 +98,7 @@ __all__ = [
     "TCPListener",
     "Tasks",
     "Tracing",
+    "UncheckedValues",
     "UnixListener",
     "check_event_type",
     "check_files",

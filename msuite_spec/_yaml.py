@@ -39,10 +39,14 @@ from ruamel.yaml.reader import ReaderError
 
 from msuite import MsuiteError
 
-from .interpolate import InterpolationError, interpolate
+from .interpolate import InterpolationError, UnsetVariable, interpolate
 from .source import Path, Position, SourceMap, printable
 
-__all__ = ["MAX_DEPTH", "Problem", "YamlDocument", "YamlSyntaxError", "read_yaml"]
+__all__ = ["MAX_DEPTH", "UNSET_PLACEHOLDER", "Problem", "YamlDocument", "YamlSyntaxError", "read_yaml"]
+
+UNSET_PLACEHOLDER = "x" * 64
+"""What a value needing an unset variable reads as with ``allow_unset``: a string long enough
+for any secret; checks of that value are skipped."""
 
 MAX_DEPTH = 64
 """Deepest nesting of mappings and lists a manifest may have."""
@@ -97,6 +101,8 @@ class YamlDocument:
     """Paths whose value could not be read (an alias, a bad ``${...}``): later
     checks skip them instead of reporting the same spot twice."""
     flags: dict[Path, int] = field(default_factory=dict)
+    unset: dict[Path, str] = field(default_factory=dict)
+    """Paths whose value needs an unset variable (with ``allow_unset``), and the variable."""
     """Paths set by ``--set`` flags (laid over the file), with the flag's number."""
 
 
@@ -163,9 +169,11 @@ def _tagged(tag: str, text: str) -> Any:
 
 
 class _Reader:
-    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+    def __init__(self, file: str, env: Mapping[str, str], allow_unset: bool = False) -> None:
         self.source = SourceMap(file)
         self.env = env
+        self.allow_unset = allow_unset
+        self.unset: dict[Path, str] = {}
         self.problems: list[Problem] = []
         self.bad_paths: set[Path] = set()
         self.stack: list[_Frame] = []
@@ -298,6 +306,12 @@ class _Reader:
         if "$" in text:
             try:
                 text = interpolate(text, self.env)
+            except UnsetVariable as exc:
+                if not self.allow_unset:
+                    self.problem(path, pos, str(exc), bad=not discard)
+                    return None
+                self.unset[path] = exc.name
+                return UNSET_PLACEHOLDER
             except InterpolationError as exc:
                 self.problem(path, pos, str(exc), bad=not discard)
                 return None
@@ -342,12 +356,14 @@ def _parser_position(parser: YAML) -> Position | None:
     return None
 
 
-def read_yaml(text: str, file: str, env: Mapping[str, str]) -> YamlDocument:
+def read_yaml(text: str, file: str, env: Mapping[str, str], *, allow_unset: bool = False) -> YamlDocument:
     """Parse ``text`` (already decoded) into plain data and positions.
 
-    Raises :class:`YamlSyntaxError` when the text cannot be read at all.
+    Raises :class:`YamlSyntaxError` when the text cannot be read at all. With
+    ``allow_unset`` a value needing an unset variable reads as :data:`UNSET_PLACEHOLDER`
+    and its path is listed in ``unset`` instead of being a problem.
     """
-    reader = _Reader(file, env)
+    reader = _Reader(file, env, allow_unset)
     parser = YAML(typ="safe", pure=True)
     try:
         for event in parser.parse(io.StringIO(text)):
@@ -359,4 +375,4 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> YamlDocument:
         where = _parser_position(parser) or reader.last_position
         message = "bad escape sequence" if isinstance(exc, ValueError | OverflowError) else "unsupported"
         raise YamlSyntaxError([Problem((), where, f"YAML syntax error: {message} near here")]) from None
-    return YamlDocument(reader.root, reader.source, reader.problems, reader.bad_paths)
+    return YamlDocument(reader.root, reader.source, reader.problems, reader.bad_paths, unset=reader.unset)

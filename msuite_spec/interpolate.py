@@ -17,13 +17,21 @@ from collections.abc import Mapping
 
 from msuite import MsuiteError
 
-__all__ = ["InterpolationError", "interpolate"]
+__all__ = ["InterpolationError", "UnsetVariable", "interpolate"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class InterpolationError(MsuiteError, ValueError):
     """A ``${...}`` reference could not be resolved; the message names the variable."""
+
+
+class UnsetVariable(InterpolationError):
+    """A variable a value needs (``${NAME}``, ``${NAME:?message}``) is not set."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
@@ -66,8 +74,8 @@ def _resolve(body: str, env: Mapping[str, str]) -> str:
     value = env.get(name)
     if rest == "":
         if value is None:
-            raise InterpolationError(
-                f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+            raise UnsetVariable(
+                f"environment variable {name} is not set (write ${{{name}:-default}} to give a default)", name
             )
         return value
     if rest.startswith(":-"):
@@ -76,7 +84,7 @@ def _resolve(body: str, env: Mapping[str, str]) -> str:
         if value:
             return value
         message = rest[2:].strip() or "is required"
-        raise InterpolationError(f"environment variable {name}: {message}")
+        raise UnsetVariable(f"environment variable {name}: {message}", name)
     # the text around the name is not repeated: the value may be a secret
     raise InterpolationError(
         "not a valid reference: use ${NAME}, ${NAME:-default} or ${NAME:?message} "

@@ -54,6 +54,7 @@ def load_manifest(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
+    allow_unset_env: bool = False,
 ) -> Manifest:
     """Load and validate the manifest at ``path``.
 
@@ -62,11 +63,21 @@ def load_manifest(
     ``overrides`` are ``dotted.path=value`` settings laid over the file (``msuite
     up --set``), validated like it; a problem with one is located at the flag,
     ``--set:N`` for the N-th.
+
+    ``allow_unset_env`` (``msuite validate --allow-unset-env``, for CI without secrets):
+    a value needing an unset variable is not checked; everything else is. The
+    manifest returned holds a placeholder there. When it cannot be built only
+    because of such values, :class:`UncheckedValues` is raised, naming them.
     """
     file = os.fspath(path)
     text = _read_text(file)
     return _load_text(
-        text, file, FilePath(file).resolve().parent, os.environ if env is None else env, overrides
+        text,
+        file,
+        FilePath(file).resolve().parent,
+        os.environ if env is None else env,
+        overrides,
+        allow_unset=allow_unset_env,
     )
 
 
@@ -145,10 +156,16 @@ def _decode(data: bytes, file: str) -> str:
 
 
 def _load_text(
-    text: str, file: str, base_dir: FilePath, env: Mapping[str, str], overrides: Sequence[str] = ()
+    text: str,
+    file: str,
+    base_dir: FilePath,
+    env: Mapping[str, str],
+    overrides: Sequence[str] = (),
+    *,
+    allow_unset: bool = False,
 ) -> Manifest:
     try:
-        doc = read_yaml(text, file, env)
+        doc = read_yaml(text, file, env, allow_unset=allow_unset)
     except YamlSyntaxError as exc:
         raise _finish([_diag(file, p) for p in exc.problems], stopped=exc.stopped) from None
     diagnostics = [_diag(file, p) for p in doc.problems]
@@ -174,12 +191,18 @@ def _load_text(
         diagnostics += _schema_diagnostics(exc, doc)
     # raised outside the except block, so the ValidationError (which holds the raw
     # input, secrets included) is not kept as the error's __context__
+    if manifest is None and not diagnostics and doc.unset:
+        raise UncheckedValues(file, sorted(set(doc.unset.values())))
     if manifest is None or diagnostics:
         raise _finish(diagnostics)
 
     # cross-field rules run on a schema-valid manifest only: on a partial one they
     # would report consequences of the errors above as problems of their own
-    issues = check_manifest(manifest) + check_files(manifest, base_dir)
+    issues = [
+        issue
+        for issue in check_manifest(manifest) + check_files(manifest, base_dir)
+        if not _needs_unset(issue.path, doc)
+    ]
     if issues:
         raise _finish([_issue_diag(doc, issue) for issue in issues])
     manifest._attach(doc.source, base_dir)
@@ -249,6 +272,24 @@ def _apply_overrides(doc: YamlDocument, overrides: Sequence[str]) -> tuple[dict[
     return flags, problems
 
 
+class UncheckedValues(ManifestError):
+    """``allow_unset_env``: nothing found wrong, but the manifest cannot be built without
+    the values of ``variables`` (a port or URL from the environment, say)."""
+
+    def __init__(self, file: str, variables: list[str]) -> None:
+        super().__init__([])
+        self.file = file
+        self.variables = variables
+
+    def __str__(self) -> str:
+        return f"{self.file}: not checked: values from unset variables {', '.join(self.variables)}"
+
+
+def _needs_unset(path: Path, doc: YamlDocument) -> bool:
+    """Whether ``path`` is, or lies under, a value that needs an unset variable."""
+    return any(path[: len(unset)] == unset for unset in doc.unset)
+
+
 def _flag_of(path: Path, doc: YamlDocument) -> int | None:
     """The number of the ``--set`` flag that set ``path`` or a parent of it (None: the file did)."""
     for length in range(len(path), 0, -1):
@@ -265,7 +306,7 @@ def _schema_diagnostics(exc: ValidationError, doc: YamlDocument) -> list[Diagnos
             break  # enough: _finish cuts the list and says it stopped
         path, at_key, missing = _data_path(error["loc"], doc.data)
         at_key = at_key or error["type"] == "extra_forbidden"
-        if _is_bad(path, doc):
+        if _is_bad(path, doc) or _needs_unset(path, doc):
             continue
         message = _message(error, path, missing)
         flag = _flag_of(path, doc)

@@ -299,3 +299,25 @@ def test_init_prints_up_with_the_manifest_as_file(tmp_path: Path) -> None:
     result = msuite("init", "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("next: msuite up demo/msuite.yaml   (then")
+
+
+def test_validate_in_ci_without_secrets_checks_everything_else(tmp_path: Path) -> None:
+    """`${NOTES_JWT_SECRET}` unset made validate (and generate) fail, breaking the README's CI recipe."""
+    secret_only = tmp_path / "secret.yaml"
+    secret_only.write_text('name: a\nauth:\n  jwt: {secret: "${MSUITE_TEST_UNSET_SECRET}"}\n')
+    unbuildable = tmp_path / "port.yaml"
+    unbuildable.write_text('name: b\nhttp: {port: "${MSUITE_TEST_UNSET_PORT}"}\n')
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text('name: c\nauth:\n  jwt: {secret: "${MSUITE_TEST_UNSET_SECRET}"}\nhttp: {prot: 1}\n')
+
+    plain = msuite("validate", str(secret_only))
+    assert plain.returncode == 1 and "MSUITE_TEST_UNSET_SECRET is not set" in plain.stderr
+    lenient = msuite("validate", "--allow-unset-env", str(secret_only), str(unbuildable))
+    assert lenient.returncode == 0, lenient.stderr
+    assert f"{secret_only}: valid (node a)" in lenient.stdout
+    assert f"{unbuildable}: valid, but for the values of unset MSUITE_TEST_UNSET_PORT" in lenient.stdout
+    # everything else is still checked
+    caught = msuite("validate", "--allow-unset-env", str(wrong))
+    assert caught.returncode == 1
+    assert "http.prot: unknown key 'prot'; did you mean 'port'?" in caught.stderr
+    assert "MSUITE_TEST_UNSET_SECRET" not in caught.stderr
