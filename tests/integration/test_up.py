@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -87,6 +89,18 @@ class Up:
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A port on 127.0.0.1 another server listens on, while the block runs."""
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        yield blocker.getsockname()[1]
+    finally:
+        blocker.close()
 
 
 @pytest.fixture
@@ -197,22 +211,14 @@ def test_up_refuses_subsystems_it_does_not_build_yet(scaffold: Path) -> None:
 
 
 def test_up_names_a_taken_port_and_its_line(scaffold: Path) -> None:
-    import socket
-
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen()
-    try:
+    with taken_port() as port:
         manifest = scaffold / "msuite.yaml"
-        port = blocker.getsockname()[1]
         manifest.write_text(
             manifest.read_text().replace("  port: 0\n  gateway", f"  port: {port}\n  gateway")
         )
         result = subprocess.run(
             [*MSUITE, "up"], check=False, cwd=scaffold, capture_output=True, text=True, timeout=60
         )
-    finally:
-        blocker.close()
     assert result.returncode == 1, result.stderr
     assert re.search(rf"msuite.yaml:\d+:9: http.port: cannot listen on 127.0.0.1:{port}", result.stderr)
     assert "Traceback" not in result.stderr
@@ -233,14 +239,8 @@ def test_the_first_up_says_it_generated_the_missing_code(scaffold: Path) -> None
 def test_a_taken_grpc_port_is_named_without_grpcs_own_log(scaffold: Path) -> None:
     """grpc's C core printed `E... add_port.cc:...] Failed to add port to server` before msuite's
     located message; the port is now checked before grpc tries it."""
-    import socket
-
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen()
-    try:
+    with taken_port() as port:
         manifest = scaffold / "msuite.yaml"
-        port = blocker.getsockname()[1]
         text = manifest.read_text()
         assert "tcp: {host: 127.0.0.1, port: 0}" in text
         manifest.write_text(
@@ -249,8 +249,6 @@ def test_a_taken_grpc_port_is_named_without_grpcs_own_log(scaffold: Path) -> Non
         result = subprocess.run(
             [*MSUITE, "up"], check=False, cwd=scaffold, capture_output=True, text=True, timeout=60
         )
-    finally:
-        blocker.close()
     assert result.returncode == 1, result.stderr
     assert re.search(rf"msuite.yaml:\d+:\d+: grpc.tcp.port: cannot listen on 127.0.0.1:{port}", result.stderr)
     assert "add_port" not in result.stderr and "Failed to add port" not in result.stderr, result.stderr
@@ -258,14 +256,8 @@ def test_a_taken_grpc_port_is_named_without_grpcs_own_log(scaffold: Path) -> Non
 
 
 def test_set_flags_override_the_manifest_and_are_checked_at_the_flag(scaffold: Path) -> None:
-    import socket
-
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 0))
-    blocker.listen()
-    try:
+    with taken_port() as port:
         manifest = scaffold / "msuite.yaml"
-        port = blocker.getsockname()[1]
         text = manifest.read_text()
         assert "  port: 0\n  gateway" in text
         manifest.write_text(text.replace("  port: 0\n  gateway", f"  port: {port}\n  gateway"))
@@ -285,8 +277,6 @@ def test_set_flags_override_the_manifest_and_are_checked_at_the_flag(scaffold: P
             assert up.stop() == 0
         finally:
             up.kill()
-    finally:
-        blocker.close()
 
 
 def test_up_regenerates_stale_code(scaffold: Path) -> None:
