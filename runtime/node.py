@@ -195,7 +195,6 @@ class Node:
             raise NodeError(f"node {self.name} is {self.state}: it cannot be built again")
         refuse_planned(self.manifest)
         built: dict[str, Component] = {}
-        spec: ComponentSpec | None = None
         self._building = True
         try:
             self._wiring, bindings = load_bindings(self.manifest, self._wiring)
