@@ -197,6 +197,36 @@ class HTTP(Section):
         "`auth.jwt.max_token_size`); a longer one gets a JSON 431.",
     )
     access_log: bool = Field(True, description="Log one line per request.")
+    header_timeout: Duration = Field(
+        timedelta(seconds=10),
+        description="Time a client gets to send a request's line and headers, counted from the "
+        "connection's start or from the request's first byte, e.g. `10s`; a slower connection is closed.",
+    )
+    body_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="Longest wait for more of a request body the node is reading, e.g. `30s`; "
+        "a connection silent for longer is closed.",
+    )
+    keepalive_timeout: Duration = Field(
+        timedelta(seconds=75),
+        description="Time an idle keep-alive connection is kept between requests, e.g. `75s` "
+        "(longer than a reverse proxy's, usually 60 s).",
+    )
+    max_connections: Count = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Most connections open at once; lowered at start to half the open-files limit. "
+        "When full, a new connection closes the longest-waiting one that is not in a request, "
+        "or is answered 503 when all are.",
+    )
+
+    @field_validator("header_timeout", "body_timeout", "keepalive_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("the timeout must be longer than 0")
+        return value
 
     @field_validator("cors")
     @classmethod
