@@ -7,7 +7,10 @@ constructor, so:
 - anchors and aliases are refused before anything expands (an alias bomb
   costs one event), and so are tags other than YAML's core ones;
 - duplicate keys are all reported, not just the first;
-- nesting deeper than :data:`MAX_DEPTH` stops the read at once;
+- nesting deeper than :data:`MAX_DEPTH` stops the read at once, and so does
+  a file of more than :data:`MAX_LINES` lines or :data:`MAX_NODES` keys and
+  values, which bounds the work of the (pure-Python) scanner: any file under
+  the size cap reads in a fraction of a second;
 - plain scalars resolve by the YAML 1.2 core schema (``yes`` is a string);
 - ``${VAR}`` references in values are interpolated from the environment.
 
@@ -42,7 +45,16 @@ from msuite import MsuiteError
 from .interpolate import InterpolationError, UnsetVariable, interpolate
 from .source import Path, Position, SourceMap, printable
 
-__all__ = ["MAX_DEPTH", "UNSET_PLACEHOLDER", "Problem", "YamlDocument", "YamlSyntaxError", "read_yaml"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LINES",
+    "MAX_NODES",
+    "UNSET_PLACEHOLDER",
+    "Problem",
+    "YamlDocument",
+    "YamlSyntaxError",
+    "read_yaml",
+]
 
 UNSET_PLACEHOLDER = "x" * 64
 """What a value needing an unset variable reads as with ``allow_unset``: a string long enough
@@ -50,6 +62,13 @@ for any secret; checks of that value are skipped."""
 
 MAX_DEPTH = 64
 """Deepest nesting of mappings and lists a manifest may have."""
+
+MAX_LINES = 10_000
+"""Most lines a manifest may have (checked before parsing)."""
+
+MAX_NODES = 5_000
+"""Most YAML nodes a manifest may have: every key, value, mapping, list and list item counts.
+Five thousand is far beyond any real manifest (``config:`` holds settings, not data)."""
 
 MAX_PROBLEMS = 100
 """Reading stops after this many problems: a file that wrong needs a look, not a list."""
@@ -179,6 +198,7 @@ class _Reader:
         self.stack: list[_Frame] = []
         self.root: Any = None
         self.documents = 0
+        self.nodes = 0
         self.anchor_reported = False
         self.last_position = Position(1, 1)
 
@@ -215,6 +235,19 @@ class _Reader:
         if not isinstance(event, NodeEvent):
             return  # stream start/end, document end
         top = self.stack[-1] if self.stack else None
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            where = top.path if top is not None else ()
+            raise YamlSyntaxError(
+                [
+                    Problem(
+                        where,
+                        _pos(event),
+                        f"more than {MAX_NODES} YAML nodes (keys, values, list items):"
+                        " a manifest holds settings, not data",
+                    )
+                ]
+            )
         if isinstance(top, _Frame) and isinstance(top.container, dict) and top.key is None:
             self.take_key(top, event)
             return
@@ -363,6 +396,17 @@ def read_yaml(text: str, file: str, env: Mapping[str, str], *, allow_unset: bool
     ``allow_unset`` a value needing an unset variable reads as :data:`UNSET_PLACEHOLDER`
     and its path is listed in ``unset`` instead of being a problem.
     """
+    lines = text.count("\n", 0, len(text) - 1) + 1
+    if lines > MAX_LINES:
+        raise YamlSyntaxError(
+            [
+                Problem(
+                    (),
+                    Position(MAX_LINES + 1, 1),
+                    f"more than {MAX_LINES} lines: a manifest holds settings, not data",
+                )
+            ]
+        )
     reader = _Reader(file, env, allow_unset)
     parser = YAML(typ="safe", pure=True)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from msuite.spec import MAX_MANIFEST_BYTES, ManifestError, load_manifest, loads_manifest
-from msuite.spec._yaml import MAX_DEPTH, read_yaml
+from msuite.spec._yaml import MAX_DEPTH, MAX_LINES, MAX_NODES, read_yaml
 from tests.helpers import errors_of, located, rerun_without_privileges
 
 
@@ -105,18 +105,49 @@ def test_size_cap_applies_to_strings_too() -> None:
         loads_manifest("name: x\n" + "#" * MAX_MANIFEST_BYTES)
 
 
-def test_a_manifest_just_under_the_cap_loads_in_bounded_time(tmp_path: Path) -> None:
-    entry = b"  key%06d: some value of a setting\n"
-    count = (MAX_MANIFEST_BYTES - 100) // len(entry % 0)
-    path = write(tmp_path, b"name: x\nconfig:\n" + b"".join(entry % i for i in range(count)))
-    assert os.path.getsize(path) <= MAX_MANIFEST_BYTES
-    started = time.monotonic()
+def test_a_manifest_at_the_node_cap_loads(tmp_path: Path) -> None:
+    # the top mapping, name, its value, config, the config mapping: 5 nodes; then 2 per entry
+    count = (MAX_NODES - 5) // 2
+    lines = ["name: x", "config:"] + [f"  key{i:05d}: a setting" for i in range(count)]
+    path = write(tmp_path, ("\n".join(lines) + "\n").encode())
     assert len(load_manifest(path).config) == count
-    assert time.monotonic() - started < 15
+
+
+def test_one_node_over_the_cap_is_refused_where_it_starts(tmp_path: Path) -> None:
+    count = (MAX_NODES - 5) // 2
+    lines = ["name: x", "config:"] + [f"  key{i:05d}: v" for i in range(count)] + ["  extra: v"]
+    path = write(tmp_path, ("\n".join(lines) + "\n").encode())
+    line, col, p, message = only_error(path)
+    assert (line, col, p) == (len(lines), len("  extra: ") + 1, "config")  # node 5001: its value
+    assert f"more than {MAX_NODES} YAML nodes" in message
+
+
+def test_a_huge_flow_list_stops_at_the_node_cap(tmp_path: Path) -> None:
+    # the reported case: 524k items under the byte cap of the time took 12-15 s to read
+    items = MAX_MANIFEST_BYTES // 2 - 20
+    path = write(tmp_path, b"name: x\nconfig: [" + b",".join([b"1"] * items) + b"]\n")
+    assert os.path.getsize(path) <= MAX_MANIFEST_BYTES
+    line, col, p, message = only_error(path)
+    # the top mapping, name, x, config, the list: 5 nodes, so item MAX_NODES - 5 (from 0) is one too many
+    assert (line, col, p) == (2, len("config: [") + 1 + 2 * (MAX_NODES - 5), "config")
+    assert "YAML nodes" in message
+
+
+def test_more_lines_than_the_cap_are_refused_before_parsing(tmp_path: Path) -> None:
+    # blank lines cost the scanner as much as content: 1 MiB of them took 1.5 s
+    path = write(tmp_path, b"name: x\n" + b"\n" * MAX_LINES)
+    assert only_error(path) == (
+        MAX_LINES + 1,
+        1,
+        "<root>",
+        f"more than {MAX_LINES} lines: a manifest holds settings, not data",
+    )
+    trailing_newline_is_not_a_line = write(tmp_path, b"name: x\n" + b"#\n" * (MAX_LINES - 1))
+    assert load_manifest(trailing_newline_is_not_a_line).name == "x"
 
 
 def test_deep_flow_nesting_stops_at_the_limit(tmp_path: Path) -> None:
-    depth = 200_000
+    depth = 60_000  # just under the byte cap
     path = write(tmp_path, b"name: x\nconfig: " + b"[" * depth + b"]" * depth + b"\n")
     line, col, p, message = only_error(path)
     assert line == 2

@@ -221,7 +221,7 @@ def test_negative_durations_are_refused_from_python() -> None:
 
 def test_many_unknown_keys_stop_early(tmp_path: Path) -> None:
     path = tmp_path / "msuite.yaml"
-    path.write_text("name: x\n" + "".join(f"k{i}: 1\n" for i in range(60_000)))
+    path.write_text("name: x\n" + "".join(f"k{i}: 1\n" for i in range(2_000)))
     started = time.monotonic()
     found = errors_of(path)
     assert time.monotonic() - started < 10
@@ -231,7 +231,7 @@ def test_many_unknown_keys_stop_early(tmp_path: Path) -> None:
 
 def test_many_duplicate_keys_stop_early(tmp_path: Path) -> None:
     path = tmp_path / "msuite.yaml"
-    path.write_text("name: x\n" + "a: 1\n" * 60_000)
+    path.write_text("name: x\n" + "a: 1\n" * 2_000)
     found = errors_of(path)
     assert len(found) == MAX_PROBLEMS + 1
     assert found[-1].message == f"stopped after {MAX_PROBLEMS} problems"
