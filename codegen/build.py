@@ -251,7 +251,7 @@ def _acl(
     if manifest.auth is None:
         return rules, problems
     for resource, role in manifest.auth.acl.items():
-        rules.append(model.AclRule(resource, role.value))
+        rules.append(model.AclRule(resource, role))
         match = _RESOURCE.match(resource)
         if match is None:
             continue

@@ -10,12 +10,14 @@ This package imports only pydantic and ruamel.yaml, so validating manifests
 """
 
 from ._types import (
+    DEFAULT_ROLES,
     Duration,
     Host,
     ImportPath,
     Multiaddr,
     Port,
     Role,
+    Roles,
     SecretURL,
     ServiceName,
     Size,
@@ -58,6 +60,7 @@ from .source import Path, Position, SourceMap, format_path, parse_path
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_ROLES",
     "EVENT_SCALAR_TYPES",
     "GRPC",
     "HTTP",
@@ -87,6 +90,7 @@ __all__ = [
     "Position",
     "ProtocolLimits",
     "Role",
+    "Roles",
     "SecretURL",
     "Service",
     "ServiceName",

@@ -10,8 +10,10 @@ the file position instead.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -30,6 +32,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = [
+    "DEFAULT_ROLES",
     "Count",
     "Duration",
     "EventName",
@@ -39,6 +42,8 @@ __all__ = [
     "Multiaddr",
     "Port",
     "Role",
+    "RoleName",
+    "Roles",
     "SecretURL",
     "ServiceName",
     "Size",
@@ -390,7 +395,11 @@ FieldName = Annotated[str, Field(pattern=rf"^{_IDENT}$", examples=["title"])]
 
 
 class Role(StrEnum):
-    """Access roles, lowest first. A resource's ACL entry is the minimum role."""
+    """The default role ladder, lowest first. A resource's ACL entry is the minimum role.
+
+    A manifest may define its own ladder in ``auth.roles`` (see :class:`Roles`);
+    these names are then the default's only, but ``none`` is in every ladder.
+    """
 
     NONE = "none"
     PUBLIC_READ = "public_read"
@@ -404,9 +413,99 @@ class Role(StrEnum):
         """Position in the order ``none < public_read < ... < admin``."""
         return list(Role).index(self)
 
-    def allows(self, required: Role) -> bool:
-        """Whether a caller with this role may use a resource needing ``required``."""
-        return self.rank >= required.rank
+    def allows(self, required: Role | str) -> bool:
+        """Whether a caller with this role may use a resource needing ``required`` (default ladder)."""
+        return self.rank >= Role(required).rank
+
+
+RoleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", examples=["editor"])]
+"""A role's name: lowercase letters, digits and ``_``, starting with a letter."""
+
+
+class Roles:
+    """An ordered role ladder, lowest first: a caller holding a role may use what any lower one may.
+
+    ``none`` is always the bottom rung: it is what a caller without a token
+    holds, and an ACL entry of ``none`` leaves a resource open. ``names`` are
+    the other rungs, lowest first (the manifest's ``auth.roles``);
+    :data:`DEFAULT_ROLES` is the ladder of :class:`Role`.
+    """
+
+    __slots__ = ("_rank", "names")
+
+    def __init__(self, names: Iterable[str]) -> None:
+        listed = tuple(names)
+        if not listed:
+            raise ValueError("a role ladder needs at least one role above 'none'")
+        if Role.NONE.value in listed:
+            raise ValueError(
+                "'none', the role of a caller without a token, is always the lowest: leave it out"
+            )
+        seen: set[str] = set()
+        for name in listed:
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+                raise ValueError(f"role {name!r}: lowercase letters, digits and '_', starting with a letter")
+            if name in seen:
+                raise ValueError(f"role {name!r} is listed twice")
+            seen.add(name)
+        self.names: tuple[str, ...] = (Role.NONE.value, *listed)
+        """Every role, lowest first, ``none`` included."""
+        self._rank = {name: rank for rank, name in enumerate(self.names)}
+
+    @property
+    def top(self) -> str:
+        """The highest role."""
+        return self.names[-1]
+
+    def rank(self, role: str) -> int:
+        """The position of ``role`` (``none`` is 0); ValueError for a role not in the ladder."""
+        rank = self._rank.get(role)
+        if rank is None:
+            raise ValueError(self.unknown(role))
+        return rank
+
+    def check(self, role: object) -> str:
+        """``role`` as a plain string when the ladder has it, else ValueError with a did-you-mean."""
+        if not isinstance(role, str) or role not in self._rank:
+            raise ValueError(self.unknown(role))
+        return str(role)
+
+    def allows(self, held: str, required: str) -> bool:
+        """Whether a caller holding ``held`` may use a resource needing ``required``.
+
+        A role not on the ladder is out of reach: nobody holds it, nothing needs less.
+        """
+        return self._rank.get(held, -1) >= self._rank.get(required, len(self.names))
+
+    def unknown(self, role: object) -> str:
+        """Why ``role`` is refused: the closest known role and the whole ladder."""
+        shown = repr(role)[:80]
+        close = difflib.get_close_matches(role, self.names, n=1, cutoff=0.6) if isinstance(role, str) else []
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown role {shown}{hint} (roles, lowest first: {', '.join(self.names)})"
+
+    def __contains__(self, role: object) -> bool:
+        return isinstance(role, str) and role in self._rank
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Roles) and other.names == self.names
+
+    def __hash__(self) -> int:
+        return hash(self.names)
+
+    def __repr__(self) -> str:
+        return f"Roles({' < '.join(self.names)})"
+
+
+DEFAULT_ROLES = Roles(role.value for role in Role if role is not Role.NONE)
+"""The ladder of :class:`Role`: ``none < public_read < public_write < authenticated_read
+< authenticated_write < admin``."""
 
 
 # --------------------------------------------------------------------------- secrets

@@ -189,6 +189,10 @@ def _auth_issues(m: Manifest) -> Iterator[Issue]:
                 "an ACL resource is a gRPC method (/pkg.Service/Method) or an HTTP path, starting with '/'",
                 at_key=True,
             )
+    ladder = m.auth.ladder
+    for resource, role in m.auth.acl.items():
+        if role not in ladder:
+            yield Issue(("auth", "acl", resource), ladder.unknown(role) + "; the ladder is auth.roles")
 
 
 def _event_issues(m: Manifest) -> Iterator[Issue]:

@@ -43,6 +43,8 @@ _PATTERN_HINTS = {
     "starting with a letter or digit",
     r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$": "must be a folder inside the manifest's "
     "folder whose parts are Python identifiers, e.g. gen (no '.', '..' or absolute paths)",
+    r"^[a-z][a-z0-9_]{0,63}$": "must be a role name: up to 64 lowercase letters, digits or '_', "
+    "starting with a letter",
 }
 _PATTERN_HINTS_BY_SHAPE = (
     (":[A-Za-z_]", "must be an import path `module:Class`, e.g. notes.service:Notes"),

@@ -36,7 +36,8 @@ from ._types import (
     ImportPath,
     Multiaddr,
     Port,
-    Role,
+    RoleName,
+    Roles,
     SecretURL,
     ServiceName,
     Size,
@@ -322,12 +323,29 @@ class Auth(Section):
     """Authentication and access control."""
 
     jwt: JWT | None = Field(None, description="Verify (and issue) JWT bearer tokens.")
-    acl: dict[str, Role] = Field(
-        default_factory=dict,
-        description="Minimum role per resource: a gRPC full method (`/pkg.Service/Method`) or "
-        "an HTTP path (a key ending in `/` covers the paths under it). Resources not listed "
-        "are open.",
+    roles: tuple[RoleName, ...] = Field(
+        ("public_read", "public_write", "authenticated_read", "authenticated_write", "admin"),
+        max_length=64,
+        description="The role ladder, lowest first: a token's role may use what any lower role may. "
+        "`none`, the role of a caller without a token, is always below the first and is not listed.",
     )
+    acl: dict[str, str] = Field(
+        default_factory=dict,
+        description="Minimum role per resource (a role of `roles`, or `none` for open): a gRPC full "
+        "method (`/pkg.Service/Method`) or an HTTP path (a key ending in `/` covers the paths under "
+        "it). Resources not listed are open.",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _ladder(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        Roles(value)  # empty, 'none' listed, a role twice: ValueError saying which
+        return value
+
+    @property
+    def ladder(self) -> Roles:
+        """``roles`` as a :class:`~msuite.spec.Roles`, ``none`` first."""
+        return Roles(self.roles)
 
 
 # --------------------------------------------------------------------------- storage

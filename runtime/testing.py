@@ -42,7 +42,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from msuite.spec import Manifest, Role, load_manifest
+from msuite.spec import Manifest, load_manifest
 
 from .node import Node
 
@@ -122,21 +122,22 @@ class Harness:
 
     def token(
         self,
-        role: Role | str = Role.ADMIN,
+        role: str | None = None,
         subject: str = "test",
         *,
         ttl: timedelta | float | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> str:
-        """A token the node accepts (needs ``auth.jwt``)."""
-        return self.node.auth.jwt.issue(subject, role, ttl=ttl, meta=meta)
+        """A token the node accepts (needs ``auth.jwt``); ``role`` defaults to the ladder's highest."""
+        auth = self.node.auth
+        return auth.jwt.issue(subject, auth.roles.top if role is None else role, ttl=ttl, meta=meta)
 
-    def bearer(self, role: Role | str = Role.ADMIN, subject: str = "test") -> dict[str, str]:
-        """``{"Authorization": "Bearer ..."}`` for HTTP requests."""
+    def bearer(self, role: str | None = None, subject: str = "test") -> dict[str, str]:
+        """``{"Authorization": "Bearer ..."}`` for HTTP requests (default role: the highest)."""
         return {"Authorization": f"Bearer {self.token(role, subject)}"}
 
-    def metadata(self, role: Role | str = Role.ADMIN, subject: str = "test") -> tuple[tuple[str, str]]:
-        """gRPC call metadata carrying a token."""
+    def metadata(self, role: str | None = None, subject: str = "test") -> tuple[tuple[str, str]]:
+        """gRPC call metadata carrying a token (default role: the highest)."""
         return (("authorization", f"Bearer {self.token(role, subject)}"),)
 
     async def close(self) -> None:

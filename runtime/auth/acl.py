@@ -27,26 +27,32 @@ stored ones and drops stored manifest entries the manifest no longer has;
 entries added at run time (:meth:`Acl.allow`) persist across restarts until
 removed. Changes are written (in a worker thread: LevelDB may fsync) before
 they take effect, and take effect for the next request.
+
+Roles are those of the node's ladder (``auth.roles``, :class:`~msuite.spec.Roles`).
+When the ladder changes, a stored manifest entry is rewritten from the manifest
+at start as always; an entry added at run time whose role the ladder no longer
+has fails closed: nobody may use its resources until the role is back in
+``auth.roles`` or the entry is removed (a warning at start names each one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import unquote
 
 from msuite.runtime.store.kv import KV
-from msuite.spec import Role
+from msuite.spec import DEFAULT_ROLES, Roles
 
 __all__ = ["Acl", "check_resource", "check_role"]
 
 Source = Literal["manifest", "runtime"]
 
-_ROLES = {role.value: role for role in Role}
-_RANK = {role: rank for rank, role in enumerate(Role)}
 MAX_RESOURCE_LENGTH = 4096
+_log = logging.getLogger("msuite.auth")
 
 
 def check_resource(resource: str) -> str:
@@ -65,12 +71,9 @@ def check_resource(resource: str) -> str:
     return resource
 
 
-def check_role(role: Role | str) -> Role:
-    """``role`` as a :class:`Role`, else ValueError listing the roles."""
-    checked = _ROLES.get(role) if isinstance(role, str) else None
-    if checked is None:
-        raise ValueError(f"unknown role {role!r}: one of {', '.join(_ROLES)}")
-    return checked
+def check_role(role: str, roles: Roles = DEFAULT_ROLES) -> str:
+    """``role`` as a plain string when ``roles`` has it, else ValueError with a did-you-mean."""
+    return roles.check(role)
 
 
 def canonical(path: str) -> str:
@@ -99,12 +102,12 @@ class _Table:
 
     __slots__ = ("exact", "longest", "prefixes")
 
-    def __init__(self, entries: Mapping[str, Role]) -> None:
+    def __init__(self, entries: Mapping[str, str]) -> None:
         self.exact = dict(entries)
         self.prefixes = {k: v for k, v in entries.items() if k.endswith("/")}
         self.longest = max(map(len, self.prefixes), default=0)
 
-    def lookup(self, resource: str) -> Role | None:
+    def lookup(self, resource: str) -> str | None:
         role = self.exact.get(resource)
         if role is not None or not self.prefixes:
             return role
@@ -119,20 +122,24 @@ class _Table:
         return None
 
 
-def _stricter(a: Role | None, b: Role | None) -> Role | None:
+def _stricter(a: str | None, b: str | None, roles: Roles) -> str | None:
     if a is None:
         return b
     if b is None:
         return a
-    return a if _RANK[a] >= _RANK[b] else b
+    if a not in roles or b not in roles:  # a role off the ladder is out of reach: the strictest
+        return a if a not in roles else b
+    return a if roles.rank(a) >= roles.rank(b) else b
 
 
 class Acl:
     """Resource -> minimum role, persisted in ``kv`` (memory only when ``kv`` is None)."""
 
-    def __init__(self, kv: KV | None = None) -> None:
+    def __init__(self, kv: KV | None = None, roles: Roles = DEFAULT_ROLES) -> None:
         self._kv = kv
-        self._roles: dict[str, Role] = {}
+        self.roles = roles
+        """The role ladder entries are checked against."""
+        self._roles: dict[str, str] = {}
         self._sources: dict[str, Source] = {}
         self._lock = asyncio.Lock()
         if kv is not None:
@@ -144,24 +151,34 @@ class Acl:
         try:
             for key, value in snapshot.scan(b""):
                 resource, role, source = _decode(key, value)
-                self._roles[resource] = role
                 self._sources[resource] = source
+                if role in self.roles:
+                    self._roles[resource] = role
+                elif source == "runtime":
+                    self._roles[resource] = role
+                    _log.warning(
+                        "ACL entry %s needs role %r, which auth.roles does not have: nobody may use it "
+                        "until the role is back in the ladder or the entry is removed (node.auth.acl.remove)",
+                        resource,
+                        role,
+                    )
+                # a manifest entry off the ladder is rewritten or dropped by load_manifest at start
         finally:
             snapshot.close()
 
     # ----------------------------------------------------------------------- lookups
 
-    def required(self, resource: str) -> Role | None:
+    def required(self, resource: str) -> str | None:
         """The minimum role for ``resource`` (None: open). Runs on every request."""
         table = self._table
         if "?" in resource:
             resource = resource[: resource.index("?")]
         role = table.lookup(resource)
         if "//" in resource or "/." in resource or "%" in resource:
-            role = _stricter(role, table.lookup(canonical(resource)))
+            role = _stricter(role, table.lookup(canonical(resource)), self.roles)
         return role
 
-    def list(self) -> dict[str, Role]:
+    def list(self) -> dict[str, str]:
         """Every entry, sorted by resource."""
         return dict(sorted(self._roles.items()))
 
@@ -179,28 +196,32 @@ class Acl:
 
     # ----------------------------------------------------------------------- changes
 
-    async def load_manifest(self, entries: Mapping[str, Role | str]) -> None:
+    async def load_manifest(self, entries: Mapping[str, str]) -> None:
         """Write the manifest's entries over stored ones, in one batch; drop stale manifest entries.
 
         Entries added at run time and not in the manifest are kept. Raises
         ValueError (before changing anything) for an invalid resource or role.
         """
-        checked = {check_resource(resource): check_role(role) for resource, role in entries.items()}
+        checked = {check_resource(resource): self.roles.check(role) for resource, role in entries.items()}
         async with self._lock:
             stale = [r for r, s in self._sources.items() if s == "manifest" and r not in checked]
             puts = [(_key(r), _value(role, "manifest")) for r, role in checked.items()]
             await self._write(puts, [_key(r) for r in stale])
             roles, sources = dict(self._roles), dict(self._sources)
             for resource in stale:
-                del roles[resource], sources[resource]
+                roles.pop(resource, None)
+                del sources[resource]
             for resource, role in checked.items():
                 roles[resource], sources[resource] = role, "manifest"
             self._swap(roles, sources)
 
-    async def allow(self, resource: str, role: Role | str) -> None:
-        """Set the minimum role of ``resource`` (persisted; kept across restarts)."""
+    async def allow(self, resource: str, role: str) -> None:
+        """Set the minimum role of ``resource`` (persisted; kept across restarts).
+
+        ValueError for an invalid resource or a role not in the ladder.
+        """
         check_resource(resource)
-        checked = check_role(role)
+        checked = self.roles.check(role)
         async with self._lock:
             await self._write([(_key(resource), _value(checked, "runtime"))], [])
             roles, sources = dict(self._roles), dict(self._sources)
@@ -227,7 +248,7 @@ class Acl:
         if self._kv is not None and (puts or deletes):
             await asyncio.to_thread(self._kv.write, puts, deletes)
 
-    def _swap(self, roles: dict[str, Role], sources: dict[str, Source]) -> None:
+    def _swap(self, roles: dict[str, str], sources: dict[str, Source]) -> None:
         self._roles, self._sources = roles, sources
         self._table = _Table(roles)
 
@@ -239,16 +260,18 @@ def _key(resource: str) -> bytes:
     return resource.encode("utf-8")
 
 
-def _value(role: Role, source: Source) -> bytes:
-    return json.dumps({"role": role.value, "source": source}, separators=(",", ":")).encode()
+def _value(role: str, source: Source) -> bytes:
+    return json.dumps({"role": str(role), "source": source}, separators=(",", ":")).encode()
 
 
-def _decode(key: bytes, value: bytes) -> tuple[str, Role, Source]:
+def _decode(key: bytes, value: bytes) -> tuple[str, str, Source]:
     """A stored entry; ValueError naming it when it cannot be read (the ACL then fails closed)."""
     try:
         resource = check_resource(key.decode("utf-8"))
         data = json.loads(value)
-        role = check_role(data["role"])
+        role = data["role"]
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"invalid role {role!r}")
         source = data["source"]
         if source not in ("manifest", "runtime"):
             raise ValueError(f"unknown source {source!r}")

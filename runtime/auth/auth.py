@@ -26,7 +26,6 @@ from typing import Any
 from msuite.runtime.errors import NotConfigured
 from msuite.runtime.store.kv import KV
 from msuite.spec import Auth as AuthSettings
-from msuite.spec import Role
 
 from .acl import Acl
 from .errors import PermissionDenied, Unauthenticated
@@ -35,7 +34,6 @@ from .principal import Principal
 
 __all__ = ["Auth"]
 
-_RANK = {role: rank for rank, role in enumerate(Role)}
 _ANONYMOUS = Principal.ANONYMOUS
 _BAD_HEADER = "the Authorization header must be 'Bearer <token>'"
 
@@ -60,8 +58,10 @@ class Auth:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._jwt = None if settings.jwt is None else JWTAuth(settings.jwt, clock=clock)
-        self.acl = Acl(kv)
+        self.roles = settings.ladder
+        """The role ladder (``auth.roles``), lowest first, ``none`` included."""
+        self._jwt = None if settings.jwt is None else JWTAuth(settings.jwt, clock=clock, roles=self.roles)
+        self.acl = Acl(kv, self.roles)
         """The access control list (stored in ``kv``; memory only without one)."""
         self.requires: tuple[str, ...] = ("repo",) if kv is not None else ()
         """Components that must start first: the repository holding the ACL, when there is one."""
@@ -112,12 +112,10 @@ class Auth:
         """The caller, if it may use ``resource``; else Unauthenticated or PermissionDenied."""
         principal = self.authenticate(authorization)
         required = self.acl.required(resource)
-        if required is not None and _RANK[principal.role] < _RANK[required]:
+        if required is not None and not self.roles.allows(principal.role, required):
             if authorization is None:
                 raise Unauthenticated("authentication required")
-            raise PermissionDenied(
-                f"role {principal.role.value} may not use {_shown(resource)} (needs {required.value})"
-            )
+            raise PermissionDenied(f"role {principal.role} may not use {_shown(resource)} (needs {required})")
         return principal
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ signed with the first of ``algorithms``.
 - its HMAC signature matches the secret;
 - ``exp`` is present and ``now < exp + leeway``; ``iat`` and ``nbf``, when
   present, are not later than ``now + leeway``;
-- ``sub`` is a non-empty string and ``role`` one of the known roles; ``meta``,
+- ``sub`` is a non-empty string and ``role`` a role of the node's ladder (``auth.roles``); ``meta``,
   when present, is an object;
 - ``iss`` equals ``issuer`` when one is configured; ``aud`` is (or lists)
   ``audience`` when one is configured, and is absent when none is (RFC 7519).
@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from msuite.spec import JWT, Role
+from msuite.spec import DEFAULT_ROLES, JWT, Roles
 
 from .errors import Unauthenticated
 from .principal import Principal
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     from jose.backends.base import Key
 
 __all__ = ["JWTAuth"]
-
-_ROLES = {role.value: role for role in Role}
 
 
 def _seconds(value: timedelta | float) -> float:
@@ -82,6 +80,7 @@ class JWTAuth:
         *,
         clock: Callable[[], float] = time.time,
         cache_size: int = 10_000,
+        roles: Roles = DEFAULT_ROLES,
     ) -> None:
         try:
             from jose import jwk, jws
@@ -108,6 +107,8 @@ class JWTAuth:
         self.issuer = settings.issuer
         self.audience = settings.audience
         self.max_token_size = settings.max_token_size
+        self.roles = roles
+        """The ladder a token's role must be on (``auth.roles``)."""
         self.cache_size = cache_size
         self._clock = clock
         self._cache: dict[str, tuple[float, Principal]] = {}  # token -> (exp, principal)
@@ -118,7 +119,7 @@ class JWTAuth:
     def issue(
         self,
         subject: str,
-        role: Role | str,
+        role: str,
         *,
         ttl: timedelta | float | None = None,
         meta: Mapping[str, Any] | None = None,
@@ -130,16 +131,14 @@ class JWTAuth:
         """
         if not isinstance(subject, str) or not subject:
             raise ValueError("a token's subject is a non-empty string")
-        checked = _ROLES.get(role) if isinstance(role, str) else None
-        if checked is None:
-            raise ValueError(f"unknown role {role!r}: one of {', '.join(_ROLES)}")
+        checked = self.roles.check(role)
         lifetime = self.ttl if ttl is None else _seconds(ttl)
         if not lifetime > 0 or not math.isfinite(lifetime):
             raise ValueError(f"a token's ttl must be positive, not {lifetime}")
         now = self._clock()
         claims: dict[str, Any] = {
             "sub": subject,
-            "role": checked.value,
+            "role": checked,
             "iat": int(now),
             "exp": int(now + lifetime),
         }
@@ -222,9 +221,9 @@ class JWTAuth:
         role_name = claims.get("role")
         if not isinstance(role_name, str):
             raise Unauthenticated("token has no role")
-        role = _ROLES.get(role_name)
-        if role is None:
+        if role_name not in self.roles:
             raise Unauthenticated("token has an unknown role")
+        role = role_name
         if self.issuer is not None and claims.get("iss") != self.issuer:
             raise Unauthenticated("token from another issuer")
         aud = claims.get("aud")

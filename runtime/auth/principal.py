@@ -43,8 +43,8 @@ class Principal:
 
     subject: str | None
     """The token's ``sub`` claim; None without a token."""
-    role: Role
-    """The token's ``role`` claim; ``Role.NONE`` without a token."""
+    role: str
+    """The token's ``role`` claim, a role of the node's ladder; ``"none"`` without a token."""
     meta: Mapping[str, Any] = field(default_factory=_empty, hash=False)
     """The token's ``meta`` claim (read-only); empty when absent."""
     expires: float | None = None
@@ -63,7 +63,7 @@ class Principal:
         return self.subject is not None
 
 
-Principal.ANONYMOUS = Principal(None, Role.NONE)
+Principal.ANONYMOUS = Principal(None, Role.NONE.value)
 
 _current: ContextVar[Principal] = ContextVar("msuite_principal", default=Principal.ANONYMOUS)
 

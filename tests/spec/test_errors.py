@@ -83,6 +83,33 @@ CASES: dict[str, Case] = {
         "name: n\nauth:\n  acl:\n    /a.B/C: admn\n",
         [(4, 13, "auth.acl['/a.B/C']", "did you mean 'admin'?")],
     ),
+    "a role of the manifest's own ladder, with a hint": Case(
+        "name: n\nauth:\n  roles: [guest, user, editor, admin]\n  acl:\n    /a.B/C: editr\n    /a.B/D: none\n",
+        [
+            (
+                5,
+                13,
+                "auth.acl['/a.B/C']",
+                "unknown role 'editr'; did you mean 'editor'? (roles, lowest first: none, guest",
+            )
+        ],
+    ),
+    "a default role under a ladder that lacks it": Case(
+        "name: n\nauth:\n  roles: [guest, admin]\n  acl: {/a.B/C: public_read}\n",
+        [(4, 17, "auth.acl['/a.B/C']", "unknown role 'public_read'")],
+    ),
+    "a ladder listing none": Case(
+        "name: n\nauth:\n  roles: [none, user]\n",
+        [(3, 10, "auth.roles", "'none', the role of a caller without a token, is always the lowest")],
+    ),
+    "a ladder listing a role twice": Case(
+        "name: n\nauth:\n  roles: [user, admin, user]\n",
+        [(3, 10, "auth.roles", "role 'user' is listed twice")],
+    ),
+    "a role name that is not one": Case(
+        "name: n\nauth:\n  roles: [user, Admin]\n",
+        [(3, 17, "auth.roles[1]", "must be a role name")],
+    ),
     "value outside a fixed set": Case(
         "name: n\nstorage: {kv: rocksdb}\n",
         [(2, 15, "storage.kv", "must be one of leveldb, memory")],

@@ -87,7 +87,8 @@ def test_readme_example_is_a_valid_manifest(tmp_path: Path, monkeypatch: pytest.
         {"name": "x", "grcp": {}},
         {"name": "x", "http": {"port": 70000}},
         {"name": "x", "shutdown": {"grace": "10 seconds"}},
-        {"name": "x", "auth": {"acl": {"/a": "root"}}},
+        {"name": "x", "auth": {"acl": {"/a": 3}}},  # a role's name: the ladder is the manifest's own
+        {"name": "x", "auth": {"roles": ["Editor"]}},
     ],
 )
 def test_schema_rejects_what_the_models_reject(bad: dict[str, Any]) -> None:

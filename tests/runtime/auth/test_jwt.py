@@ -66,8 +66,8 @@ def test_round_trip_carries_the_claims(auth: JWTAuth) -> None:
 
 
 def test_issue_takes_roles_as_text_and_a_ttl(auth: JWTAuth) -> None:
-    assert auth.verify(auth.issue("bob", "public_read")).role is Role.PUBLIC_READ
-    assert auth.verify(auth.issue("bob", "none")).role is Role.NONE
+    assert auth.verify(auth.issue("bob", "public_read")).role == Role.PUBLIC_READ
+    assert auth.verify(auth.issue("bob", "none")).role == Role.NONE
     assert auth.verify(auth.issue("bob", Role.ADMIN, ttl=60)).expires == NOW + 60
     assert auth.verify(auth.issue("bob", Role.ADMIN, ttl=timedelta(minutes=5))).expires == NOW + 300
     assert auth.verify(auth.issue("bob", Role.ADMIN)).meta == {}

@@ -191,3 +191,93 @@ async def test_several_credentials_are_refused_in_any_order_on_http_and_the_gate
                 assert body["code"] == 16 and "one Authorization credential" in body["message"]
     async with echo.http.get("/v1/echo/hi", headers=[good]) as response:
         assert response.status == 200
+
+
+# --------------------------------------------------------------------------- a ladder of the manifest's own
+
+LADDER = """
+  roles: [guest, user, editor, owner]
+  acl:
+    /echo.v1.Echo/Shout: editor
+    /echo.v1.Admin/: owner
+    /private/: user
+    /status: none
+"""
+
+
+def with_ladder(echo_manifest: Path) -> Path:
+    text = echo_manifest.read_text()
+    start = text.index("  acl:\n")
+    end = text.index("shutdown:")
+    path = echo_manifest.with_name("ladder.yaml")
+    path.write_text(text[:start] + LADDER.lstrip("\n") + text[end:])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        ("guest", grpc.StatusCode.PERMISSION_DENIED),
+        ("user", grpc.StatusCode.PERMISSION_DENIED),
+        ("editor", grpc.StatusCode.OK),
+        ("owner", grpc.StatusCode.OK),
+    ],
+)
+async def test_a_ladder_of_the_manifests_own_orders_the_roles(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any, role: str | None, expected: grpc.StatusCode
+) -> None:
+    echo_pb2, _ = echo_pb
+    async with running(prepare(load_manifest(with_ladder(echo_manifest)), tmp_path)) as echo:
+        metadata = echo.metadata(role, "alice") if role else None
+        call = echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=metadata)
+        assert await code_of(call) == expected
+
+
+async def test_a_custom_ladder_refuses_roles_it_does_not_have(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any
+) -> None:
+    echo_pb2, _ = echo_pb
+    async with running(prepare(load_manifest(with_ladder(echo_manifest)), tmp_path)) as echo:
+        auth = echo.node.auth
+        assert list(auth.roles) == ["none", "guest", "user", "editor", "owner"]
+        # the harness's default token holds the highest role of the ladder
+        reply = await echo.clients.echo().Shout(echo_pb2.Ping(text="hi"), metadata=echo.metadata())
+        assert reply.role == "owner"
+        with pytest.raises(ValueError, match="unknown role 'edtor'; did you mean 'editor'"):
+            auth.jwt.issue("alice", "edtor")
+        with pytest.raises(ValueError, match="unknown role 'admin'"):  # the default ladder's, not this one's
+            await auth.acl.allow("/x", "admin")
+        # a token of the default ladder, signed with the same secret, names a role this node lacks
+        default_ladder = auth.jwt.__class__(auth.settings.jwt)  # type: ignore[arg-type]
+        foreign = (("authorization", f"Bearer {default_ladder.issue('alice', 'admin')}"),)
+        say = echo.clients.echo().Say(echo_pb2.Ping(text="hi"), metadata=foreign)
+        assert await code_of(say) == grpc.StatusCode.UNAUTHENTICATED
+        async with echo.http.get("/private/x", headers=echo.bearer("guest")) as response:
+            assert response.status == 403
+            assert "role guest may not use /private/x (needs user)" in (await response.json())["message"]
+
+
+async def test_a_run_time_entry_whose_role_left_the_ladder_fails_closed(
+    echo_manifest: Path, tmp_path: Path, echo_pb: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo_pb2, _ = echo_pb
+    repo = str(tmp_path / "kept")
+    async with running(prepare(load_manifest(with_ladder(echo_manifest)), tmp_path), repo=repo) as echo:
+        await echo.node.auth.acl.allow("/echo.v1.Echo/Say", "editor")
+    renamed = with_ladder(echo_manifest)
+    renamed.write_text(renamed.read_text().replace("editor", "writer"))
+    async with running(prepare(load_manifest(renamed), tmp_path), repo=repo) as echo:
+        acl = echo.node.auth.acl.list()
+        assert acl["/echo.v1.Echo/Shout"] == "writer"  # the manifest's entry, rewritten at start
+        assert acl["/echo.v1.Echo/Say"] == "editor"  # run time's: kept, and out of reach
+        assert "ACL entry /echo.v1.Echo/Say needs role 'editor'" in caplog.text
+        say = echo.clients.echo().Say
+        assert (
+            await code_of(say(echo_pb2.Ping(), metadata=echo.metadata("owner")))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+        shout = echo.clients.echo().Shout(echo_pb2.Ping(), metadata=echo.metadata("writer"))
+        assert await code_of(shout) == grpc.StatusCode.OK
+        assert await echo.node.auth.acl.remove("/echo.v1.Echo/Say")
+        assert await code_of(say(echo_pb2.Ping())) == grpc.StatusCode.OK
