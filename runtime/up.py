@@ -6,7 +6,9 @@ Steps, in order:
 2. When it declares services, compare ``<codegen.out>/wiring.py`` with its
    sources (a hash in its header, no protoc run). Stale or missing: regenerate
    when the ``codegen`` extra is installed, else exit 1 printing the exact command.
-3. Configure logging from ``logging:``.
+3. Configure logging from ``logging:``, and raise the soft open-files limit to
+   the hard one (often 1024 under a far higher hard limit; each connection
+   takes a descriptor). ``/status`` shows both under ``open_files``.
 4. Start the node; print one readiness line per listener on stdout:
    ``ready grpc.tcp 127.0.0.1:50051 (312 ms)``, the time counted from the
    command's start.
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from msuite.spec import Manifest
 
-__all__ = ["up"]
+__all__ = ["raise_open_files_limit", "up"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -113,6 +115,26 @@ async def _serve(manifest: Manifest, file: str, began: float, out: TextIO, err: 
     return EXIT_OK
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; the ``(soft, hard)`` in force after.
+
+    An unlimited hard limit (macOS allows it, then refuses it as a soft limit) or a refusal leaves
+    the soft limit where it was."""
+    import logging
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard not in (soft, resource.RLIM_INFINITY):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            logging.getLogger("msuite.node").debug("cannot raise the open-files limit to %d: %s", hard, exc)
+        else:
+            logging.getLogger("msuite.node").debug("open-files limit raised from %d to %d", soft, hard)
+            soft = hard
+    return soft, hard
+
+
 def up(
     file: str,
     *,
@@ -138,4 +160,5 @@ def up(
     from .logs import configure
 
     configure(manifest.logging)
+    raise_open_files_limit()
     return asyncio.run(_serve(manifest, file, began, out, err))

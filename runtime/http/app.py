@@ -39,8 +39,9 @@ from msuite.spec import Manifest
 from ..codes import GrpcCode
 from ..components import HookList
 from ..errors import NodeError, where
+from .connections import Connections, guard, open_files_cap
 from .errors import error_response
-from .limits import answer_in_json, header_limit
+from .limits import header_limit
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -131,6 +132,8 @@ class HttpServer:
         self._status = status
         self._gateway = self._compile_gateway(routes, channel) if self.settings.gateway else None
         self._runner: web.AppRunner | None = None
+        self.connections: Connections | None = None
+        """The open connections, their timeouts and cap (:mod:`.connections`), once started."""
 
     def _compile_gateway(
         self, routes: Sequence[Route], channel: Callable[[], grpc.aio.Channel] | None
@@ -162,6 +165,7 @@ class HttpServer:
         self.app.middlewares.append(self._pipeline())
         grace = self.manifest.shutdown.grace.total_seconds()
         limit = header_limit(self.manifest)
+        settings = self.settings
         runner = web.AppRunner(
             self.app,
             access_log=None,
@@ -169,10 +173,21 @@ class HttpServer:
             shutdown_timeout=grace,
             max_line_size=limit,
             max_field_size=limit,
+            # a backstop only: the connection table closes idle and unfinished connections first
+            keepalive_timeout=(settings.keepalive_timeout + settings.header_timeout).total_seconds(),
         )
         await runner.setup()
         assert runner.server is not None
-        answer_in_json(runner.server)  # a request over the limits: JSON 431, nothing repeated
+        cap = open_files_cap(settings.max_connections)
+        if cap < settings.max_connections:
+            log.debug(
+                "http.max_connections lowered from %d to %d (half the open-files limit)",
+                settings.max_connections,
+                cap,
+            )
+        connections = Connections(settings, cap=cap)
+        # timeouts, the cap, and a request over the limits answered in JSON (431), nothing repeated
+        guard(runner.server, connections)
         host, port = self.settings.host, self.settings.port
         site = web.TCPSite(runner, host, port, reuse_port=False)
         try:
@@ -184,6 +199,8 @@ class HttpServer:
                 f"{f'[{host}]' if ':' in host else host}:{port}: {exc.strerror or exc}"
             ) from None
         self._runner = runner
+        self.connections = connections
+        connections.start()
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else port
         shown = f"[{host}]" if ":" in host else host
@@ -200,6 +217,8 @@ class HttpServer:
         self.state = "stopping"
         runner, self._runner = self._runner, None
         await runner.cleanup()
+        if self.connections is not None:
+            await self.connections.stop()
         self.state = "stopped"
 
     def addresses(self) -> list[tuple[str, str]]:
@@ -207,7 +226,14 @@ class HttpServer:
         return [("http", self.address)] if self.address is not None else []
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "address": self.address, "gateway": self.settings.gateway}
+        report: dict[str, Any] = {
+            "state": self.state,
+            "address": self.address,
+            "gateway": self.settings.gateway,
+        }
+        if self.connections is not None:
+            report["connections"] = self.connections.status()
+        return report
 
     # ------------------------------------------------------------------ handlers
 

@@ -8,11 +8,11 @@ sizes the limits from the manifest (:func:`header_limit`) and makes the
 server's connection handlers answer such a request with a JSON error that
 repeats nothing, logging one line.
 
-How: :func:`answer_in_json` turns the aiohttp ``Server`` of a runner into
-:class:`_JsonServer`, whose connection handlers are :class:`_JsonErrors`
+How: the server's connection handlers are :class:`JsonErrors`
 (``web.RequestHandler`` with its ``handle_error`` hook overridden; same slots,
-so the class of each new handler can be switched). Nothing private of
-aiohttp is touched.
+so the class of each new handler can be switched), made so by
+:func:`~.connections.guard`, which also keeps their timeouts. Nothing private
+of aiohttp is touched.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from msuite.spec import Manifest
 
-__all__ = ["BEARER_OVERHEAD", "answer_in_json", "header_limit"]
+__all__ = ["BEARER_OVERHEAD", "JsonErrors", "header_limit"]
 
 log = logging.getLogger("msuite.http")
 
@@ -51,7 +51,7 @@ def header_limit(manifest: Manifest) -> int:
     return limit
 
 
-class _JsonErrors(web.RequestHandler):
+class JsonErrors(web.RequestHandler):
     """A connection handler answering requests it cannot parse with a JSON error."""
 
     __slots__ = ()
@@ -75,17 +75,3 @@ class _JsonErrors(web.RequestHandler):
         response = error_response(status, code, text)
         response.force_close()
         return response
-
-
-class _JsonServer(web.Server):
-    """A ``web.Server`` whose connection handlers are :class:`_JsonErrors`."""
-
-    def __call__(self) -> web.RequestHandler:
-        handler = super().__call__()
-        handler.__class__ = _JsonErrors
-        return handler
-
-
-def answer_in_json(server: web.Server) -> None:
-    """Make the connection handlers ``server`` creates from now on answer unparsable requests in JSON."""
-    server.__class__ = _JsonServer
