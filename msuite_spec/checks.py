@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .source import Path, format_path
 
 if TYPE_CHECKING:
-    from .models import Manifest
+    from .models import JWT, Manifest
 
 __all__ = ["EVENT_SCALAR_TYPES", "Issue", "check_event_type", "check_files", "check_manifest"]
 
@@ -193,6 +193,39 @@ def _auth_issues(m: Manifest) -> Iterator[Issue]:
     for resource, role in m.auth.acl.items():
         if role not in ladder:
             yield Issue(("auth", "acl", resource), ladder.unknown(role) + "; the ladder is auth.roles")
+    if m.auth.jwt is not None:
+        yield from _jwt_issues(m.auth.jwt)
+
+
+def _jwt_issues(jwt: JWT) -> Iterator[Issue]:
+    at: Path = ("auth", "jwt")
+    if jwt.secret is None and not jwt.keys and jwt.jwks is None and jwt.jwks_url is None:
+        yield Issue(at, "auth.jwt needs a key: a secret, keys, a jwks file or a jwks_url")
+    hmac_algorithms = [a for a in jwt.algorithms if a.startswith("HS")]
+    signers: list[str] = []
+    seen: dict[str, int] = {}
+    for i, key in enumerate(jwt.keys):
+        given = [name for name in ("secret", "public_key", "private_key") if getattr(key, name) is not None]
+        if len(given) != 1:
+            what = "none" if not given else " and ".join(given)
+            yield Issue(
+                (*at, "keys", i),
+                f"a key has exactly one of secret, public_key, private_key (this one: {what})",
+            )
+        if key.kid in seen:
+            yield Issue((*at, "keys", i, "kid"), f"kid '{key.kid}' is also the kid of keys[{seen[key.kid]}]")
+        seen.setdefault(key.kid, i)
+        if key.secret is not None and not hmac_algorithms:
+            yield Issue((*at, "keys", i, "secret"), "a secret needs an HS algorithm in auth.jwt.algorithms")
+        if key.secret is not None or key.private_key is not None:
+            signers.append(key.kid)
+    if jwt.secret is not None and not hmac_algorithms:
+        yield Issue((*at, "secret"), "a secret needs an HS algorithm in auth.jwt.algorithms")
+    if jwt.sign_with is not None and jwt.sign_with not in signers:
+        known = f"keys that can sign: {', '.join(signers)}" if signers else "no key of auth.jwt.keys can sign"
+        yield Issue(
+            (*at, "sign_with"), f"no key with kid '{jwt.sign_with}' and a secret or private key ({known})"
+        )
 
 
 def _event_issues(m: Manifest) -> Iterator[Issue]:
@@ -279,6 +312,17 @@ def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
             why = _why_not(base_dir / root, want_dir=True)
             if why is not None:
                 issues.append(Issue(("codegen", "proto_paths", i), f"proto include folder {why}"))
+    jwt = manifest.auth.jwt if manifest.auth is not None else None
+    if jwt is not None:
+        named: list[tuple[Path, str | None]] = [(("auth", "jwt", "jwks"), jwt.jwks)]
+        for i, key in enumerate(jwt.keys):
+            named += [(("auth", "jwt", "keys", i, "public_key"), key.public_key)]
+            named += [(("auth", "jwt", "keys", i, "private_key"), key.private_key)]
+        for at, file in named:
+            if file is not None:
+                why = _why_not(base_dir / file, want_dir=False)
+                if why is not None:
+                    issues.append(Issue(at, f"key file {why}: {base_dir / file}"))
     if manifest.grpc is not None and manifest.grpc.unix is not None:
         path = manifest.grpc.unix.path
         if not path.startswith("unix-abstract:"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path as FilePath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -54,6 +54,7 @@ __all__ = [
     "Codegen",
     "Diagnostics",
     "Discovery",
+    "JWTKey",
     "Locker",
     "LockerTLS",
     "Logging",
@@ -291,32 +292,88 @@ class P2P(Section):
 # --------------------------------------------------------------------------- auth
 
 
-JWTAlgorithm = Literal["HS256", "HS384", "HS512"]
+JWTAlgorithm = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$", examples=["2026-12"])]
+"""A key id (``kid``): 1-128 letters, digits, ``.``, ``_``, ``:`` or ``-``."""
+
+
+def _check_secret_length(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value().encode("utf-8", "surrogatepass")) < 32:
+        raise ValueError("the JWT secret must be at least 32 bytes long")
+    return value
+
+
+class JWTKey(Section):
+    """One key of ``auth.jwt.keys``: a shared secret, a public key or a private key (exactly one)."""
+
+    kid: KeyId = Field(
+        description="Key id: a token names its key in its `kid` header; issued tokens carry it."
+    )
+    secret: SecretStr | None = Field(
+        None, description="HMAC secret, at least 32 bytes; usually `${ENV_VAR}`. Signs and verifies."
+    )
+    public_key: str | None = Field(
+        None, description="PEM file of an RSA, EC (P-256/384/521) or Ed25519 public key: verifies only."
+    )
+    private_key: str | None = Field(
+        None,
+        description="PEM file of an RSA, EC or Ed25519 private key: signs, and verifies with its "
+        "public half.",
+    )
+
+    _secret_length = field_validator("secret")(_check_secret_length)
 
 
 class JWT(Section):
-    """JSON Web Tokens signed with a shared secret."""
+    """JSON Web Tokens: shared secrets, public keys and key sets, selected by `kid`."""
 
-    secret: SecretStr = Field(
-        description="HMAC secret, at least 32 bytes; usually `${ENV_VAR}`. Never printed.",
+    secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret, at least 32 bytes; usually `${ENV_VAR}`. Never printed. "
+        "A key without a kid; `keys` holds more, for rotation.",
+    )
+    keys: tuple[JWTKey, ...] = Field(
+        (),
+        max_length=64,
+        description="Keys by `kid`: tokens naming a kid are checked with that key only. Rotate by "
+        "adding the new key, signing with it (`sign_with`), and removing the old one once its "
+        "tokens have expired.",
+    )
+    jwks: str | None = Field(
+        None, description="JWKS file of public keys (verify only); read again when it changes."
+    )
+    jwks_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="JWKS URL of public keys, fetched at start and every `jwks_refresh` in the "
+        "background (never while a request waits).",
+    )
+    jwks_refresh: Duration = Field(
+        timedelta(minutes=10), description="How often `jwks` and `jwks_url` are checked for new keys."
+    )
+    jwks_timeout: Duration = Field(timedelta(seconds=5), description="Timeout of one `jwks_url` fetch.")
+    sign_with: KeyId | None = Field(
+        None,
+        description="Kid of the key that signs issued tokens; default: `secret` when set, else the "
+        "first of `keys` with a secret or private key.",
     )
     ttl: Duration = Field(timedelta(hours=24), description="Lifetime of issued tokens, e.g. `24h`.")
     algorithms: tuple[JWTAlgorithm, ...] = Field(
-        ("HS256",),
+        ("HS256", "RS256", "ES256", "ES384", "ES512", "EdDSA"),
         min_length=1,
-        description="Accepted algorithms (the first signs new tokens); `none` is never accepted.",
+        description="Accepted algorithms; `none` never is. The key decides, never the token: a secret "
+        "verifies the HS ones listed, an RSA key the RS ones, an EC key its curve's ES one, an "
+        "Ed25519 key EdDSA; a key signs with the first listed of its kind.",
     )
     issuer: str | None = Field(None, description="`iss` claim to issue and require.")
     audience: str | None = Field(None, description="`aud` claim to issue and require.")
     leeway: Duration = Field(timedelta(0), description="Clock skew tolerated when checking expiry.")
     max_token_size: Size = Field(8192, description="Longest token accepted, e.g. `8KiB`.")
 
-    @field_validator("secret")
-    @classmethod
-    def _secret_length(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value().encode("utf-8", "surrogatepass")) < 32:
-            raise ValueError("the JWT secret must be at least 32 bytes long")
-        return value
+    _secret_length = field_validator("secret")(_check_secret_length)
 
 
 class Auth(Section):

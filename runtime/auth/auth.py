@@ -20,7 +20,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from msuite.runtime.errors import NotConfigured
@@ -29,7 +30,9 @@ from msuite.spec import Auth as AuthSettings
 
 from .acl import Acl
 from .errors import PermissionDenied, Unauthenticated
+from .jwks import JwksRefresher
 from .jwt import JWTAuth
+from .keys import TokenKey
 from .principal import Principal
 
 __all__ = ["Auth"]
@@ -56,11 +59,24 @@ class Auth:
         *,
         kv: KV | None = None,
         clock: Callable[[], float] = time.time,
+        base_dir: Path | None = None,
+        keys: Sequence[TokenKey] | None = None,
+        jwks_keys: Sequence[TokenKey] | None = None,
     ) -> None:
+        """Key files are relative to ``base_dir``; ``keys`` and ``jwks_keys``, when given, are
+        the already loaded keys of ``auth.jwt`` (the node loads them while it is built)."""
         self.settings = settings
         self.roles = settings.ladder
         """The role ladder (``auth.roles``), lowest first, ``none`` included."""
-        self._jwt = None if settings.jwt is None else JWTAuth(settings.jwt, clock=clock, roles=self.roles)
+        self._jwt: JWTAuth | None = None
+        self._refresher: JwksRefresher | None = None
+        if settings.jwt is not None:
+            base = base_dir or Path(".")
+            self._jwt = JWTAuth(
+                settings.jwt, clock=clock, roles=self.roles, keys=keys, jwks_keys=jwks_keys, base_dir=base
+            )
+            refresher = JwksRefresher(self._jwt, settings.jwt, base)
+            self._refresher = refresher if refresher.needed else None
         self.acl = Acl(kv, self.roles)
         """The access control list (stored in ``kv``; memory only without one)."""
         self.requires: tuple[str, ...] = ("repo",) if kv is not None else ()
@@ -81,18 +97,23 @@ class Auth:
     # ----------------------------------------------------------------------- component
 
     async def start(self) -> None:
-        """Write the manifest's ACL entries over the stored ones."""
+        """Write the manifest's ACL entries over the stored ones; start refreshing JWKS keys."""
         await self.acl.load_manifest(self.settings.acl)
+        if self._refresher is not None:
+            await self._refresher.start()
 
     async def stop(self, grace: float = 0.0) -> None:
-        """Nothing to release: the ACL's key space belongs to the repository."""
+        """Stop refreshing JWKS keys (the ACL's key space belongs to the repository)."""
+        if self._refresher is not None:
+            await self._refresher.stop()
 
     def status(self) -> dict[str, Any]:
-        """JWT settings (never the secret) and ACL entry counts."""
-        return {
-            "jwt": None if self._jwt is None else self._jwt.status(),
-            "acl": self.acl.status(),
-        }
+        """JWT settings and keys (never a secret), JWKS sources when there are any, ACL entry counts."""
+        status: dict[str, Any] = {"jwt": None if self._jwt is None else self._jwt.status()}
+        if self._refresher is not None:
+            status["jwks"] = self._refresher.status()
+        status["acl"] = self.acl.status()
+        return status
 
     # ----------------------------------------------------------------------- per request
 

@@ -2,24 +2,29 @@
 
 Built with the ``repo`` component it requires; at start it opens the ACL's
 key space (``repo.space("acl")``), which exists only once the repository is
-open, and writes the manifest's entries over the stored ones. The gRPC and
+open, and writes the manifest's entries over the stored ones. JWT keys are
+read while the node is built (a key file that does not parse, or does not
+fit its algorithms, is reported at its manifest position before anything
+binds). The gRPC and
 HTTP servers are handed this component at build and read :attr:`current`
 when they start, after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msuite.runtime.components import BuildContext, ComponentSpec, Extra
-from msuite.runtime.errors import NodeError
+from msuite.runtime.errors import NodeError, where
 from msuite.runtime.repo.component import RepoComponent
 
 if TYPE_CHECKING:
     from msuite.spec import Auth as AuthSettings
 
     from .auth import Auth
+    from .keys import TokenKey
 
 __all__ = ["AUTH", "AuthComponent"]
 
@@ -28,9 +33,20 @@ class AuthComponent:
     name = "auth"
     requires: tuple[str, ...] = ("repo",)
 
-    def __init__(self, settings: AuthSettings, repo: RepoComponent) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        repo: RepoComponent,
+        *,
+        base_dir: Path | None = None,
+        keys: Sequence[TokenKey] | None = None,
+        jwks_keys: Sequence[TokenKey] | None = None,
+    ) -> None:
         self.settings = settings
         self._repo = repo
+        self._base_dir = base_dir
+        self._keys = keys
+        self._jwks_keys = jwks_keys
         self._auth: Auth | None = None
 
     @property
@@ -43,7 +59,13 @@ class AuthComponent:
     async def start(self) -> None:
         from .auth import Auth
 
-        auth = Auth(self.settings, kv=self._repo.opened().space("acl"))
+        auth = Auth(
+            self.settings,
+            kv=self._repo.opened().space("acl"),
+            base_dir=self._base_dir,
+            keys=self._keys,
+            jwks_keys=self._jwks_keys,
+        )
         await auth.start()
         self._auth = auth
 
@@ -56,8 +78,29 @@ class AuthComponent:
 
 
 def _build(context: BuildContext) -> AuthComponent:
-    assert context.manifest.auth is not None
-    return AuthComponent(context.manifest.auth, context.require("repo", RepoComponent))
+    from .keys import load_keys, read_jwks
+
+    manifest = context.manifest
+    settings = manifest.auth
+    assert settings is not None
+    keys = jwks_keys = None
+    if settings.jwt is not None:
+        jwt = settings.jwt
+
+        def locate(*path: str | int) -> str:
+            return where(manifest, *path)
+
+        keys = load_keys(jwt, manifest.base_dir, locate=locate)
+        if jwt.jwks is not None:
+            source = locate("auth", "jwt", "jwks")
+            jwks_keys = read_jwks(manifest.base_dir / jwt.jwks, jwt.algorithms, source=source)
+    return AuthComponent(
+        settings,
+        context.require("repo", RepoComponent),
+        base_dir=manifest.base_dir,
+        keys=keys,
+        jwks_keys=jwks_keys,
+    )
 
 
 def _auth(component: AuthComponent, built: Mapping[str, Any]) -> Auth:

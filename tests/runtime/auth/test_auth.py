@@ -237,7 +237,10 @@ def test_error_codes() -> None:
 async def test_component_status_never_shows_the_secret(auth: Auth) -> None:
     auth.authorize("/open", bearer(auth, Role.ADMIN))
     status = auth.status()
-    assert status["jwt"]["algorithms"] == ["HS256"] and status["jwt"]["cached_tokens"] == 1
+    assert status["jwt"]["keys"] == [
+        {"kid": None, "kind": "hmac", "algorithms": ["HS256"], "signs": "HS256", "source": "auth.jwt.secret"}
+    ]
+    assert status["jwt"]["cached_tokens"] == 1
     assert status["acl"] == {"entries": len(ACL), "manifest": len(ACL), "runtime": 0}
     assert SECRET not in json.dumps(status) and SECRET not in repr(auth)
     assert auth.name == "auth" and auth.requires == ()

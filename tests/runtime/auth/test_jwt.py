@@ -8,11 +8,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import jose.jws
 import jwt as pyjwt
 import pytest
 
 from msuite.runtime.auth import JWTAuth, Principal, Unauthenticated
+from msuite.runtime.auth.keys import TokenKey
 from msuite.spec import Role
 from tests.runtime.auth.tokens import NOW, OTHER_SECRET, SECRET, Clock, b64, claims, craft, part, settings
 
@@ -308,15 +308,15 @@ def test_pyjwt_tokens_with_issuer_and_audience(clock: Clock) -> None:
 
 @pytest.fixture
 def jose_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each call into python-jose's signature check, by token."""
+    """Each signature check (python-jose's, through the node's keys), by token."""
     calls: list[str] = []
-    real = jose.jws.verify
+    real = TokenKey.verify
 
-    def counting(token: str, *args: Any, **kwargs: Any) -> bytes:
-        calls.append(token)
-        return real(token, *args, **kwargs)
+    def counting(key: TokenKey, alg: str, signing_input: bytes, signature: bytes) -> bool:
+        calls.append(f"{signing_input.decode()}.{b64(signature)}")
+        return real(key, alg, signing_input, signature)
 
-    monkeypatch.setattr(jose.jws, "verify", counting)
+    monkeypatch.setattr(TokenKey, "verify", counting)
     return calls
 
 
@@ -399,6 +399,16 @@ def test_status_and_repr_never_show_the_secret(clock: Clock) -> None:
     status = auth.status()
     assert status == {
         "algorithms": ["HS384"],
+        "keys": [
+            {
+                "kid": None,
+                "kind": "hmac",
+                "algorithms": ["HS384"],
+                "signs": "HS384",
+                "source": "auth.jwt.secret",
+            }
+        ],
+        "signer": "auth.jwt.secret",
         "ttl": 7200.0,
         "leeway": 0.0,
         "issuer": "notes",
