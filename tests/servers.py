@@ -7,12 +7,18 @@ install it (see .ci/run and scripts/test).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +150,135 @@ class ZooKeeperServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+
+__all__ += ["TcpProxy", "frozen"]
+
+
+@contextlib.contextmanager
+def frozen(server: RedisServer | ZooKeeperServer) -> Iterator[None]:
+    """The server's process stopped with SIGSTOP for the block, SIGCONT after: a silent
+    server whose connections stay open and whose port still accepts (the kernel does)."""
+    assert server.process is not None, "start the server first"
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+class TcpProxy:
+    """A TCP proxy from a free loopback port to ``target_port``, in a thread of its own
+    (so it keeps forwarding while a test's event loop waits in blocking code).
+
+    ``cut()`` is a partition: bytes stop flowing both ways and are held, as TCP
+    would hold them, and new connections are accepted but hear nothing; ``heal()``
+    lets everything through again. ``reset()`` aborts every connection through it.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._open = asyncio.Event()
+        self._transports: set[asyncio.WriteTransport] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def hosts(self) -> str:
+        """``host:port`` of the proxy (a ZooKeeper connect string)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """A Redis URL through the proxy."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> TcpProxy:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="test-tcp-proxy", daemon=True)
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def cut(self) -> None:
+        self._call(self._set_open(False))
+
+    def heal(self) -> None:
+        self._call(self._set_open(True))
+
+    def reset(self) -> None:
+        self._call(self._abort_all())
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self._thread = None
+
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None, "start the proxy first"
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
+    async def _listen(self) -> None:
+        self._open.set()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _set_open(self, value: bool) -> None:
+        if value:
+            self._open.set()
+        else:
+            self._open.clear()
+
+    async def _abort_all(self) -> None:
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._abort_all()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self._transports.add(client_writer.transport)
+        try:
+            await self._open.wait()
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                return
+            self._transports.add(upstream_writer.transport)
+            try:
+                await asyncio.gather(
+                    self._pump(client_reader, upstream_writer), self._pump(upstream_reader, client_writer)
+                )
+            finally:
+                upstream_writer.transport.abort()
+                self._transports.discard(upstream_writer.transport)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback reports a cancelled handler)
+        finally:
+            client_writer.transport.abort()
+            self._transports.discard(client_writer.transport)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction until EOF, then half-close (so replies read to EOF arrive whole)."""
+        while data := await reader.read(65536):
+            await self._open.wait()  # while cut, what was read waits here, and nothing more is read
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()

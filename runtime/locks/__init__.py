@@ -6,7 +6,7 @@ Backends: ``memory`` (:class:`MemoryLocker`), ``redis``
 interface; the network backends import their client library only when used.
 """
 
-from .locker import Lease, Locker, LockTimeout, locked
+from .locker import Lease, Locker, LockError, LockTimeout, locked
 from .memory import MemoryLocker
 
-__all__ = ["Lease", "LockTimeout", "Locker", "MemoryLocker", "locked"]
+__all__ = ["Lease", "LockError", "LockTimeout", "Locker", "MemoryLocker", "locked"]

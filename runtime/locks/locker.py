@@ -16,7 +16,12 @@ holder of a key. Pass it along with the writes the lock protects, and have the
 resource refuse a token lower than one it has seen: a holder that paused past
 its lease (GC, a network partition) then cannot clobber the next holder's
 work. ``lease.lost`` is set when a backend can no longer vouch for the lock
-(a Redis lease that could not be renewed, a ZooKeeper session that expired).
+(a Redis lease not renewed within its TTL, a ZooKeeper session not heard from
+within its timeout, or lost), before anyone else can take it.
+
+Failures are msuite's own: :class:`LockTimeout` when the lock was not acquired
+in time, :class:`LockError` (its base) for anything else a backend reports,
+both naming the key and the backend; no client library's exception escapes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Protocol
 
 from msuite import MsuiteError
 
-__all__ = ["Lease", "LockTimeout", "Locker", "check_key"]
+__all__ = ["Lease", "LockError", "LockTimeout", "Locker", "check_key"]
 
 MAX_KEY_LENGTH = 512
 
@@ -47,8 +52,15 @@ def check_key(key: str) -> str:
     return key
 
 
-class LockTimeout(MsuiteError, TimeoutError):
-    """The lock was not acquired in time; the message names the key and the backend."""
+class LockError(MsuiteError):
+    """A lock operation failed; the message names the key and the backend, and the
+    backend client's own exception is the ``__cause__``. No client error escapes a locker
+    in any other form."""
+
+
+class LockTimeout(LockError, TimeoutError):
+    """The lock was not acquired in time (the key was held, or the backend did not answer
+    in time); the message names the key and the backend, and the last backend error if any."""
 
 
 class Lease:
@@ -68,7 +80,8 @@ class Lease:
         return not self._released and not self.lost.is_set()
 
     async def release(self) -> None:
-        """Give the lock up (only the holder's own lease can)."""
+        """Give the lock up (only the holder's own lease can). Never raises; a network backend
+        waits at most its ``release_timeout`` (1 s) and finishes in the background."""
         if self._released:
             return
         self._released = True
@@ -95,7 +108,8 @@ class Locker(Protocol):
         ...
 
     async def try_lock(self, key: str, timeout: float) -> Lease:
-        """Acquire ``key``, waiting up to ``timeout`` seconds; raises :class:`LockTimeout`."""
+        """Acquire ``key``, waiting up to ``timeout`` seconds (a silent server included); raises
+        :class:`LockTimeout`, or :class:`LockError` when retrying cannot help."""
         ...
 
     async def _release(self, lease: Lease) -> None: ...

@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from .locker import Lease, LockerBase, LockTimeout, check_key
+from .locker import Lease, LockerBase, LockError, LockTimeout, check_key
 
 __all__ = ["MemoryLocker"]
 
@@ -35,7 +35,7 @@ class MemoryLocker(LockerBase):
     async def try_lock(self, key: str, timeout: float) -> Lease:
         check_key(key)
         if self._closed:
-            raise RuntimeError("the locker is closed")
+            raise LockError(f"lock {key!r} (backend memory): the locker is closed")
         state = self._keys.setdefault(key, _Key())
         if state.holder is None and not state.waiters:
             return self._grant(key, state)
@@ -73,10 +73,12 @@ class MemoryLocker(LockerBase):
 
     async def close(self) -> None:
         self._closed = True
-        for state in self._keys.values():
+        for key, state in self._keys.items():
             for waiter in state.waiters:
                 if not waiter.done():
-                    waiter.set_exception(RuntimeError("the locker was closed while waiting for the lock"))
+                    waiter.set_exception(
+                        LockError(f"lock {key!r} (backend memory): the locker was closed while waiting")
+                    )
             state.waiters.clear()
             if state.holder is not None:
                 state.holder.lost.set()

@@ -11,6 +11,15 @@ same script that takes the lock (lock keys and counters live in separate
 namespaces, so no key can collide with another's counter), so they grow
 for every new holder, as long as Redis keeps its data: a Redis without
 persistence that restarts starts them again from 1.
+
+``try_lock`` keeps its timeout against a silent server: every call is bounded
+by what is left of it, errors the connection may recover from are retried
+within it, and undoing an attempt cut short (its ``SET`` may have landed) goes
+to the background, retried for up to a TTL (a lock left by a ``SET`` the server
+runs later still expires within the TTL). ``release()`` waits at most
+:attr:`RedisLocker.release_timeout`, then goes on in the background the same
+way. Every failure is a :class:`LockError` (a :class:`LockTimeout` at the
+deadline) naming the key and the backend, with redis-py's exception as the cause.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from .locker import Lease, LockerBase, LockTimeout, check_key
+from .locker import Lease, LockerBase, LockError, LockTimeout, check_key
 
 if TYPE_CHECKING:
     from msuite.spec import Locker as LockerSettings
@@ -30,9 +39,14 @@ __all__ = ["RedisLocker"]
 
 log = logging.getLogger("msuite.locks")
 
-# KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] token, ARGV[2] ttl in ms
+# KEYS[1] lock key, KEYS[2] fence counter; ARGV[1] secret, ARGV[2] ttl in ms. The lock already
+# holding this try's own secret (an earlier send of this try landed, its answer lost) is taken too.
 _ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('incr', KEYS[2])
+end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
   return redis.call('incr', KEYS[2])
 end
 return 0
@@ -52,16 +66,28 @@ return 0
 
 
 class _RedisLease(Lease):
-    def __init__(self, locker: RedisLocker, key: str, fencing_token: int, secret: str) -> None:
+    def __init__(self, locker: RedisLocker, key: str, fencing_token: int, secret: str, sent: float) -> None:
         super().__init__(locker, key, fencing_token)
         self.secret = secret
         self.renewer: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.vouched_until = sent + locker.ttl
+        """A TTL after the last acquire or renewal that succeeded was sent (event loop time)."""
+        self.deadline: asyncio.TimerHandle | None = None
+
+    @property
+    def held(self) -> bool:
+        """True until released or lost, and only while a TTL has not passed since the last
+        acquire or renewal that succeeded was sent (even if the renewer could not run)."""
+        return super().held and self._loop.time() < self.vouched_until
 
 
 class RedisLocker(LockerBase):
     """Locks on a Redis server. See the module docs for the guarantees."""
 
     backend = "redis"
+    release_timeout = 1.0
+    """The longest ``release()`` waits for Redis; it goes on in the background after that."""
 
     def __init__(
         self,
@@ -107,6 +133,7 @@ class RedisLocker(LockerBase):
         self._renew = self._client.register_script(_RENEW)
         self._release_script = self._client.register_script(_RELEASE)
         self._leases: set[_RedisLease] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: LockerSettings, base_dir: os.PathLike[str] | str = ".") -> RedisLocker:
@@ -144,84 +171,141 @@ class RedisLocker(LockerBase):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.005
-        last_error: BaseException | None = None
+        last_error: BaseException | None = None  # set: a SET of this try may have landed
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                why = f": {last_error!r}" if last_error else ""
+                why = ""
+                if last_error is not None:
+                    why = f" (last error: {last_error!r})"
+                    self._abandon(key, secret)  # undo a SET that landed unanswered
                 raise LockTimeout(f"lock {key!r} (backend redis) not acquired within {timeout:g}s{why}")
+            sent = loop.time()
             try:
                 token = int(
                     await asyncio.wait_for(
                         self._acquire(keys=self._keys(key), args=[secret, ttl_ms]), remaining
                     )
                 )
-            except (AuthenticationError, ResponseError):
-                raise  # wrong password, a server that refuses the script: retrying won't help
+            except asyncio.CancelledError:
+                self._abandon(key, secret)
+                raise
             except (TimeoutError, RedisError, OSError) as exc:
-                last_error = exc
-                await self._abandon(key, secret)  # the SET may have landed: undo it if so
+                if isinstance(exc, AuthenticationError | ResponseError):
+                    # wrong password, a server that refuses the script: retrying won't help
+                    if last_error is not None:
+                        self._abandon(key, secret)
+                    raise LockError(f"lock {key!r} (backend redis): {exc}") from exc
+                last_error = exc  # retried: the script takes a lock holding this try's secret too
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 delay = min(delay * 2, 0.1)
                 continue
-            except asyncio.CancelledError:
-                await self._abandon(key, secret)
-                raise
+            except Exception as exc:
+                self._abandon(key, secret)
+                raise LockError(f"lock {key!r} (backend redis): {exc!r}") from exc
             if token:
-                lease = _RedisLease(self, key, token, secret)
+                lease = _RedisLease(self, key, token, secret, sent)
                 lease.renewer = loop.create_task(self._keep(lease), name=f"msuite-lock-renew-{key}")
+                lease.deadline = loop.call_at(lease.vouched_until, self._check_deadline, lease)
                 self._leases.add(lease)
                 return lease
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, 0.1)
 
-    async def _abandon(self, key: str, secret: str) -> None:
-        """Release ``key`` if it holds ``secret`` (a try that failed half-way), bounded, best effort."""
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(
-                asyncio.wait_for(self._release_script(keys=self._keys(key)[:1], args=[secret]), 1.0)
-            )
+    def _abandon(self, key: str, secret: str) -> asyncio.Task[None]:
+        """Release ``key`` if it holds ``secret`` (an attempt cut short, a released lease), in the
+        background: retried for up to a TTL, after which a lock it left has expired by itself."""
+        task = asyncio.get_running_loop().create_task(
+            self._undo(key, secret), name=f"msuite-lock-release-{key}"
+        )
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return task
+
+    async def _undo(self, key: str, secret: str) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.ttl
+        delay = 0.05
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._release_script(keys=self._keys(key)[:1], args=[secret]),
+                    max(0.05, give_up - loop.time()),
+                )
+                return
+            except Exception as exc:
+                if loop.time() + delay >= give_up:
+                    log.debug("could not release lock %r (it expires within the TTL): %r", key, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _keep(self, lease: _RedisLease) -> None:
-        """Renew every third of the TTL; lost once a TTL has passed since the last good renewal was sent."""
+        """Renew every third of the TTL (the lease's deadline timer tells the loss; release cancels this)."""
         loop = asyncio.get_running_loop()
         ttl_ms = max(1, int(self.ttl * 1000))
-        vouched_until = loop.time() + self.ttl  # the acquire itself was sent before now
-        while lease.held:
-            await asyncio.sleep(self.ttl / 3)
+        while lease in self._leases:
+            await asyncio.sleep(max(0.0, min(self.ttl / 3, lease.vouched_until - loop.time())))
             sent = loop.time()
+            if sent >= lease.vouched_until:
+                self._check_deadline(lease)
+                continue
             try:
                 still_ours = await asyncio.wait_for(
                     self._renew(keys=self._keys(lease.key)[:1], args=[lease.secret, ttl_ms]),
-                    max(0.05, vouched_until - sent),
+                    lease.vouched_until - sent,
                 )
             except Exception as exc:
-                if loop.time() < vouched_until - 0.05:
+                if loop.time() < lease.vouched_until:
                     log.warning("renewing lock %r failed, retrying: %r", lease.key, exc)
-                    continue
-                still_ours = 0
+                continue
             if not still_ours:
-                log.error("lock %r was lost (its lease could not be renewed in time)", lease.key)
-                lease.lost.set()
-                self._leases.discard(lease)
+                self._lose(lease, "the key no longer holds its secret")
                 return
-            vouched_until = sent + self.ttl
+            lease.vouched_until = max(lease.vouched_until, sent + self.ttl)
+
+    def _check_deadline(self, lease: _RedisLease) -> None:
+        """Run by a timer at the lease's deadline, so the loss is told the moment it is due,
+        whatever the renewer is waiting for: lost if no renewal moved the deadline on."""
+        lease.deadline = None
+        if lease not in self._leases:
+            return
+        if lease._loop.time() >= lease.vouched_until:
+            self._lose(lease, "its lease could not be renewed in time")
+        else:
+            lease.deadline = lease._loop.call_at(lease.vouched_until, self._check_deadline, lease)
+
+    def _lose(self, lease: _RedisLease, why: str) -> None:
+        log.error("lock %r was lost (%s)", lease.key, why)
+        self._leases.discard(lease)
+        lease.lost.set()
+        if lease.deadline is not None:
+            lease.deadline.cancel()
+            lease.deadline = None
+        if lease.renewer is not None and lease.renewer is not asyncio.current_task():
+            lease.renewer.cancel()
 
     async def _release(self, lease: Lease) -> None:
         assert isinstance(lease, _RedisLease)
         self._leases.discard(lease)
+        if lease.deadline is not None:
+            lease.deadline.cancel()
+            lease.deadline = None
         if lease.renewer is not None:
             lease.renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lease.renewer
         if not lease.lost.is_set():
-            await self._abandon(lease.key, lease.secret)
+            task = self._abandon(lease.key, lease.secret)
+            await asyncio.wait([task], timeout=self.release_timeout)
 
     async def close(self) -> None:
         """Release held leases and close the connection (bounded: a dead server can't hang it)."""
-        for lease in list(self._leases):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(lease.release(), 2.0)
+        if self._leases:
+            await asyncio.gather(*(lease.release() for lease in list(self._leases)), return_exceptions=True)
+        for task in list(self._cleanups):
+            task.cancel()
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.aclose(), 2.0)
 

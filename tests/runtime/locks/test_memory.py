@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from msuite.runtime.locks import LockTimeout, MemoryLocker
+from msuite.runtime.locks import LockError, LockTimeout, MemoryLocker
 
 
 async def test_waiters_are_served_in_order() -> None:
@@ -47,7 +47,11 @@ async def test_a_cancelled_or_timed_out_waiter_does_not_block_the_queue() -> Non
 async def test_close_marks_held_leases_lost() -> None:
     locker = MemoryLocker()
     lease = await locker.try_lock("k", timeout=1)
+    waiting = asyncio.ensure_future(locker.try_lock("k", timeout=5))
+    await asyncio.sleep(0)
     await locker.close()
     assert lease.lost.is_set() and not lease.held
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(LockError, match=r"lock 'k' \(backend memory\): the locker was closed while waiting"):
+        await waiting
+    with pytest.raises(LockError, match=r"lock 'k' \(backend memory\): the locker is closed"):
         await locker.try_lock("k", timeout=1)
