@@ -140,6 +140,12 @@ def _build_server(context: BuildContext) -> GrpcServer:
     )
     server.hooks.extend(call_hooks(context))
     context.require("clients", GrpcClients).serve_locally(manifest.services, lambda: server.local_target)
+    if manifest.p2p is not None:  # the node is unhealthy while its p2p host or a p2p service is down
+        from msuite.runtime.p2p.host import P2PHost
+
+        p2p = context.use("p2p", P2PHost)
+        if p2p is not None:
+            p2p.on_health(lambda problem: server.set_problem("p2p", problem))
     return server
 
 

@@ -8,7 +8,9 @@
   would otherwise unlink it and steal the path); a stale socket file is replaced.
 - The standard health service (``grpc.health.v1.Health``) and server
   reflection are on unless the manifest turns them off. Health reports
-  SERVING once started and NOT_SERVING from the moment the node drains.
+  SERVING once started and NOT_SERVING from the moment the node drains, and
+  while a part of the node it depends on is down (:meth:`GrpcServer.set_problem`:
+  the p2p host or one of its services).
 - Servicer methods must be ``async def``; a method the ``impl`` does not
   define answers UNIMPLEMENTED and is named in a startup warning.
 """
@@ -148,6 +150,7 @@ class GrpcServer:
         """Full names of the methods the ``impl`` classes leave out (they answer UNIMPLEMENTED)."""
         self._health: Any = None
         self._started_impls: list[str] = []
+        self._problems: dict[str, str] = {}
 
     @property
     def hooks(self) -> HookList[CallHook]:
@@ -231,7 +234,28 @@ class GrpcServer:
             from grpc_health.v1 import health_pb2
 
             for service in ["", *(b.name for b in self.bindings)]:
-                await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+                await self._health.set(service, self._serving(health_pb2))
+
+    def _serving(self, health_pb2: Any) -> Any:
+        response = health_pb2.HealthCheckResponse
+        return response.NOT_SERVING if self._problems else response.SERVING
+
+    async def set_problem(self, source: str, problem: str | None) -> None:
+        """``source`` (a part of the node, such as ``p2p``) is down because of ``problem``, or up
+        again (None): health answers NOT_SERVING while any part is down (``/status`` says why)."""
+        problems = {k: v for k, v in self._problems.items() if k != source}
+        if problem is not None:
+            problems[source] = problem
+        self._problems = problems
+        if problem is not None:
+            log.error("gRPC health: NOT_SERVING: %s", problem)
+        if self._health is not None and self.state == "serving":
+            from grpc_health.v1 import health_pb2
+
+            for service in ["", *(b.name for b in self.bindings)]:
+                await self._health.set(service, self._serving(health_pb2))
+            if not problems:
+                log.warning("gRPC health: SERVING again")
 
     def _unix_target(self) -> str | None:
         """The Unix listener's target, checked before anything binds (None without one)."""
@@ -327,5 +351,6 @@ class GrpcServer:
             "listeners": [listener.as_dict() for listener in self.listeners],
             "unimplemented": self.unimplemented,
             "health": self.settings.health,
+            "health_problems": dict(self._problems),
             "reflection": self.settings.reflection,
         }

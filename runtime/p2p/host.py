@@ -27,6 +27,14 @@ time (py-libp2p closes them one by one, ~200 ms each), the host is closed
 while its network service still runs (closing it after leaks sockets), and
 the trio thread is joined, all within the shutdown grace.
 
+Failures: an inbound stream whose handler raises (a peer's garbage) is reset
+and counted (``stream_errors`` in ``/status``), never the end of the host. A
+service that fails after it started is restarted with backoff (0.5 s doubling
+to 30 s), except pubsub, which cannot be restarted in place; while a service
+is down, and for good if pubsub or the host itself fails, the node is
+unhealthy: :meth:`P2PHost.health` says why, ``/status`` shows it
+(``health``, ``failed_services``) and gRPC health answers NOT_SERVING.
+
 Peer data the asyncio side reads (``peers()``, ``addrs``, ``/status``) is a
 snapshot the trio thread replaces as a whole on every change, so reading it
 needs no lock.
@@ -46,12 +54,14 @@ import multiaddr
 import trio
 from libp2p.abc import INotifee
 
+import msuite
 from msuite.runtime.components import FrozenError
 from msuite.runtime.errors import NodeError, where
 from msuite.runtime.ports import bind_error
 
 from . import compat
 from .bridge import Bridge
+from .faults import StreamFaults
 from .grpc_tunnel import PROTOCOL as GRPC_PROTOCOL
 from .grpc_tunnel import TunnelDialer, TunnelServer
 from .mesher import Mesher
@@ -67,7 +77,7 @@ if TYPE_CHECKING:
 
     from .dht import Dht
 
-__all__ = ["BOOTSTRAP_INTERVAL", "P2PHost", "PeerInfo"]
+__all__ = ["AGENT_VERSION", "BOOTSTRAP_INTERVAL", "P2PHost", "PeerInfo"]
 
 log = logging.getLogger("msuite.p2p")
 
@@ -76,6 +86,18 @@ BOOTSTRAP_INTERVAL = 15.0
 
 DIAL_TIMEOUT = 10.0
 """Seconds one dial may take."""
+
+AGENT_VERSION = f"msuite/{msuite.__version__}"
+"""What the node tells peers it is (identify's agent version)."""
+
+RESTART_FIRST = 0.5
+"""Seconds before a failed service's first restart; doubled after each failure..."""
+
+RESTART_MAX = 30.0
+"""...up to this."""
+
+HEALTHY_RUN = 60.0
+"""A service that ran this long before it failed restarts after RESTART_FIRST again."""
 
 
 class PeerInfo(dict[str, Any]):
@@ -104,8 +126,12 @@ def key_pair(key_type: int, secret: bytes) -> Any:
     raise ValueError(f"unsupported key type {key_type}")
 
 
-def build_host(keys: Any) -> IHost:
-    """A py-libp2p host: TCP, Noise, yamux, one connection per peer, nothing discovered on its own."""
+def build_host(keys: Any, on_fault: Callable[[str, str, BaseException], None] | None = None) -> IHost:
+    """A py-libp2p host: TCP, Noise, yamux, one connection per peer, nothing discovered on its own.
+
+    msuite's adjustments apply to it (see :mod:`.compat`): its streams grant credit in batches
+    and write whole, an inbound stream whose handler raises is reset and reported to
+    ``on_fault(peer, protocol, error)`` (logged when None), identify answers ``msuite/<version>``."""
     from libp2p import new_host
     from libp2p.crypto.x25519 import create_new_key_pair as x25519
     from libp2p.custom_types import TProtocol
@@ -129,7 +155,9 @@ def build_host(keys: Any) -> IHost:
         bootstrap=None,
         disable_identify_address_discovery=True,
     )
-    compat.batch_yamux_credit(host)  # msuite's streams grant credit in batches; no one else's change
+    compat.adjust_streams(host)  # msuite's streams only: credit in batches, whole writes
+    compat.guard_stream_handlers(host, on_fault or StreamFaults().record)
+    compat.set_agent_version(host, AGENT_VERSION)
     return host
 
 
@@ -165,7 +193,14 @@ class P2PHost:
         self._services: list[P2PService] = []
         self._frozen = False
         self.failed: dict[str, str] = {}
-        """Services that failed after they started, with why (replaced as a whole)."""
+        """What is down now, with why: services that failed and are not running again yet, and
+        ``"host"`` once the host itself failed (replaced as a whole)."""
+        self.restarts: dict[str, dict[str, Any]] = {}
+        """Per service that failed: ``{"count": restarts, "last_error": why}`` (replaced as a whole)."""
+        self.faults = StreamFaults()
+        """Inbound streams reset because of what a peer sent (``stream_errors`` in ``/status``)."""
+        self._on_health: list[Callable[[str | None], Awaitable[None] | None]] = []
+        self._nursery: trio.Nursery | None = None
         self.mesher = Mesher(self._announced)
         limits = self.settings.protocols
         self.protocols = Protocols(
@@ -174,7 +209,7 @@ class P2PHost:
             inbound_limit=limits.inbound_limit,
         )
         """Request/response protocols (``node.protocols``)."""
-        self.pubsub = PubSub()
+        self.pubsub = PubSub(on_fault=self.faults.record, down=self.health)
         """Topics shared with every peer (GossipSub): ``publish``, ``subscribe``."""
         self.dialer = TunnelDialer(manifest.name)
         for service in (self.mesher, self.protocols, self.pubsub, self.dialer):
@@ -206,6 +241,33 @@ class P2PHost:
     def on_peer(self, callback: Callable[[str, bool], Awaitable[None] | None]) -> None:
         """Call ``callback(peer_id, connected)`` (on the asyncio loop) when a peer comes or goes."""
         self._on_peer.append(callback)
+
+    def health(self) -> str | None:
+        """None while the host and every service run; otherwise why not (the node is unhealthy)."""
+        failed = self.failed
+        if not failed:
+            return None
+        if "host" in failed:
+            return f"the p2p host failed: {failed['host']}"
+        return "; ".join(
+            f"p2p service {name} failed: {why}" + (" (restarting)" if self._restartable(name) else "")
+            for name, why in failed.items()
+        )
+
+    def _restartable(self, name: str) -> bool:
+        return bool(getattr(self.service(name), "restartable", True))
+
+    def on_health(self, callback: Callable[[str | None], Awaitable[None] | None]) -> None:
+        """Call ``callback(health())`` (on the asyncio loop) whenever :meth:`health` changes."""
+        self._on_health.append(callback)
+
+    def _set_failed(self, failed: dict[str, str]) -> None:  # any thread
+        before = self.health()
+        self.failed = failed
+        now = self.health()
+        if now != before:
+            for callback in self._on_health:
+                self.bridge.call_soon_in_asyncio(_start_call, callback, now)
 
     async def connect(self, address: str, timeout: float = DIAL_TIMEOUT) -> str:
         """Dial ``address`` (a multiaddr ending in ``/p2p/<peer ID>``); return the peer ID."""
@@ -399,7 +461,10 @@ class P2PHost:
             "pubsub": self.pubsub.status(),
             "mdns": mdns.status() if mdns is not None else None,
             "dht": dht.status() if dht is not None else None,
+            "health": self.health(),
             "failed_services": dict(self.failed),
+            "service_restarts": dict(self.restarts),
+            "stream_errors": self.faults.status(),
             "libp2p": compat.status(),
         }
 
@@ -410,8 +475,39 @@ class P2PHost:
     # ------------------------------------------------------------------ trio side
 
     async def _serve(self, keys: Any, *, task_status: Any) -> None:
+        started = False
+
+        class Started:
+            @staticmethod
+            def started(value: Any = None) -> None:
+                nonlocal started
+                started = True
+                task_status.started(value)
+
+        try:
+            await self._run_host(keys, Started())
+        except Exception as exc:
+            if not started:
+                raise
+            self._host_failed(exc)
+
+    def _host_failed(self, exc: BaseException) -> None:
+        """The host ended on its own after it started: nothing of p2p runs; the node is unhealthy."""
+        reason = _describe(exc)
+        log.error(
+            "the p2p host failed: %s; nothing of p2p runs any more and the node is unhealthy "
+            "(gRPC health NOT_SERVING) until it is restarted",
+            reason,
+            exc_info=exc,
+        )
+        self.state = "failed"
+        self._host = None
+        self._peers = {}
+        self._set_failed({**self.failed, "host": reason})
+
+    async def _run_host(self, keys: Any, task_status: Any) -> None:
         settings = self.settings
-        host = build_host(keys)
+        host = build_host(keys, self.faults.record)
         self._stop, self._stopped = trio.Event(), trio.Event()
         listen = listen_multiaddr(settings.host, settings.port)
         try:
@@ -430,6 +526,7 @@ class P2PHost:
                     self.addrs = [str(addr) for addr in host.get_addrs()]
                     host.get_network().register_notifee(_Notifee(self))
                     async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
                         for service in self._services:  # in order: each may rely on those before it
                             await nursery.start(self._run_service, service, host)
                         nursery.start_soon(self._keep_bootstrap, host)
@@ -437,33 +534,74 @@ class P2PHost:
                         await self._stop.wait()
                         nursery.cancel_scope.cancel()
                 finally:
+                    self._nursery = None
                     await _close(host)
         finally:
             self._stopped.set()
 
     async def _run_service(self, service: P2PService, host: IHost, *, task_status: Any) -> None:
-        """Run ``service``; a failure before it started fails the host's start, a failure after
-        is logged and shown in ``/status`` (``failed``) while the host and the other services go on."""
-        started = False
+        """Run ``service``, and run it again with backoff each time it fails after it started.
 
-        class Started:
-            @staticmethod
-            def started(value: Any = None) -> None:
-                nonlocal started
-                started = True
-                task_status.started(value)
+        A failure before its first ``started()`` fails the host's start. After that, a failure
+        (or a ``run`` that returns on its own) is logged, listed in ``failed`` (the node is
+        unhealthy) until the service has started again, and counted in ``restarts``. A service
+        whose ``restartable`` is False (pubsub) stays failed: the node is unhealthy for good."""
+        first = True
+        delay = RESTART_FIRST
+        while True:
+            began = trio.current_time()
+            up = False
 
-        try:
-            await service.run(host, self.bridge, task_status=Started())
-        except Exception as exc:
-            if not started:
-                raise
-            reason = f"{type(exc).__name__}: {exc}"
+            class Started:
+                @staticmethod
+                def started(value: Any = None) -> None:
+                    nonlocal up, first
+                    up = True
+                    if first:
+                        first = False
+                        task_status.started(value)
+                    elif service.name in self.failed:
+                        log.warning("p2p service %s runs again", service.name)
+                        self._set_failed({k: v for k, v in self.failed.items() if k != service.name})
+
+            try:
+                await service.run(host, self.bridge, task_status=Started())
+            except Exception as exc:
+                if first:
+                    raise
+                error: BaseException | None = exc
+                reason = _describe(exc)
+            else:
+                if first:  # returned without ever starting: as if it had failed to start
+                    raise RuntimeError(f"p2p service {service.name} returned before it started")
+                error, reason = None, "its run returned on its own"
+            if not getattr(service, "restartable", True):
+                log.error(
+                    "p2p service %s failed: %s; it cannot be restarted in place, so the node is "
+                    "unhealthy (gRPC health NOT_SERVING) until it is restarted",
+                    service.name,
+                    reason,
+                    exc_info=error,
+                )
+                self._set_failed({**self.failed, service.name: reason})
+                return
+            if up and trio.current_time() - began >= HEALTHY_RUN:
+                delay = RESTART_FIRST
+            count = self.restarts.get(service.name, {}).get("count", 0) + 1
+            self.restarts = {**self.restarts, service.name: {"count": count, "last_error": reason}}
             log.error(
-                "p2p service %s failed: %s; the host and the other services go on", service.name, reason
+                "p2p service %s failed: %s; restarting it in %.1f s (restart %d), the node is "
+                "unhealthy until it runs again",
+                service.name,
+                reason,
+                delay,
+                count,
             )
-            log.debug("p2p service %s failure", service.name, exc_info=exc)
-            self.failed = {**self.failed, service.name: reason}
+            if error is not None:
+                log.debug("p2p service %s failure", service.name, exc_info=error)
+            self._set_failed({**self.failed, service.name: reason})
+            await trio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX)
 
     async def _dial(self, info: Any, timeout: float) -> None:
         host = self._running_host()
@@ -543,6 +681,33 @@ async def _call(
     result = callback(peer_id, connected)
     if result is not None:
         await result
+
+
+def _start_call(callback: Callable[[str | None], Awaitable[None] | None], health: str | None) -> None:
+    """On the asyncio loop: call ``callback(health)``, running what it returns as a task."""
+    import inspect
+
+    try:
+        result = callback(health)
+    except Exception:
+        log.exception("a p2p health callback failed")
+        return
+    if inspect.isawaitable(result):
+        task = asyncio.ensure_future(result)
+        task.add_done_callback(_log_health_failure)
+
+
+def _log_health_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a p2p health callback failed", exc_info=task.exception())
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: first line`` of ``exc``, looking into exception groups of one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:

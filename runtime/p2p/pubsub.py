@@ -27,7 +27,17 @@ so msuite sets:
 
 py-libp2p takes neither size as an argument: :func:`.compat.sized_pubsub`
 sets both on this node's Pubsub only, never on other py-libp2p users in the
-process.
+process. It also makes a frame that does not parse reset that peer's stream
+only (reported to ``on_fault``: the host counts and logs it), and numbers
+messages from ``time.time_ns()``, so a restarted node's messages are never
+taken for ones its peers saw before the restart.
+
+If the service fails, the host does not restart it: py-libp2p 0.8's peers
+keep their stream and their view of this node's subscriptions until they next
+write, so a GossipSub started again on the same host would be half-connected.
+The old one's streams are reset and its protocols refused, the node turns
+unhealthy (gRPC health NOT_SERVING, ``/status`` says why) and ``publish`` and
+``subscribe`` raise, saying why: the node is meant to be restarted.
 
 Handlers are coroutine functions run on the asyncio loop, one message at a
 time per subscription, in the order they arrived. Each subscription has a
@@ -124,8 +134,18 @@ class PubSub:
     """``node.p2p.pubsub``: topics shared with every peer speaking GossipSub (a p2p service)."""
 
     name = "pubsub"
+    restartable = False
+    """Not restarted in place by the host (see the module): a failure makes the node unhealthy."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        on_fault: Callable[[str, str, BaseException], None] | None = None,
+        down: Callable[[], str | None] | None = None,
+    ) -> None:
+        """``on_fault(peer, protocol, error)`` is told of each stream reset for a bad frame (in the
+        trio thread); ``down()`` says why pubsub does not run, for the errors that says so."""
+        self._on_fault = on_fault
+        self._down = down
         self._host: IHost | None = None
         self._bridge: Bridge | None = None
         self._pubsub: Any = None
@@ -208,7 +228,10 @@ class PubSub:
 
     def _require(self) -> Bridge:
         if self._bridge is None or self._pubsub is None:
-            raise RuntimeError("pubsub runs once the p2p host runs")
+            why = self._down() if self._down is not None else None
+            raise RuntimeError(
+                f"pubsub is not running: {why}" if why else "pubsub runs once the p2p host runs"
+            )
         return self._bridge
 
     def status(self) -> dict[str, Any]:
@@ -245,6 +268,7 @@ class PubSub:
             router,
             subscription_channel=CHANNEL_SIZE,
             outbound_queue=OUTBOUND_QUEUE,
+            on_fault=self._on_fault,
             strict_signing=True,
         )
         self._host, self._bridge, self._router = host, bridge, router
@@ -257,17 +281,29 @@ class PubSub:
                     self._pubsub = pubsub
                     task_status.started()
                     await trio.sleep_forever()
+        except Exception:
+            close = getattr(pubsub, "close", None)
+            if close is not None:  # peers stop writing into it
+                await close()
+            raise
         finally:
             self._pubsub = None
+            self._nursery = None
+            self._readers = {}
             pubsub.seen_messages.stop()  # a plain thread py-libp2p's service never stops
 
     async def _join(self, topic: str) -> None:
         assert self._nursery is not None
         if topic in self._readers:
             return
-        subscription = await self._pubsub.subscribe(topic)
         scope = trio.CancelScope()
-        self._readers[topic] = scope
+        self._readers[topic] = scope  # before the await: a second join of the topic returns at once
+        try:
+            subscription = await self._pubsub.subscribe(topic)
+        except BaseException:
+            if self._readers.get(topic) is scope:
+                del self._readers[topic]
+            raise
         self._nursery.start_soon(self._read, topic, subscription, scope)
 
     async def _leave(self, topic: str) -> None:

@@ -23,8 +23,13 @@ Rules:
   service has them, are called synchronously in the trio thread as peers come
   and go (base58 peer IDs); they must not block.
 - A ``run`` that raises before ``started()`` fails the host's start; one
-  that raises after is logged and listed in the host's ``failed`` (and
-  ``/status``), and the host and the other services go on.
+  that raises (or returns) after is logged and listed in the host's
+  ``failed`` (and ``/status``: the node is unhealthy, gRPC health
+  NOT_SERVING), and the host and the other services go on. The host runs it
+  again after 0.5 s, then 1, 2, ... up to 30 s between tries (back to 0.5 s
+  after a run of a minute or more); once it has started again it leaves
+  ``failed``. A service that cannot be run again on the same host sets
+  ``restartable = False``: it stays failed and the node stays unhealthy.
 - ``status()`` is read from the asyncio side for ``/status``: return a
   snapshot built from values replaced as a whole, never iterate state the
   trio thread mutates.

@@ -1,0 +1,292 @@
+"""msuite's Pubsub: py-libp2p's, with its sizes, its stream handler and its sequence numbers adjusted.
+
+All on msuite's own instance (:func:`sized_pubsub` builds it), never on
+py-libp2p's module globals or class:
+
+- **sizes** (``pubsub_subscription_channel``, ``pubsub_outbound_queue``): py-libp2p
+  0.8 takes neither as an argument: the subscription channel is
+  ``trio.open_memory_channel(SUBSCRIPTION_CHANNEL_SIZE)`` and the outbound queue
+  ``RpcQueue()``, both module globals. The subscription channel: msuite opens
+  its own before py-libp2p opens its 32-message one, delivers into it
+  (``notify_subscriptions``, the one place py-libp2p delivers) and hands it to
+  the subscription py-libp2p returns, so messages arriving while the subscribe
+  is announced land in the large one. The outbound queue: ``peer_queues`` is a
+  dict that sizes each queue as py-libp2p stores it, before anything is pushed.
+- **bad frames** (``pubsub_bad_frames``): py-libp2p 0.8.1's stream handler
+  catches a malformed length prefix but not a frame that is not a protobuf
+  RPC (``DecodeError``), nor anything else its read loop raises; that escaped
+  into the connection's nursery and took the whole host down (any peer could
+  do it with 13 bytes). msuite's handler resets that stream, drops the peer's
+  pubsub state as py-libp2p does for a malformed prefix (it re-opens its own
+  stream to the peer while the peer stays connected), and reports the fault
+  (``on_fault``: counted and logged by the host). Nothing else is affected.
+- **sequence numbers** (``pubsub_seqno``): py-libp2p 0.8.1 seeds the message
+  counter with ``int(time.time())``, so a node restarted after publishing more
+  messages than seconds passed reused message IDs its peers had seen, and their
+  seen-cache (120 s) dropped its new messages. msuite seeds it with
+  ``time.time_ns()``, as go-libp2p does.
+
+:meth:`MsuitePubsub.close` lets a restarted pubsub service take over from a
+failed one on the same host (see ``P2PHost``'s supervision).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from libp2p.abc import IHost, INetStream, IPubsubRouter, ISubscriptionAPI
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
+from libp2p.pubsub.subscription import TrioSubscriptionAPI
+
+from .gate import active, missing_attributes, register
+
+__all__ = ["FaultHandler", "MsuitePubsub", "SizedPubsub", "sized_pubsub"]
+
+log = logging.getLogger("msuite.p2p")
+_libp2p_pubsub_log = logging.getLogger("libp2p.pubsub.pubsub")
+
+FaultHandler = Callable[[str, str, BaseException], None]
+"""``on_fault(peer_id, protocol, exception)``: a peer's stream was reset because of ``exception``."""
+
+
+def _missing_pubsub_channel() -> list[str]:
+    names = ("subscribe", "unsubscribe", "notify_subscriptions", "topic_ids")
+    lacking = missing_attributes(Pubsub, (*names, "subscribed_topics_send", "subscribed_topics_receive"))
+    return lacking + missing_attributes(TrioSubscriptionAPI, ("receive_channel",))
+
+
+def _missing_pubsub_queue() -> list[str]:
+    lacking = missing_attributes(Pubsub, ("peer_queues",))
+    if not hasattr(getattr(RpcQueue(), "_queue", None), "max_size"):
+        lacking.append("RpcQueue._queue.max_size")
+    return lacking
+
+
+def _missing_bad_frames() -> list[str]:
+    return missing_attributes(Pubsub, ("stream_handler", "continuously_read_stream", "_handle_dead_peer"))
+
+
+def _missing_seqno() -> list[str]:
+    return missing_attributes(Pubsub, ("counter", "_next_seqno"))
+
+
+def sized_pubsub(
+    host: IHost,
+    router: IPubsubRouter,
+    *,
+    subscription_channel: int,
+    outbound_queue: int,
+    on_fault: FaultHandler | None = None,
+    **kwargs: Any,
+) -> Pubsub:
+    """py-libp2p's ``Pubsub(host, router, **kwargs)`` with msuite's adjustments (those active):
+    subscriptions hold ``subscription_channel`` messages and per-peer outbound queues hold
+    ``outbound_queue`` RPCs (py-libp2p: 32 each), a bad frame resets its stream only (and calls
+    ``on_fault``), sequence numbers start at ``time.time_ns()``.
+
+    Only this instance is changed; with no adjustment active it is py-libp2p's plain Pubsub."""
+    channel = subscription_channel if active("pubsub_subscription_channel") else None
+    queue = outbound_queue if active("pubsub_outbound_queue") else None
+    guard, seqno = active("pubsub_bad_frames"), active("pubsub_seqno")
+    if channel is None and queue is None and not guard and not seqno:
+        return Pubsub(host, router, **kwargs)
+    return MsuitePubsub(
+        host,
+        router,
+        subscription_channel=channel,
+        outbound_queue=queue,
+        guard=guard,
+        seqno_from_ns=seqno,
+        on_fault=on_fault,
+        **kwargs,
+    )
+
+
+class _SizedQueues(dict[ID, RpcQueue]):
+    """``Pubsub.peer_queues`` whose queues hold ``size`` RPCs: sized as py-libp2p stores them."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, peer: ID, queue: RpcQueue) -> None:
+        queue._queue.max_size = self.size  # nothing pushed yet: py-libp2p stores a queue first
+        super().__setitem__(peer, queue)
+
+
+class MsuitePubsub(Pubsub):
+    """py-libp2p's Pubsub with msuite's adjustments, each on or off (see the module).
+    Build it with :func:`sized_pubsub`."""
+
+    def __init__(
+        self,
+        host: IHost,
+        router: IPubsubRouter,
+        *,
+        subscription_channel: int | None,
+        outbound_queue: int | None,
+        guard: bool = False,
+        seqno_from_ns: bool = False,
+        on_fault: FaultHandler | None = None,
+        **kwargs: Any,
+    ) -> None:
+        network: Any = host.get_network()
+        before = list(getattr(network, "notifees", ()))
+        super().__init__(host, router, **kwargs)
+        self._notifees = [n for n in getattr(network, "notifees", ()) if all(n is not b for b in before)]
+        """The notifees py-libp2p registered for this instance (unregistered by :meth:`close`)."""
+        self.subscription_channel = subscription_channel
+        self._sized_channels: dict[str, trio.MemorySendChannel[rpc_pb2.Message]] = {}
+        if outbound_queue is not None:
+            self.peer_queues = _SizedQueues(outbound_queue)
+        self.guard = guard
+        self.on_fault = on_fault
+        self._inbound: set[INetStream] = set()
+        if seqno_from_ns:
+            self.counter = time.time_ns()
+
+    # ------------------------------------------------------------------ bad frames
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        """py-libp2p's handler (``stream_handler`` in 0.8.1), which let all but a few errors escape
+        into the connection's nursery: here a stream that ends or breaks is dropped as py-libp2p
+        does, and anything else it raises (``DecodeError``, a malformed length prefix, a router
+        error on that peer's RPC) is a fault of that peer: counted, its stream reset."""
+        if not self.guard:
+            await super().stream_handler(stream)
+            return
+        from libp2p.io.exceptions import IncompleteReadError
+        from libp2p.network.stream.exceptions import StreamError
+
+        peer = stream.muxed_conn.peer_id
+        self._inbound.add(stream)
+        try:
+            await self.continuously_read_stream(stream)
+        except (StreamError, IncompleteReadError) as exc:  # the stream ended or broke: no fault
+            log.debug("pubsub: the stream of %s ended: %r", peer, exc)
+            await _reset(stream)
+            self._drop_peer(peer)
+        except Exception as exc:
+            await _reset(stream)
+            if not self.manager.is_running:  # this pubsub is stopping: not the peer's fault
+                log.debug("pubsub: a stream of %s ended as pubsub stopped: %r", peer, exc)
+                return
+            if self.on_fault is not None:
+                self.on_fault(str(peer), str(stream.get_protocol() or ""), exc)
+            self._drop_peer(peer)
+        finally:
+            self._inbound.discard(stream)
+
+    def _drop_peer(self, peer: ID) -> None:
+        """Forget ``peer``'s pubsub state as py-libp2p does when its stream fails (its outbound
+        stream is opened again while the peer stays connected)."""
+        try:
+            self._handle_dead_peer(peer)
+        except Exception:
+            log.debug("pubsub: dropping the state of %s failed", peer, exc_info=True)
+
+    async def close(self) -> None:
+        """Let another Pubsub take over this host: refuse new pubsub streams, stop hearing of peers,
+        reset every pubsub stream (peers notice, and retry new ones until the next Pubsub's handler
+        takes them). Bounded; never raises."""
+        for protocol in self.protocols:  # until the next Pubsub sets its own, a peer's new stream is
+            self.host.remove_stream_handler(protocol)  # refused, and the peer keeps retrying
+        network: Any = self.host.get_network()
+        for notifee in self._notifees:
+            with contextlib.suppress(ValueError):
+                network.notifees.remove(notifee)
+        self._notifees = []
+        streams = [*self._inbound, *dict(self.peers).values()]
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            for stream in streams:
+                await _reset(stream)
+
+    # ------------------------------------------------------------------ sizes
+
+    async def subscribe(self, topic_id: str) -> ISubscriptionAPI:
+        if self.subscription_channel is None or topic_id in self.topic_ids:
+            return await super().subscribe(topic_id)
+        send, receive = trio.open_memory_channel[rpc_pb2.Message](self.subscription_channel)
+        self._sized_channels[topic_id] = send  # delivered into from now on (notify_subscriptions)
+        try:
+            subscription = await super().subscribe(topic_id)
+        except BaseException:
+            self._drop_channel(topic_id, send)
+            raise
+        if isinstance(subscription, TrioSubscriptionAPI):
+            subscription.receive_channel = receive
+        else:  # not the subscription this was written for: py-libp2p's channel stays
+            self._drop_channel(topic_id, send)
+        return subscription
+
+    def _drop_channel(self, topic_id: str, send: trio.MemorySendChannel[rpc_pb2.Message]) -> None:
+        if self._sized_channels.get(topic_id) is send:
+            del self._sized_channels[topic_id]
+        send.close()
+
+    async def unsubscribe(self, topic_id: str) -> None:
+        channel = self._sized_channels.pop(topic_id, None)
+        if channel is not None:
+            channel.close()
+        await super().unsubscribe(topic_id)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        if not self._sized_channels:
+            super().notify_subscriptions(publish_message)
+            return
+        # py-libp2p's own, delivering into the sized channel where there is one
+        for topic in publish_message.topicIDs:
+            if topic not in self.topic_ids:
+                continue
+            channel = self._sized_channels.get(topic)
+            if channel is None:
+                channel = self.subscribed_topics_send[topic]
+            try:
+                channel.send_nowait(publish_message)
+            except trio.WouldBlock:
+                _libp2p_pubsub_log.warning("fail to deliver message to subscription for topic %s", topic)
+
+
+SizedPubsub = MsuitePubsub
+"""The name :class:`MsuitePubsub` had when it only sized."""
+
+
+async def _reset(stream: INetStream) -> None:
+    """Reset ``stream``, bounded, ignoring a stream that is gone already."""
+    with trio.move_on_after(2):
+        try:
+            await stream.reset()
+        except Exception:
+            log.debug("pubsub: resetting a stream failed", exc_info=True)
+
+
+register(
+    "pubsub_subscription_channel",
+    _missing_pubsub_channel,
+    "a subscription holds py-libp2p's 32 messages and drops the rest",
+)
+register(
+    "pubsub_outbound_queue",
+    _missing_pubsub_queue,
+    "a peer's outbound queue holds py-libp2p's 32 RPCs and drops the rest",
+)
+register(
+    "pubsub_bad_frames",
+    _missing_bad_frames,
+    "one malformed pubsub frame from any peer takes the whole p2p host down",
+    verified=("0.8.1",),
+)
+register(
+    "pubsub_seqno",
+    _missing_seqno,
+    "a node restarted after a burst reuses message IDs, and its peers drop its new messages for up to 120 s",
+    verified=("0.8.1",),
+)
