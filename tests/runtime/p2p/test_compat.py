@@ -15,9 +15,7 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as x25519
 from libp2p.custom_types import TProtocol
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.peerinfo import PeerInfo
@@ -26,16 +24,13 @@ from libp2p.pubsub import rpc_queue
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
-from libp2p.security.noise.transport import Transport as Noise
 from libp2p.stream_muxer.yamux import yamux
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
-from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
-from libp2p.transport.tcp.tcp import TCP
 
 from msuite.runtime.p2p import compat
 from msuite.runtime.p2p.host import build_host, listen_multiaddr
+from tests.runtime.p2p.raw_peer import plain_host  # another py-libp2p user's host: nothing of msuite's
 
 PROTOCOL = TProtocol("/msuite/test/compat/1.0.0")
 LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
@@ -71,22 +66,6 @@ def msuite_host() -> Any:
     host = build_host(create_new_key_pair())
     compat.batch_yamux_credit(host)  # what build_host does (a second call changes nothing)
     return host
-
-
-def plain_host() -> Any:
-    """Another py-libp2p user's host in the same process: the same stack, nothing of msuite's."""
-    keys = create_new_key_pair()
-    return new_host(
-        key_pair=keys,
-        sec_opt={TProtocol(NOISE): Noise(keys, noise_privkey=x25519().private_key)},
-        muxer_opt={TProtocol(YAMUX): Yamux},
-        transports=[TCP()],
-        enable_mDNS=False,
-        enable_upnp=False,
-        enable_autotls=False,
-        enable_quic=False,
-        bootstrap=None,
-    )
 
 
 @asynccontextmanager
