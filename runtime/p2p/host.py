@@ -48,6 +48,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import multiaddr
@@ -60,7 +61,7 @@ from msuite.runtime.errors import NodeError, where
 from msuite.runtime.ports import bind_error
 
 from . import compat
-from .bridge import Bridge
+from .bridge import Bridge, BridgeClosed
 from .faults import StreamFaults
 from .grpc_tunnel import PROTOCOL as GRPC_PROTOCOL
 from .grpc_tunnel import TunnelDialer, TunnelServer
@@ -267,7 +268,8 @@ class P2PHost:
         now = self.health()
         if now != before:
             for callback in self._on_health:
-                self.bridge.call_soon_in_asyncio(_start_call, callback, now)
+                with contextlib.suppress(BridgeClosed):  # the node is gone: nobody left to tell
+                    self.bridge.to_asyncio_soon(_call, callback, now)
 
     async def connect(self, address: str, timeout: float = DIAL_TIMEOUT) -> str:
         """Dial ``address`` (a multiaddr ending in ``/p2p/<peer ID>``); return the peer ID."""
@@ -475,19 +477,11 @@ class P2PHost:
     # ------------------------------------------------------------------ trio side
 
     async def _serve(self, keys: Any, *, task_status: Any) -> None:
-        started = False
-
-        class Started:
-            @staticmethod
-            def started(value: Any = None) -> None:
-                nonlocal started
-                started = True
-                task_status.started(value)
-
+        start = _Start(task_status.started)
         try:
-            await self._run_host(keys, Started())
+            await self._run_host(keys, start)
         except Exception as exc:
-            if not started:
+            if not start.up:
                 raise
             self._host_failed(exc)
 
@@ -546,35 +540,23 @@ class P2PHost:
         (or a ``run`` that returns on its own) is logged, listed in ``failed`` (the node is
         unhealthy) until the service has started again, and counted in ``restarts``. A service
         whose ``restartable`` is False (pubsub) stays failed: the node is unhealthy for good."""
-        first = True
+        ever_up = False
         delay = RESTART_FIRST
         while True:
             began = trio.current_time()
-            up = False
-
-            class Started:
-                @staticmethod
-                def started(value: Any = None) -> None:
-                    nonlocal up, first
-                    up = True
-                    if first:
-                        first = False
-                        task_status.started(value)
-                    elif service.name in self.failed:
-                        log.warning("p2p service %s runs again", service.name)
-                        self._set_failed({k: v for k, v in self.failed.items() if k != service.name})
-
+            start = _Start(task_status.started if not ever_up else partial(self._running_again, service.name))
             try:
-                await service.run(host, self.bridge, task_status=Started())
+                await service.run(host, self.bridge, task_status=start)
             except Exception as exc:
-                if first:
+                if not (ever_up or start.up):
                     raise
                 error: BaseException | None = exc
                 reason = _describe(exc)
             else:
-                if first:  # returned without ever starting: as if it had failed to start
+                if not (ever_up or start.up):  # returned without ever starting: a failed start
                     raise RuntimeError(f"p2p service {service.name} returned before it started")
                 error, reason = None, "its run returned on its own"
+            ever_up = True
             if not getattr(service, "restartable", True):
                 log.error(
                     "p2p service %s failed: %s; it cannot be restarted in place, so the node is "
@@ -585,7 +567,7 @@ class P2PHost:
                 )
                 self._set_failed({**self.failed, service.name: reason})
                 return
-            if up and trio.current_time() - began >= HEALTHY_RUN:
+            if start.up and trio.current_time() - began >= HEALTHY_RUN:
                 delay = RESTART_FIRST
             count = self.restarts.get(service.name, {}).get("count", 0) + 1
             self.restarts = {**self.restarts, service.name: {"count": count, "last_error": reason}}
@@ -602,6 +584,11 @@ class P2PHost:
             self._set_failed({**self.failed, service.name: reason})
             await trio.sleep(delay)
             delay = min(delay * 2, RESTART_MAX)
+
+    def _running_again(self, name: str, value: Any = None) -> None:
+        if name in self.failed:
+            log.warning("p2p service %s runs again", name)
+            self._set_failed({k: v for k, v in self.failed.items() if k != name})
 
     async def _dial(self, info: Any, timeout: float) -> None:
         host = self._running_host()
@@ -675,31 +662,24 @@ class P2PHost:
             self.bridge.to_asyncio_soon(_call, callback, peer_id, connected)
 
 
-async def _call(
-    callback: Callable[[str, bool], Awaitable[None] | None], peer_id: str, connected: bool
-) -> None:
-    result = callback(peer_id, connected)
+async def _call(callback: Callable[..., Awaitable[None] | None], *args: Any) -> None:
+    result = callback(*args)
     if result is not None:
         await result
 
 
-def _start_call(callback: Callable[[str | None], Awaitable[None] | None], health: str | None) -> None:
-    """On the asyncio loop: call ``callback(health)``, running what it returns as a task."""
-    import inspect
+class _Start:
+    """A ``task_status`` that remembers whether ``started()`` was called and passes the first call on."""
 
-    try:
-        result = callback(health)
-    except Exception:
-        log.exception("a p2p health callback failed")
-        return
-    if inspect.isawaitable(result):
-        task = asyncio.ensure_future(result)
-        task.add_done_callback(_log_health_failure)
+    def __init__(self, forward: Callable[[Any], None]) -> None:
+        self.up = False
+        self._forward: Callable[[Any], None] | None = forward
 
-
-def _log_health_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a p2p health callback failed", exc_info=task.exception())
+    def started(self, value: Any = None) -> None:
+        self.up = True
+        forward, self._forward = self._forward, None
+        if forward is not None:
+            forward(value)
 
 
 def _describe(exc: BaseException) -> str:
