@@ -9,9 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,9 +17,8 @@ import redis.asyncio as aioredis
 from msuite.runtime.locks import LockError, LockTimeout
 from msuite.runtime.locks.redis import RedisLocker
 from tests.helpers import REPO
-from tests.servers import RedisServer, TcpProxy, frozen
-
-T = TypeVar("T")
+from tests.runtime.locks.faults import partition_timings, try_lock_overshoot
+from tests.servers import RedisServer, TcpProxy
 
 CONTENDER = textwrap.dedent(
     """
@@ -209,54 +206,24 @@ async def test_wrong_password_is_not_retried_into_a_timeout(tmp_path: Path) -> N
 
 
 async def test_try_lock_keeps_its_timeout_against_a_frozen_server(redis_server: RedisServer) -> None:
-    loop = asyncio.get_running_loop()
-    locker = RedisLocker(redis_server.url, ttl=2)
-    other = RedisLocker(redis_server.url, ttl=2)
+    locker, other = RedisLocker(redis_server.url, ttl=2), RedisLocker(redis_server.url, ttl=2)
     try:
-        await (await locker.try_lock("warm", timeout=1)).release()
-        overshoots = []
-        with frozen(redis_server):
-            for timeout in (0.3, 1.0):
-                started = loop.time()
-                with pytest.raises(LockTimeout, match=r"lock 'job' \(backend redis\)"):
-                    await locker.try_lock("job", timeout=timeout)
-                overshoots.append(loop.time() - started - timeout)
-        print(f"redis frozen: try_lock overshoot {max(overshoots) * 1000:.0f} ms")
-        assert max(overshoots) < 0.3, overshoots  # was: 1 s (a bounded cleanup, waited for)
-        # a SET the frozen server ran on waking was undone in the background (or expires in the TTL)
-        await (await other.try_lock("job", timeout=5)).release()
+        overshoot = await try_lock_overshoot(redis_server, locker, other, free_within=5)
+        assert overshoot < 0.3, overshoot  # was: 1 s (a bounded cleanup, waited for)
     finally:
         await locker.close()
         await other.close()
-
-
-async def _stamped(awaitable: Awaitable[T]) -> tuple[float, T]:
-    result = await awaitable
-    return asyncio.get_running_loop().time(), result
 
 
 async def test_under_a_partition_the_holder_learns_of_the_loss_before_anyone_else_acquires(
     redis_server: RedisServer,
 ) -> None:
     proxy = TcpProxy(redis_server.port).start()
-    loop = asyncio.get_running_loop()
-    holder = RedisLocker(proxy.url, ttl=2)
-    other = RedisLocker(redis_server.url, ttl=2)
+    holder, other = RedisLocker(proxy.url, ttl=2), RedisLocker(redis_server.url, ttl=2)
     try:
-        lease = await holder.try_lock("job", timeout=5)
-        lost = asyncio.ensure_future(_stamped(lease.lost.wait()))
-        taking = asyncio.ensure_future(_stamped(other.try_lock("job", timeout=20)))
-        await asyncio.sleep(0.5)  # the other client retries while the holder renews
-        cut_at = loop.time()
-        proxy.cut()
-        lost_at, _ = await asyncio.wait_for(lost, 10)
-        acquired_at, again = await taking
-        print(f"redis partition: lost {lost_at - cut_at:.2f}s, other acquired {acquired_at - cut_at:.2f}s")
-        assert lost_at < acquired_at
-        assert not lease.held
-        assert lost_at - cut_at < 2 + 0.5  # a TTL after the last renewal that succeeded was sent
-        assert again.fencing_token > lease.fencing_token
-        await again.release()
+        lost, acquired = await partition_timings(proxy, holder, other)
+        assert lost < acquired
+        assert lost < 2 + 0.5  # a TTL after the last renewal that succeeded was sent
     finally:
         proxy.heal()
         await holder.close()

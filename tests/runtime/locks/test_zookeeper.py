@@ -10,18 +10,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from msuite.runtime.locks import LockError, LockTimeout
 from msuite.runtime.locks.zookeeper import ZooKeeperLocker
 from tests.helpers import REPO
-from tests.servers import TcpProxy, ZooKeeperServer, frozen
-
-T = TypeVar("T")
+from tests.runtime.locks.faults import partition_timings, try_lock_overshoot
+from tests.servers import TcpProxy, ZooKeeperServer
 
 CONTENDER = textwrap.dedent(
     """
@@ -254,37 +251,16 @@ async def test_a_released_node_is_deleted_as_soon_as_the_session_is_usable_again
         proxy.stop()
 
 
-async def _stamped(awaitable: Awaitable[T]) -> tuple[float, T]:
-    result = await awaitable
-    return asyncio.get_running_loop().time(), result
-
-
 async def test_under_a_partition_the_holder_learns_of_the_loss_before_anyone_else_acquires(
     zookeeper_server: ZooKeeperServer,
 ) -> None:
     proxy = TcpProxy(zookeeper_server.port).start()
-    loop = asyncio.get_running_loop()
     holder = ZooKeeperLocker(proxy.hosts, session_timeout=2)
     other = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=4)
     try:
-        lease = await holder.try_lock("job", timeout=10)
-        lost = asyncio.ensure_future(_stamped(lease.lost.wait()))
-        taking = asyncio.ensure_future(_stamped(other.try_lock("job", timeout=20)))
-        await asyncio.sleep(0.5)  # the other client waits behind the holder
-        cut_at = loop.time()
-        proxy.cut()
-        lost_at, _ = await asyncio.wait_for(lost, 10)
-        acquired_at, again = await taking
-        print(
-            f"zookeeper partition: lost {lost_at - cut_at:.2f}s, other acquired {acquired_at - cut_at:.2f}s"
-        )
-        assert lost_at < acquired_at  # was: lost about 2 s (a session timeout) after the other acquired
-        assert not lease.held
-        assert (
-            lost_at - cut_at < 2 + 0.5
-        )  # a session timeout after the last answer, which came before the cut
-        assert again.fencing_token > lease.fencing_token
-        await again.release()
+        lost, acquired = await partition_timings(proxy, holder, other)
+        assert lost < acquired  # was: lost about 2 s (a session timeout) after the other acquired
+        assert lost < 2 + 0.5  # a session timeout after the last answer, which came before the cut
     finally:
         proxy.heal()
         await holder.close()
@@ -293,22 +269,11 @@ async def test_under_a_partition_the_holder_learns_of_the_loss_before_anyone_els
 
 
 async def test_try_lock_keeps_its_timeout_against_a_frozen_server(zookeeper_server: ZooKeeperServer) -> None:
-    loop = asyncio.get_running_loop()
     locker = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=6)
     other = ZooKeeperLocker(zookeeper_server.hosts, session_timeout=6)
     try:
-        await (await locker.try_lock("warm", timeout=5)).release()
-        overshoots = []
-        with frozen(zookeeper_server):
-            for timeout in (0.3, 1.0):
-                started = loop.time()
-                with pytest.raises(LockTimeout, match=r"lock 'job' \(backend zookeeper\)"):
-                    await locker.try_lock("job", timeout=timeout)
-                overshoots.append(loop.time() - started - timeout)
-        print(f"zookeeper frozen: try_lock overshoot {max(overshoots) * 1000:.0f} ms")
-        assert max(overshoots) < 0.3, overshoots  # was: 2 s (a bounded cleanup, waited for)
-        # the attempts' nodes, created once the server woke, were removed in the background
-        await (await other.try_lock("job", timeout=10)).release()
+        overshoot = await try_lock_overshoot(zookeeper_server, locker, other, free_within=10)
+        assert overshoot < 0.3, overshoot  # was: 2 s (a bounded cleanup, waited for)
     finally:
         await locker.close()
         await other.close()
