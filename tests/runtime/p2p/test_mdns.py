@@ -30,7 +30,10 @@ SCRIPT = textwrap.dedent(
         async with Node(manifest("a")) as a, Node(manifest("b")) as b, Node(manifest("quiet", False)) as quiet:
             began = time.monotonic()
             while time.monotonic() - began < 15:
-                if {p["id"] for p in a.p2p.peers()} == {b.p2p.peer_id}:
+                # both sides: b learns of the connection a little after a does
+                if {p["id"] for p in a.p2p.peers()} == {b.p2p.peer_id} and {
+                    p["id"] for p in b.p2p.peers()
+                } == {a.p2p.peer_id}:
                     break
                 await asyncio.sleep(0.05)
             print("a", sorted(p["id"] for p in a.p2p.peers()) == [b.p2p.peer_id])
