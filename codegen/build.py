@@ -22,7 +22,7 @@ _RESOURCE = re.compile(r"^/(?P<service>[A-Za-z_][\w.]*)/(?P<method>[^/]+)$")
 _GENERATED_NAMES = {"wiring", "events"}
 _RESERVED_EVENT_NAMES = {"Event", "ClassVar", "EVENTS", "datetime"}
 _FIELD_TYPE_NAMES = {"str", "int", "float", "bool", "bytes", "datetime", "list", "None"}
-_RESERVED_EVENT_FIELDS = {"topic", "to_bytes", "from_bytes"} | {
+_RESERVED_EVENT_FIELDS = {"topic", "meta", "to_bytes", "from_bytes"} | {
     name for name in dir(__import__("pydantic").BaseModel) if not name.startswith("__")
 }
 # descriptor field numbers, for locating problems with SourceCodeInfo
@@ -303,7 +303,7 @@ def _events(manifest: Manifest, where: _Locator) -> tuple[list[model.Event], lis
             event_fields.append(model.EventField(field_name, annotation, annotation.endswith("| None")))
         uses_datetime = any("datetime" in f.annotation for f in event_fields)
         events.append(
-            model.Event(event_name, f"msuite/events/{event_name}", tuple(event_fields), uses_datetime)
+            model.Event(event_name, tuple(event_fields), uses_datetime)
         )
     return events, problems
 

@@ -62,7 +62,6 @@ class EventField:
 @dataclass(frozen=True)
 class Event:
     name: str
-    topic: str
     fields: tuple[EventField, ...]
     uses_datetime: bool
 

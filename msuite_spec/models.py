@@ -287,6 +287,15 @@ class P2P(Section):
     protocols: ProtocolLimits = Field(
         default_factory=ProtocolLimits, description="Limits of request/response protocols between peers."
     )
+    channel: str | None = Field(
+        None,
+        description="The application's channel on the mesh: event topics are "
+        "`msuite/<channel>/events/<Event>`, so nodes of one application (services that exchange "
+        "events) set the same channel, and two applications on one mesh never mix. "
+        "Default: the node's `name`.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        examples=["notes"],
+    )
 
 
 # --------------------------------------------------------------------------- auth

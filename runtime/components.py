@@ -64,7 +64,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-USER_CODE_USES = ("repo", "auth", "tasks", "locker", "metrics", "tracing", "p2p", "clients")
+USER_CODE_USES = ("repo", "auth", "tasks", "locker", "metrics", "tracing", "p2p", "events", "clients")
 """What user code run by a server (``impl`` classes, HTTP handlers) may reach through the node:
 a server that runs user code lists these in its ``uses``, so they start before it."""
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from .auth import Auth
     from .diagnostics.metrics import NodeMetrics
+    from .events.bus import Events
     from .grpc.component import GrpcAccess
     from .http.app import HttpServer
     from .locks import Locker
@@ -83,7 +84,8 @@ class Node:
         """Channels to services by name, and the gRPC server (``grpc:``)."""
         http: HttpServer
         """The HTTP server (``http:``): add handlers to ``node.http.router`` before start."""
-        events: Any
+        events: Events
+        """Typed events between the nodes of the channel (``events:``, with ``p2p:``)."""
         files: Any
 
     def __init__(

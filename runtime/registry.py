@@ -22,11 +22,12 @@ line   component       what                                      present when
 6      ``tracing``     tracer and span reporter thread           ``diagnostics.tracing``
 7      ``p2p``         libp2p host and its services (mesher,     ``p2p:``
                        pubsub, protocols, mDNS, DHT)
-8      ``clients``     channels to services by name              always
-9      ``grpc``        gRPC server (``impl`` classes built)      ``grpc:``
-10     ``http``        HTTP server, gateway, status, metrics     ``http:``
-11     ``profiling``   ``/debug/`` pages                         ``diagnostics.profiling``
-12     ``grpc_p2p``    the gRPC server over libp2p, announced    ``grpc.p2p``
+8      ``events``      typed events on the host's GossipSub      ``events:``
+9      ``clients``     channels to services by name              always
+10     ``grpc``        gRPC server (``impl`` classes built)      ``grpc:``
+11     ``http``        HTTP server, gateway, status, metrics     ``http:``
+12     ``profiling``   ``/debug/`` pages                         ``diagnostics.profiling``
+13     ``grpc_p2p``    the gRPC server over libp2p, announced    ``grpc.p2p``
                        to peers once the server is bound
 =====  ==============  ========================================  ==============================
 """
@@ -42,6 +43,7 @@ from .auth.component import AUTH
 from .components import ComponentSpec
 from .diagnostics.component import METRICS, PROFILING, TRACING
 from .errors import NotSupported, where
+from .events.component import EVENTS
 from .grpc.component import CLIENTS, GRPC
 from .http.component import HTTP
 from .locks.component import LOCKER
@@ -59,6 +61,7 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
     METRICS,
     TRACING,
     P2P,
+    EVENTS,
     CLIENTS,
     GRPC,
     HTTP,
@@ -69,7 +72,6 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
 PLANNED: tuple[tuple[tuple[str, ...], Callable[[Manifest], bool], str, str], ...] = (
     (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store", "shared"),
     (("files",), lambda m: m.files, "file sharing", "files"),
-    (("events",), lambda m: bool(m.events), "events", "events"),
 )
 """Manifest keys of subsystems this version does not build yet: (key, present, what, accessor).
 ``msuite up`` refuses a manifest that enables one, naming the key's line."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -21,6 +22,7 @@ __all__ = [
     "ChannelSource",
     "Event",
     "EventHandlers",
+    "EventMeta",
     "Route",
     "ServiceBinding",
     "StreamKind",
@@ -81,19 +83,55 @@ class AclEntry:
     role: str
 
 
+@dataclass(frozen=True)
+class EventMeta:
+    """Where an event comes from: ``event.meta`` in a handler (see ``docs/events.md``)."""
+
+    id: str
+    """Unique per event (the envelope's ``id``); a second copy with the same id is dropped."""
+    type: str
+    """The event's type name, as the manifest's ``events:`` names it."""
+    publisher: str
+    """Peer ID of the node that published it (from the signed pubsub message: cannot be forged)."""
+    time: datetime
+    """When the publisher published it, by the publisher's clock (UTC)."""
+    topic: str
+    """The pubsub topic it travelled on."""
+    local: bool
+    """True when this node published it."""
+    seq: int | None = None
+    """The publisher's sequence number of this type in its session (None from peers that send none)."""
+
+
 class Event(BaseModel):
-    """Base of the generated event classes: frozen, typed, JSON on the wire."""
+    """Base of the generated event classes: frozen, typed, JSON on the wire.
+
+    Equality and hashing look at the fields only, never at :attr:`meta`."""
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        # every value survives the round trip: any bytes (base64), inf and nan
+        # every value survives the round trip and the JSON stays standard: any bytes (base64),
+        # inf and nan (as the strings "Infinity", "-Infinity" and "NaN")
         ser_json_bytes="base64",
         val_json_bytes="base64",
-        ser_json_inf_nan="constants",
+        ser_json_inf_nan="strings",
     )
-    topic: ClassVar[str]
-    """The pubsub topic events of this class travel on."""
+    _meta: EventMeta | None = PrivateAttr(None)
+
+    @property
+    def meta(self) -> EventMeta | None:
+        """Where the event came from, on the events handlers receive and ``publish`` returns
+        (None on an event built locally and not published)."""
+        return self._meta
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self.__dict__.values()))
 
     def to_bytes(self) -> bytes:
         """The event as JSON bytes."""

@@ -211,6 +211,18 @@ class PubSub:
         members = list(dict(self._pubsub.peer_topics).get(topic, ()))
         return sorted(str(peer) for peer in members)
 
+    def mesh(self, topic: str) -> list[str]:
+        """Peers in this node's GossipSub mesh for ``topic`` (those it forwards full messages to)."""
+        if self._router is None or self._pubsub is None:
+            return []
+        members = list(dict(getattr(self._router, "mesh", {})).get(topic, ()))
+        return sorted(str(peer) for peer in members)
+
+    def channel_drops(self, topic: str) -> int:
+        """Messages on ``topic`` lost because the subscription channel in the p2p thread was full."""
+        drops = getattr(self._pubsub, "channel_drops", None)
+        return int(dict(drops).get(topic, 0)) if drops is not None else 0
+
     async def _remove(self, subscription: Subscription) -> None:
         async with self._topic_lock(subscription.topic):
             if self._drop(subscription) and self._bridge is not None and self._bridge.running:

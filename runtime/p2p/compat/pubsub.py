@@ -145,6 +145,8 @@ class MsuitePubsub(Pubsub):
         """The notifees py-libp2p registered for this instance (unregistered by :meth:`close`)."""
         self.subscription_channel = subscription_channel
         self._sized_channels: dict[str, trio.MemorySendChannel[rpc_pb2.Message]] = {}
+        self.channel_drops: dict[str, int] = {}
+        """Messages dropped per topic because the subscription channel was full (replaced whole)."""
         if outbound_queue is not None:
             self.peer_queues = _SizedQueues(outbound_queue)
         self.guard = guard
@@ -252,6 +254,7 @@ class MsuitePubsub(Pubsub):
             try:
                 channel.send_nowait(publish_message)
             except trio.WouldBlock:
+                self.channel_drops = {**self.channel_drops, topic: self.channel_drops.get(topic, 0) + 1}
                 _libp2p_pubsub_log.warning("fail to deliver message to subscription for topic %s", topic)
 
 

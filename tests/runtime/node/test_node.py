@@ -139,13 +139,17 @@ async def test_a_node_starts_once(tmp_path: Path) -> None:
 
 
 async def test_subsystems_not_built_yet_are_refused_with_their_lines(tmp_path: Path) -> None:
-    text = "name: later\nrepo: ':memory:'\np2p: true\nfiles: true\nevents:\n  Joined: {who: str}\n"
+    text = (
+        "name: later\nrepo: ':memory:'\np2p: true\nfiles: true\nstorage:\n  shared: {channel: c}\n"
+        "events:\n  Joined: {who: str}\n"
+    )
     manifest = loads_manifest(text, file="later.yaml", base_dir=tmp_path)
     with pytest.raises(NotSupported) as caught:
         await Node(manifest).start()
     message = str(caught.value)
     assert "later.yaml:4:1: files: file sharing is not built" in message
-    assert "later.yaml:5:1: events: events is not built" in message
+    assert "later.yaml:6:3: storage.shared: the shared CRDT store is not built" in message
+    assert "events" not in message  # built since 0.1.0's events subsystem
 
 
 async def test_an_impl_that_fails_to_import_names_the_manifest_line(

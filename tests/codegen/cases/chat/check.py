@@ -68,7 +68,7 @@ async def main() -> None:
     posted = events.MessagePosted(room="r", text="hi", at=datetime(2026, 1, 2, tzinfo=UTC), tags=["a"])
     assert posted.reply_to is None
     assert events.MessagePosted.from_bytes(posted.to_bytes()) == posted
-    assert events.MessagePosted.topic == "msuite/events/MessagePosted"
+    assert posted.meta is None  # set on events that were published or received
     closed = events.RoomClosed(room="r", count=2, score=0.5, archived=True, blob=b"\x00\x01")
     assert events.RoomClosed.from_bytes(closed.to_bytes()) == closed
     assert set(events.EVENTS) == {"MessagePosted", "RoomClosed"}

@@ -1,0 +1,1 @@
+"""Typed events between nodes over GossipSub (``node.events``): see ``docs/events.md``."""
