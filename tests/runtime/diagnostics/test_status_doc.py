@@ -21,6 +21,8 @@ DOC = REPO / "docs" / "diagnostics.md"
 EVERYTHING = """
 locker: {backend: memory}
 p2p: {port: 0}
+events:
+  Echoed: {text: str}
 diagnostics:
   metrics: true
   profiling: true
