@@ -33,7 +33,6 @@ __all__ = [
     "EventError",
     "Rejected",
     "encode",
-    "new_id",
     "new_session",
     "topic_for",
 ]
@@ -57,11 +56,6 @@ class EventError(MsuiteError):
 def topic_for(channel: str, type_name: str) -> str:
     """The pubsub topic of ``type_name`` events on ``channel``."""
     return f"msuite/{channel}/events/{type_name}"
-
-
-def new_id() -> str:
-    """A fresh event id: 128 random bits, as 32 lowercase hex digits."""
-    return os.urandom(16).hex()
 
 
 def new_session() -> str:

@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from msuite.runtime.events.envelope import MAX_SIZE, Decoded, Decoder, Rejected, encode, new_id, new_session
+from msuite.runtime.events.envelope import MAX_SIZE, Decoded, Decoder, Rejected, encode, new_session
 from msuite.runtime.wiring import Event
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "events.md"
@@ -118,7 +118,6 @@ def test_what_does_not_fit_is_rejected_by_reason_without_the_peers_input() -> No
     assert isinstance(decoder.decode(envelope(id="i" * 129)), Rejected)
 
 
-def test_ids_and_sessions_are_fresh_hex() -> None:
-    ids = {new_id() for _ in range(1000)}
-    assert len(ids) == 1000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
-    assert re.fullmatch(r"[0-9a-f]{16}", new_session())
+def test_sessions_are_fresh_hex() -> None:
+    sessions = {new_session() for _ in range(100)}
+    assert len(sessions) == 100 and all(re.fullmatch(r"[0-9a-f]{16}", s) for s in sessions)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -320,6 +321,8 @@ async def test_publish_and_on_refuse_what_the_manifest_does_not_declare() -> Non
             await node.events.publish(NoteCreated(id="big", title="x" * MAX_SIZE))
         meta = await node.events.publish(NoteCreated(id="after", title="fine"))
         assert meta.seq == 1  # the refused ones took no number
+        ids = {(await node.events.publish(NoteCreated(id=str(i), title="t"))).id for i in range(200)}
+        assert len(ids) == 200 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 
 
 async def _noop(event: Event) -> None:
@@ -521,3 +524,27 @@ def test_events_is_listed_in_the_node_components() -> None:
     assert isinstance(node.component("events"), Events)
     assert node.component("events").requires == ("p2p",)
     assert isinstance(EventMeta, type)
+
+
+async def test_a_publish_cancelled_in_flight_never_costs_the_next_event() -> None:
+    """A cancelled publish may still reach peers; its number stays taken, or the next event would
+    look older than it and be dropped everywhere as out_of_order (it was, 255 of 300 times)."""
+    heard, handle = recorder()
+
+    def setup(node: Node) -> None:
+        if node.name == "n1":
+            node.events.on(NoteDeleted, handle)
+
+    async with nodes(2, setup) as (a, b):
+        for i in range(100):
+            attempt = asyncio.ensure_future(a.events.publish(NoteDeleted(id=f"cancelled-{i}")))
+            for _ in range(i % 7):
+                await asyncio.sleep(0)
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+            await a.events.publish(NoteDeleted(id=f"kept-{i}"))
+        kept = [f"kept-{i}" for i in range(100)]
+        await eventually(lambda: [e.id for e in heard if e.id.startswith("kept")] == kept, timeout=20)  # type: ignore[attr-defined]
+        dropped = b.events.status()["types"]["NoteDeleted"]["dropped"]
+    assert "out_of_order" not in dropped
