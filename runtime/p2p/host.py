@@ -644,11 +644,13 @@ class P2PHost:
             peers[peer_id] = PeerInfo(id=peer_id, addrs=addrs, since=time.time())
         else:
             peers.pop(peer_id, None)
-            if any(address.endswith(f"/p2p/{peer_id}") for address in self._bootstrap):
-                self._bootstrap = {
-                    address: up and not address.endswith(f"/p2p/{peer_id}")
-                    for address, up in self._bootstrap.items()
-                }
+        if any(address.endswith(f"/p2p/{peer_id}") for address in self._bootstrap):
+            # both ways here, as the peer list changes: the bootstrap loop sets it only once its
+            # dial returns, which under load came after the peer was listed as connected
+            self._bootstrap = {
+                address: connected if address.endswith(f"/p2p/{peer_id}") else up
+                for address, up in self._bootstrap.items()
+            }
         self._peers = peers
         log.info("peer %s %s", peer_id, "connected" if connected else "disconnected")
         for service in self._services:

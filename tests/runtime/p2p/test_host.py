@@ -499,3 +499,17 @@ async def test_protocol_limits_come_from_the_manifest() -> None:
         with pytest.raises(MessageTooLarge, match="over the limit of 1024 bytes"):
             await b.protocols.send(a.p2p.peer_id, ECHO, b"x" * 1025)
         assert await b.protocols.send(a.p2p.peer_id, ECHO, b"x" * 1000) == b"echo:" + b"x" * 1000
+
+
+def test_a_bootstrap_peer_is_shown_connected_as_soon_as_it_is_listed() -> None:
+    """The bootstrap loop marks its peer connected when its dial returns; the peer is listed when
+    the connection opens, before that. /status said a listed peer was not connected (under load)."""
+    peer = "12D3KooWH6JkXzUZvFK3LnNK4uGT5qXU73Q3S9TCbb73fdKMZ71r"
+    address = f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"
+    node = Node(manifest("b", bootstrap=[address]))
+    host = node.p2p
+    host._bootstrap = {address: False}
+    host._peer_changed(peer, [address], True)
+    assert host.status()["bootstrap"] == [{"addr": address, "connected": True}]
+    host._peer_changed(peer, [address], False)
+    assert host.status()["bootstrap"] == [{"addr": address, "connected": False}]
