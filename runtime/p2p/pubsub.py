@@ -260,12 +260,12 @@ class PubSub:
 
     async def run(self, host: IHost, bridge: Bridge, *, task_status: Any) -> None:
         """Run GossipSub in the host's nursery until cancelled."""
-        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12
         from libp2p.tools.anyio_service import background_trio_service
 
         from . import compat
 
-        router = GossipSub(
+        router = compat.gossipsub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=6,
             degree_low=4,

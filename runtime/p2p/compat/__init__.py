@@ -11,20 +11,21 @@ None of them changes py-libp2p for another user in the same process: each is
 scoped to what msuite builds (only log routing is process-wide, because
 py-libp2p's loggers are).
 
-=============================== ======== ===================== ===========================
-adjustment                      verified scope                 entry point
-=============================== ======== ===================== ===========================
-``yamux_credit``                0.8.x    msuite's host streams :func:`adjust_streams`
-``yamux_whole_writes``          0.8.1    msuite's host streams :func:`adjust_streams`
-``pubsub_subscription_channel`` 0.8.x    msuite's Pubsub       :func:`sized_pubsub`
-``pubsub_outbound_queue``       0.8.x    msuite's Pubsub       :func:`sized_pubsub`
-``pubsub_bad_frames``           0.8.1    msuite's Pubsub       :func:`sized_pubsub`
-``pubsub_seqno``                0.8.1    msuite's Pubsub       :func:`sized_pubsub`
-``stream_guard``                0.8.1    the host passed in    :func:`guard_stream_handlers`
-``identify_agent``              0.8.1    the host passed in    :func:`set_agent_version`
-``forget_failed_dial``          0.8.x    the host passed in    :func:`forget_failed_dial`
-``log_routing``                 0.8.x    ``logging`` (global)  :func:`route_logs`
-=============================== ======== ===================== ===========================
+================================= ======== ===================== ===========================
+adjustment                        verified scope                 entry point
+================================= ======== ===================== ===========================
+``yamux_credit``                  0.8.x    msuite's host streams :func:`adjust_streams`
+``yamux_whole_writes``            0.8.1    msuite's host streams :func:`adjust_streams`
+``pubsub_subscription_channel``   0.8.x    msuite's Pubsub       :func:`sized_pubsub`
+``pubsub_outbound_queue``         0.8.x    msuite's Pubsub       :func:`sized_pubsub`
+``pubsub_bad_frames``             0.8.1    msuite's Pubsub       :func:`sized_pubsub`
+``pubsub_seqno``                  0.8.1    msuite's Pubsub       :func:`sized_pubsub`
+``gossipsub_idontwant_threshold`` 0.8.1    msuite's GossipSub    :func:`gossipsub`
+``stream_guard``                  0.8.1    the host passed in    :func:`guard_stream_handlers`
+``identify_agent``                0.8.1    the host passed in    :func:`set_agent_version`
+``forget_failed_dial``            0.8.x    the host passed in    :func:`forget_failed_dial`
+``log_routing``                   0.8.x    ``logging`` (global)  :func:`route_logs`
+================================= ======== ===================== ===========================
 
 The lean yamux :func:`read` and :func:`write` of the gRPC pipe live here too
 (in :mod:`.streams`: they read yamux internals); each checks what it needs on
@@ -38,6 +39,7 @@ from .dial import forget_failed_dial
 # importing each module registers its adjustments with the gate
 from .gate import WRITTEN_FOR, apply, in_range, installed_version, status
 from .gate import missing_attributes as _missing_attributes
+from .gossipsub import IDONTWANT_THRESHOLD, MsuiteGossipSub, gossipsub
 from .handlers import guard_stream_handlers
 from .identify import set_agent_version
 from .logs import route_logs
@@ -55,9 +57,11 @@ from .streams import (
 
 __all__ = [
     "FRAME_PAYLOAD",
+    "IDONTWANT_THRESHOLD",
     "WRITTEN_FOR",
     "BatchedCreditStream",
     "FaultHandler",
+    "MsuiteGossipSub",
     "MsuitePubsub",
     "MsuiteStream",
     "SizedPubsub",
@@ -67,6 +71,7 @@ __all__ = [
     "apply",
     "batch_yamux_credit",
     "forget_failed_dial",
+    "gossipsub",
     "guard_stream_handlers",
     "in_range",
     "installed_version",

@@ -513,3 +513,37 @@ def test_a_bootstrap_peer_is_shown_connected_as_soon_as_it_is_listed() -> None:
     assert host.status()["bootstrap"] == [{"addr": address, "connected": True}]
     host._peer_changed(peer, [address], False)
     assert host.status()["bootstrap"] == [{"addr": address, "connected": False}]
+
+
+async def test_idontwant_is_sent_for_large_messages_only() -> None:
+    """py-libp2p sent an IDONTWANT to every mesh peer for every message, one more RPC per peer
+    (with a signed record to check) for each small message; msuite's router, as go-libp2p, only
+    for messages of 1 KiB or more."""
+    from msuite.runtime.p2p.compat import IDONTWANT_THRESHOLD
+
+    told: list[bytes] = []
+    async with nodes(manifest("a")) as (a,), nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
+        router = b.p2p.pubsub._router
+        original = router.handle_idontwant
+
+        async def counted(message: Any, sender: Any) -> None:
+            told.extend(message.messageIDs)
+            await original(message, sender)
+
+        router.handle_idontwant = counted
+        heard: list[bytes] = []
+
+        async def collect(message: Any) -> None:
+            heard.append(message.data)
+
+        await b.p2p.pubsub.subscribe("sizes", collect)
+        await a.p2p.pubsub.subscribe("sizes", collect)
+        await eventually(lambda: b.p2p.pubsub.mesh("sizes") and a.p2p.pubsub.mesh("sizes"), timeout=10)
+        for _ in range(20):
+            await a.p2p.pubsub.publish("sizes", b"small")
+        for _ in range(5):
+            await a.p2p.pubsub.publish("sizes", b"x" * IDONTWANT_THRESHOLD)
+        await eventually(lambda: len(heard) == 25, timeout=10)
+        await eventually(lambda: len(told) >= 5, timeout=5)
+        await asyncio.sleep(0.3)
+    assert len(told) == 5
