@@ -63,6 +63,7 @@ DROP_REASONS = (
     "queue_full",
     "topic_queue_full",
     "channel_full",
+    "stopping",
 )
 """Why an event was dropped (the ``reason`` label of ``msuite_events_dropped_total``)."""
 
@@ -417,6 +418,9 @@ class Events:
 
     async def _receive(self, topic: _Topic, message: Message) -> None:
         arrived = time.perf_counter()
+        if self.state != "running":
+            self._drop(topic.type, "stopping")
+            return
         decoder = topic.decoder
         if decoder is None:  # no handler has told which class this type is
             topic.unhandled += 1
@@ -521,11 +525,15 @@ class Events:
         self.state = "running"
 
     async def stop(self, grace: float) -> None:
-        """Leave the topics, give the queued events ``grace`` seconds to be handled, then end."""
+        """Stop taking events, give the queued ones ``grace`` seconds to be handled, then end.
+
+        The topics are not left: leaving sends peers a PRUNE that backs this node off for a
+        while, and a node restarted within it was kept out of their meshes for up to a minute.
+        The subscriptions end with the host, right after; what arrives meanwhile is dropped
+        (``stopping``)."""
         if self.state == "stopped":
             return
         self.state = "stopping"
-        await self._leave()
         slots = [slot for topic in self._topics.values() for slot in topic.handlers]
         waiting = [asyncio.ensure_future(slot.drain()) for slot in slots]
         if waiting:

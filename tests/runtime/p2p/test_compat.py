@@ -46,6 +46,7 @@ VERIFIED = (
     "yamux_whole_writes",
     "pubsub_bad_frames",
     "pubsub_seqno",
+    "gossipsub_flood_publish",
     "gossipsub_idontwant_threshold",
     "stream_guard",
     "identify_agent",

@@ -547,3 +547,29 @@ async def test_idontwant_is_sent_for_large_messages_only() -> None:
         await eventually(lambda: len(told) >= 5, timeout=5)
         await asyncio.sleep(0.3)
     assert len(told) == 5
+
+
+async def test_a_subscribed_peer_outside_the_mesh_gets_the_nodes_own_messages() -> None:
+    """Flood publish: b is subscribed but backed off from a's mesh (as after a PRUNE); a's own
+    messages still reach it. py-libp2p sent them to mesh peers only, so b missed every one."""
+    heard: list[bytes] = []
+
+    async def collect(message: Any) -> None:
+        heard.append(message.data)
+
+    async with nodes(manifest("a")) as (a,), nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
+        await a.p2p.pubsub.subscribe("flood", collect)
+        await b.p2p.pubsub.subscribe("flood", collect)
+        await eventually(lambda: a.p2p.pubsub.mesh("flood") == [b.p2p.peer_id], timeout=10)
+        router = a.p2p.pubsub._router
+
+        async def prune_and_publish() -> None:  # in a's p2p thread: no heartbeat in between
+            peer = next(iter(router.mesh["flood"]))
+            router.mesh["flood"].discard(peer)
+            router._add_back_off(peer, "flood", False, 60)
+            for index in range(5):
+                await a.p2p.pubsub._pubsub.publish("flood", b"own-%d" % index)
+
+        await a.p2p.bridge.run(prune_and_publish)
+        await eventually(lambda: len(heard) == 5, timeout=5)
+    assert heard == [b"own-%d" % index for index in range(5)]
