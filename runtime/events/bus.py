@@ -63,6 +63,7 @@ DROP_REASONS = (
     "queue_full",
     "topic_queue_full",
     "channel_full",
+    "outbound_full",
     "stopping",
 )
 """Why an event was dropped (the ``reason`` label of ``msuite_events_dropped_total``)."""
@@ -566,6 +567,9 @@ class Events:
             channel = pubsub.channel_drops(topic.topic)
             if channel:
                 dropped["channel_full"] = channel
+            outbound = pubsub.outbound_drops(topic.topic)
+            if outbound:
+                dropped["outbound_full"] = outbound
             report[topic.type] = {
                 "topic": topic.topic,
                 "published": topic.published,

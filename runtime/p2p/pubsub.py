@@ -218,6 +218,11 @@ class PubSub:
         members = list(dict(getattr(self._router, "mesh", {})).get(topic, ()))
         return sorted(str(peer) for peer in members)
 
+    def outbound_drops(self, topic: str) -> int:
+        """Messages on ``topic`` a peer did not get because its outbound queue was full."""
+        drops = getattr(self._router, "outbound_drops", None)
+        return int(dict(drops).get(topic, 0)) if drops is not None else 0
+
     def channel_drops(self, topic: str) -> int:
         """Messages on ``topic`` lost because the subscription channel in the p2p thread was full."""
         drops = getattr(self._pubsub, "channel_drops", None)

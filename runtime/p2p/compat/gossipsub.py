@@ -70,6 +70,18 @@ class MsuiteGossipSub(GossipSub):
         self.idontwant_threshold = idontwant_threshold
         self._small: set[bytes] = set()
         """Ids of the small messages being published or forwarded right now."""
+        self.outbound_drops: dict[str, int] = {}
+        """Messages per topic a peer's full outbound queue dropped (replaced whole, for readers in
+        other threads): py-libp2p logs them at DEBUG only."""
+
+    def _handle_dropped_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, reason: str) -> None:
+        if rpc.publish:
+            drops = dict(self.outbound_drops)
+            for message in rpc.publish:
+                for topic in message.topicIDs:
+                    drops[topic] = drops.get(topic, 0) + 1
+            self.outbound_drops = drops
+        super()._handle_dropped_rpc(peer_id, rpc, reason)
 
     def _get_peers_to_send(
         self, topic_ids: Any, msg_forwarder: ID, origin: ID, msg_id: bytes | None = None

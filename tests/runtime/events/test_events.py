@@ -548,3 +548,41 @@ async def test_a_publish_cancelled_in_flight_never_costs_the_next_event() -> Non
         await eventually(lambda: [e.id for e in heard if e.id.startswith("kept")] == kept, timeout=20)  # type: ignore[attr-defined]
         dropped = b.events.status()["types"]["NoteDeleted"]["dropped"]
     assert "out_of_order" not in dropped
+
+
+async def test_events_a_stalled_peer_could_not_take_are_counted_on_both_sides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer whose p2p thread stalls stops reading; its stream's window fills, then the
+    publisher's outbound queue for it, which drops the rest. py-libp2p logs that at DEBUG only:
+    here the publisher counts ``outbound_full`` and the peer, once it reads again, ``missed``."""
+    from msuite.runtime.p2p import pubsub
+
+    monkeypatch.setattr(pubsub, "OUTBOUND_QUEUE", 16)  # reached in a moment instead of 4,096 events
+    heard, handle = recorder()
+
+    def setup(node: Node) -> None:
+        if node.name == "n1":
+            node.events.on(NoteCreated, handle)
+
+    async def freeze() -> None:  # b's p2p thread does nothing else meanwhile
+        time.sleep(3)
+
+    def dropped(node: Node) -> int:
+        return int(node.events.status()["types"]["NoteCreated"]["dropped"].get("outbound_full", 0))
+
+    async with nodes(2, setup) as (a, b):
+        frozen = asyncio.ensure_future(b.p2p.bridge.run(freeze))
+        await asyncio.sleep(0.2)
+        for i in range(301):
+            await a.events.publish(NoteCreated(id=str(i), title="x" * 2048))
+        await frozen
+        await eventually(lambda: len(heard) == 301 - dropped(a), timeout=20)  # the queue has drained
+        await a.events.publish(NoteCreated(id="after", title="t"))
+        await eventually(lambda: bool(heard) and heard[-1].id == "after", timeout=20)  # type: ignore[attr-defined]
+        sent = a.events.status()["types"]["NoteCreated"]
+        got = b.events.status()["types"]["NoteCreated"]
+    lost = 302 - len(heard)
+    assert lost > 0
+    assert sent["dropped"]["outbound_full"] >= lost
+    assert got["missed"] == lost
