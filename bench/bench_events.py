@@ -425,7 +425,7 @@ def envelope_size(title: str) -> int:
     """Bytes of the envelope msuite publishes for one event of the bench (the raw payloads' length)."""
     from datetime import UTC, datetime
 
-    from msuite.runtime.events.envelope import encode, new_id, new_session
+    from msuite.runtime.events.envelope import encode, new_session
     from msuite.runtime.wiring import Event
 
     class NoteCreated(Event):
@@ -433,7 +433,7 @@ def envelope_size(title: str) -> int:
         title: str
 
     event = NoteCreated(id="000000", title=title)
-    return len(encode(event, event_id=new_id(), time=datetime.now(UTC), session=new_session(), seq=1000))
+    return len(encode(event, event_id="0" * 32, time=datetime.now(UTC), session=new_session(), seq=1000))
 
 
 async def compare(count: int, rounds: int, title_size: int, with_pubsub: bool, profile: str | None) -> None:

@@ -21,6 +21,7 @@ adjustment                        verified scope                 entry point
 ``pubsub_bad_frames``             0.8.1    msuite's Pubsub       :func:`sized_pubsub`
 ``pubsub_seqno``                  0.8.1    msuite's Pubsub       :func:`sized_pubsub`
 ``gossipsub_flood_publish``       0.8.1    msuite's GossipSub    :func:`gossipsub`
+``gossipsub_record_once``         0.8.1    msuite's GossipSub    :func:`gossipsub`
 ``gossipsub_idontwant_threshold`` 0.8.1    msuite's GossipSub    :func:`gossipsub`
 ``stream_guard``                  0.8.1    the host passed in    :func:`guard_stream_handlers`
 ``identify_agent``                0.8.1    the host passed in    :func:`set_agent_version`

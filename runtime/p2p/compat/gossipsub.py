@@ -1,4 +1,5 @@
-"""msuite's GossipSub router: py-libp2p's, with go-libp2p's flood publish and IDONTWANT threshold.
+"""msuite's GossipSub router: py-libp2p's, with go-libp2p's flood publish and IDONTWANT threshold,
+and its signed peer record sent once per peer.
 
 **Flood publish** (``gossipsub_flood_publish``): py-libp2p 0.8.1 sends a
 message this node publishes to its mesh peers of the topic only. A subscribed
@@ -9,6 +10,15 @@ to a minute. go-libp2p floods its own publishes to every peer subscribed to the
 topic (``floodPublish``, on by default); msuite's router does the same for the
 messages it originates. Forwarded messages still go to the mesh only, so the
 network's load grows with the publisher's peer count only.
+
+**The signed peer record once per peer** (``gossipsub_record_once``): py-libp2p
+0.8.1 attaches this host's signed peer record (its addresses, signed) to
+every RPC it sends, and the receiver parses it and checks its signature on
+every RPC: about a fifth of a receiver's p2p thread in a burst. msuite's
+router attaches it to the first RPC to each peer (and again when the record
+changes or the peer reconnects); the receiver has it from then on. Neither
+go-libp2p nor js-libp2p sends it at all; a py-libp2p receiver takes an RPC
+without it as it is.
 
 **IDONTWANT** (``gossipsub_idontwant_threshold``): GossipSub 1.2 lets a node
 tell its mesh peers "I have message X, don't send it to me" so a large message
@@ -48,13 +58,18 @@ def _missing_flood() -> list[str]:
     return missing_attributes(GossipSub, ("_get_peers_to_send", "peer_protocol", "pubsub"))
 
 
+def _missing_record() -> list[str]:
+    return missing_attributes(GossipSub, ("send_rpc", "remove_peer"))
+
+
 def gossipsub(**kwargs: Any) -> GossipSub:
-    """py-libp2p's ``GossipSub(**kwargs)``, with flood publish and the IDONTWANT threshold where
-    they are active."""
+    """py-libp2p's ``GossipSub(**kwargs)``, with flood publish, the signed record once per peer and
+    the IDONTWANT threshold where they are active."""
     flood, threshold = active("gossipsub_flood_publish"), active("gossipsub_idontwant_threshold")
-    if not flood and not threshold:
+    once = active("gossipsub_record_once")
+    if not flood and not threshold and not once:
         return GossipSub(**kwargs)
-    return MsuiteGossipSub(flood_publish=flood, idontwant_threshold=threshold, **kwargs)
+    return MsuiteGossipSub(flood_publish=flood, idontwant_threshold=threshold, record_once=once, **kwargs)
 
 
 class MsuiteGossipSub(GossipSub):
@@ -63,16 +78,39 @@ class MsuiteGossipSub(GossipSub):
     Build it with :func:`gossipsub`."""
 
     def __init__(
-        self, *, flood_publish: bool = True, idontwant_threshold: bool = True, **kwargs: Any
+        self,
+        *,
+        flood_publish: bool = True,
+        idontwant_threshold: bool = True,
+        record_once: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.flood_publish = flood_publish
         self.idontwant_threshold = idontwant_threshold
+        self.record_once = record_once
+        self._records_sent: dict[ID, bytes] = {}
+        """The signed record each peer was last sent."""
         self._small: set[bytes] = set()
         """Ids of the small messages being published or forwarded right now."""
         self.outbound_drops: dict[str, int] = {}
         """Messages per topic a peer's full outbound queue dropped (replaced whole, for readers in
         other threads): py-libp2p logs them at DEBUG only."""
+
+    def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
+        if self.record_once and rpc.HasField("senderRecord"):
+            if self._records_sent.get(peer_id) == rpc.senderRecord:
+                stripped = rpc_pb2.RPC()
+                stripped.CopyFrom(rpc)
+                stripped.ClearField("senderRecord")
+                rpc = stripped
+            else:
+                self._records_sent[peer_id] = rpc.senderRecord
+        super().send_rpc(peer_id, rpc, priority)
+
+    def remove_peer(self, peer_id: ID) -> None:
+        self._records_sent.pop(peer_id, None)  # a peer that comes back is sent the record again
+        super().remove_peer(peer_id)
 
     def _handle_dropped_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, reason: str) -> None:
         if rpc.publish:
@@ -127,6 +165,12 @@ register(
     _missing_flood,
     "a message this node publishes reaches its mesh peers only: a subscribed peer outside the mesh "
     "(joining, backed off) misses it",
+    verified=("0.8.1",),
+)
+register(
+    "gossipsub_record_once",
+    _missing_record,
+    "every pubsub RPC carries this host's signed peer record, and peers check its signature each time",
     verified=("0.8.1",),
 )
 register(

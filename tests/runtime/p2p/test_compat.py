@@ -47,6 +47,7 @@ VERIFIED = (
     "pubsub_bad_frames",
     "pubsub_seqno",
     "gossipsub_flood_publish",
+    "gossipsub_record_once",
     "gossipsub_idontwant_threshold",
     "stream_guard",
     "identify_agent",

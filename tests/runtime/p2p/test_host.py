@@ -573,3 +573,31 @@ async def test_a_subscribed_peer_outside_the_mesh_gets_the_nodes_own_messages() 
         await a.p2p.bridge.run(prune_and_publish)
         await eventually(lambda: len(heard) == 5, timeout=5)
     assert heard == [b"own-%d" % index for index in range(5)]
+
+
+async def test_the_signed_peer_record_is_checked_once_per_peer_not_per_message() -> None:
+    """py-libp2p attached its signed peer record to every pubsub RPC and the receiver checked the
+    signature each time; msuite's router sends it with the first RPC to each peer."""
+    checked: list[Any] = []
+    heard: list[bytes] = []
+
+    async def collect(message: Any) -> None:
+        heard.append(message.data)
+
+    async with nodes(manifest("a")) as (a,), nodes(manifest("b", bootstrap=a.p2p.addrs)) as (b,):
+        await a.p2p.pubsub.subscribe("records", collect)
+        await b.p2p.pubsub.subscribe("records", collect)
+        await eventually(lambda: b.p2p.pubsub.mesh("records") and a.p2p.pubsub.mesh("records"), timeout=10)
+        await asyncio.sleep(0.5)  # the subscriptions' own RPCs are through
+        peerstore = b.p2p._host.get_peerstore()
+        original = peerstore.consume_peer_record
+
+        def counted(envelope: Any, ttl: int) -> bool:
+            checked.append(envelope)
+            return bool(original(envelope, ttl))
+
+        peerstore.consume_peer_record = counted
+        for index in range(50):
+            await a.p2p.pubsub.publish("records", b"m%d" % index)
+        await eventually(lambda: len(heard) == 50, timeout=10)
+    assert len(checked) <= 1  # at most the first RPC of a peer it had not sent to before
