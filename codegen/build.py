@@ -302,9 +302,7 @@ def _events(manifest: Manifest, where: _Locator) -> tuple[list[model.Event], lis
             annotation = " ".join(type_text.split())
             event_fields.append(model.EventField(field_name, annotation, annotation.endswith("| None")))
         uses_datetime = any("datetime" in f.annotation for f in event_fields)
-        events.append(
-            model.Event(event_name, tuple(event_fields), uses_datetime)
-        )
+        events.append(model.Event(event_name, tuple(event_fields), uses_datetime))
     return events, problems
 
 
