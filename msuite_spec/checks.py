@@ -259,6 +259,12 @@ def _discovery_issues(m: Manifest) -> Iterator[Issue]:
         why = check_address(address)
         if why is not None:
             yield Issue(("discovery", "static", name), why)
+    tls = m.discovery.tls
+    if tls is not None and (tls.cert is None) != (tls.key is None):
+        given, missing = ("cert", "key") if tls.cert is not None else ("key", "cert")
+        yield Issue(
+            ("discovery", "tls", given), f"a client certificate needs both cert and key (add {missing})"
+        )
 
 
 _CHECKS = (
@@ -297,6 +303,21 @@ def _why_not(path: FilePath, *, want_dir: bool) -> str | None:
     return None
 
 
+def _tls_files(m: Manifest) -> Iterator[tuple[Path, str]]:
+    """``(path, file)`` of every TLS file the manifest names."""
+    sections: list[tuple[Path, object]] = []
+    if m.grpc is not None and m.grpc.tcp is not None:
+        sections.append((("grpc", "tcp", "tls"), m.grpc.tcp.tls))
+    if m.http is not None:
+        sections.append((("http", "tls"), m.http.tls))
+    sections.append((("discovery", "tls"), m.discovery.tls))
+    for at, tls in sections:
+        for name in ("cert", "key", "client_ca", "ca"):
+            file = getattr(tls, name, None)
+            if isinstance(file, str):
+                yield (*at, name), file
+
+
 def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
     """Problems with files the manifest names, relative to ``base_dir``."""
     issues: list[Issue] = []
@@ -323,6 +344,10 @@ def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
                 why = _why_not(base_dir / file, want_dir=False)
                 if why is not None:
                     issues.append(Issue(at, f"key file {why}: {base_dir / file}"))
+    for at, file in _tls_files(manifest):
+        why = _why_not(base_dir / file, want_dir=False)
+        if why is not None:
+            issues.append(Issue(at, f"TLS file {why}: {base_dir / file}"))
     if manifest.grpc is not None and manifest.grpc.unix is not None:
         path = manifest.grpc.unix.path
         if not path.startswith("unix-abstract:"):

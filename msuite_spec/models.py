@@ -51,6 +51,7 @@ __all__ = [
     "JWT",
     "P2P",
     "Auth",
+    "ClientTLS",
     "Codegen",
     "Diagnostics",
     "Discovery",
@@ -60,6 +61,7 @@ __all__ = [
     "Logging",
     "Manifest",
     "Metrics",
+    "ServerTLS",
     "Service",
     "SharedStore",
     "Shutdown",
@@ -141,6 +143,31 @@ class Service(Section):
 # --------------------------------------------------------------------------- listeners
 
 
+class ServerTLS(Section):
+    """TLS on a TCP listener (TLS 1.2 at least); with ``client_ca``, mutual TLS."""
+
+    cert: str = Field(
+        description="PEM file of the server's certificate (its chain may follow it), relative to the "
+        "manifest's folder.",
+        min_length=1,
+        examples=["tls/server.pem"],
+    )
+    key: str = Field(
+        description="PEM file of the certificate's private key (unencrypted), relative to the "
+        "manifest's folder.",
+        min_length=1,
+        examples=["tls/server.key"],
+    )
+    client_ca: str | None = Field(
+        None,
+        description="PEM file of the CA certificates clients' certificates must chain to, relative to "
+        "the manifest's folder: when set, mutual TLS, and a client without a valid certificate is "
+        "refused at the handshake.",
+        min_length=1,
+        examples=["tls/clients-ca.pem"],
+    )
+
+
 class TCPListener(Section):
     """A TCP listener."""
 
@@ -149,6 +176,7 @@ class TCPListener(Section):
         50051,
         description="Port to bind; 0 picks a free port at start and reports it when ready.",
     )
+    tls: ServerTLS | None = Field(None, description="Serve TLS on this port (mutual TLS with `client_ca`).")
 
 
 class UnixListener(Section):
@@ -186,6 +214,7 @@ class HTTP(Section):
         8080,
         description="Port to bind; 0 picks a free port at start and reports it when ready.",
     )
+    tls: ServerTLS | None = Field(None, description="Serve HTTPS on this port (mutual TLS with `client_ca`).")
     gateway: bool = Field(True, description="Serve the JSON-to-gRPC gateway for declared services.")
     cors: tuple[str, ...] = Field(
         (),
@@ -493,6 +522,27 @@ class Tasks(Section):
 # --------------------------------------------------------------------------- discovery & diagnostics
 
 
+class ClientTLS(Section):
+    """TLS of the node's channels to ``discovery.static`` TCP addresses."""
+
+    ca: str | None = Field(
+        None,
+        description="PEM file of the CA certificates servers' certificates must chain to, relative to "
+        "the manifest's folder (default: the system's CAs).",
+        min_length=1,
+        examples=["tls/ca.pem"],
+    )
+    cert: str | None = Field(
+        None,
+        description="PEM file of this node's client certificate, for servers that require mutual TLS "
+        "(with `key`).",
+        min_length=1,
+    )
+    key: str | None = Field(
+        None, description="PEM file of the client certificate's private key (with `cert`).", min_length=1
+    )
+
+
 class Discovery(Section):
     """How this node finds the services it calls."""
 
@@ -501,8 +551,18 @@ class Discovery(Section):
         description="Fixed addresses by full service name: `host:port`, `[::1]:port`, "
         "`unix:/path` or `unix-abstract:NAME`. Tried before anything else.",
     )
+    tls: ClientTLS | None = Field(
+        None,
+        description="Dial every `host:port` address of `static` over TLS (`true` for the system's CAs); "
+        "Unix sockets stay plaintext.",
+    )
     mdns: bool = Field(False, description="Find peers on the local network by mDNS (needs `p2p`).")
     dht: bool = Field(False, description="Advertise and find services in the Kademlia DHT (needs `p2p`).")
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_flag(cls, value: Any) -> Any:
+        return _true_means_defaults(value)
 
 
 class Metrics(Section):

@@ -9,6 +9,10 @@ A full proto service name resolves, in this order:
 3. with ``p2p:``, connected peers that serve it over libp2p (``grpc.p2p``),
    the first by peer ID (``node.p2p.find_service(name)`` waits for one).
 
+With ``discovery.tls``, the ``host:port`` addresses of ``discovery.static``
+are dialled over TLS (trusting its ``ca``, presenting its ``cert`` when set);
+Unix sockets, the node's own server and p2p peers are dialled as before.
+
 A name that resolves nowhere raises :class:`ServiceNotFound` naming what was
 tried. Channels are cached per target and closed when the node stops. Calls
 made through them carry the caller's metadata, plus the trace context when
@@ -25,6 +29,8 @@ from ..errors import NodeError
 
 if TYPE_CHECKING:
     import grpc.aio
+
+    from .tls import ClientMaterial
 
 __all__ = ["GrpcClients", "ServiceNotFound", "target_of"]
 
@@ -57,10 +63,17 @@ class GrpcClients:
         base_dir: Path | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         p2p: Callable[[str], str | None] | None = None,
+        tls: ClientMaterial | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
+        """``tls`` (``discovery.tls``, checked at build) secures the channels to the static
+        ``host:port`` addresses."""
         self.requires = requires
         self._static = {name: target_of(address, base_dir) for name, address in static.items()}
+        self._tls = tls
+        self._secure = frozenset(
+            target for target in self._static.values() if tls is not None and not target.startswith("unix")
+        )
         self._own_services = frozenset(own_services)
         self._own_target = own_target
         self._options = options or []
@@ -105,9 +118,17 @@ class GrpcClients:
         if channel is None:
             import grpc.aio  # here, not at import: a node that never dials needs no grpc
 
-            channel = grpc.aio.insecure_channel(
-                target, options=self._options, interceptors=self._interceptors
-            )
+            if self._tls is not None and target in self._secure:
+                channel = grpc.aio.secure_channel(
+                    target,
+                    self._tls.grpc_credentials(),
+                    options=self._options,
+                    interceptors=self._interceptors,
+                )
+            else:
+                channel = grpc.aio.insecure_channel(
+                    target, options=self._options, interceptors=self._interceptors
+                )
             self._channels[target] = channel
         return channel
 
@@ -127,4 +148,8 @@ class GrpcClients:
             await channel.close(grace)
 
     def status(self) -> dict[str, Any]:
-        return {"static": dict(self._static), "open_channels": sorted(self._channels)}
+        return {
+            "static": dict(self._static),
+            "tls": sorted(self._secure),
+            "open_channels": sorted(self._channels),
+        }

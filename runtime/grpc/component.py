@@ -61,9 +61,11 @@ def _build_clients(context: BuildContext) -> GrpcClients:
     from msuite.runtime.diagnostics.component import tracing_of
 
     from .clients import GrpcClients
+    from .tls import client_tls
 
     manifest = context.manifest
     tracing = tracing_of(context)
+    tls = client_tls(manifest, manifest.discovery.tls) if manifest.discovery.tls is not None else None
     p2p: Any = None
     if manifest.p2p is not None:  # libp2p is imported only by nodes that have it
         from msuite.runtime.p2p.host import P2PHost
@@ -74,6 +76,7 @@ def _build_clients(context: BuildContext) -> GrpcClients:
         base_dir=manifest.base_dir,
         interceptors=tracing.client_interceptors() if tracing is not None else (),
         p2p=p2p.grpc_target if p2p is not None else None,
+        tls=tls,
         requires=context.dependencies,
     )
 
@@ -97,9 +100,13 @@ def _build_server(context: BuildContext) -> GrpcServer:
 
     from .clients import GrpcClients
     from .server import GrpcServer
+    from .tls import server_tls
 
     manifest = context.manifest
     node = context.node
+    assert manifest.grpc is not None
+    tcp = manifest.grpc.tcp
+    tls = server_tls(manifest, ("grpc", "tcp", "tls"), tcp.tls) if tcp is not None and tcp.tls else None
     bindings = context.bindings
     auth = context.use("auth", AuthComponent)
 
@@ -136,6 +143,7 @@ def _build_server(context: BuildContext) -> GrpcServer:
         bindings,
         make_servicers=make_servicers,
         auth=(lambda: auth.current) if auth is not None else None,
+        tls=tls,
         requires=context.dependencies,
     )
     server.hooks.extend(call_hooks(context))

@@ -13,6 +13,11 @@
   the p2p host or one of its services).
 - Servicer methods must be ``async def``; a method the ``impl`` does not
   define answers UNIMPLEMENTED and is named in a startup warning.
+- ``grpc.tcp.tls`` serves TLS on the TCP port (mutual TLS with ``client_ca``);
+  the Unix socket stays plaintext. The node's own channel (the gateway's,
+  ``node.grpc.client`` of its own services) never dials the TLS port: without
+  ``grpc.unix`` the server also listens on a private Unix socket in a folder
+  only this user may open, removed at stop.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import inspect
 import itertools
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +51,8 @@ if TYPE_CHECKING:
     from msuite.runtime.auth import Auth
     from msuite.runtime.wiring import ServiceBinding
 
+    from .tls import ServerMaterial
+
 __all__ = ["GrpcServer", "Listener"]
 
 log = logging.getLogger("msuite.grpc")
@@ -59,16 +68,21 @@ METADATA_LIMIT = 32 * 1024
 class Listener:
     """One bound address of the server, for readiness lines and ``/status``."""
 
-    def __init__(self, kind: str, address: str, target: str) -> None:
+    def __init__(self, kind: str, address: str, target: str, tls: str | None = None) -> None:
         self.kind = kind
         self.address = address
         """As printed: ``127.0.0.1:50051`` or ``unix:/abs/path.sock``."""
         self.target = target
         """What a grpc client dials to reach it."""
+        self.tls = tls
+        """``tls``, ``mtls`` (clients present a certificate), or None for plaintext."""
         self.state = "bound"
 
     def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "address": self.address, "state": self.state}
+        shown = {"kind": self.kind, "address": self.address, "state": self.state}
+        if self.tls is not None:
+            shown["tls"] = self.tls
+        return shown
 
 
 def _host_port(host: str, port: int) -> str:
@@ -130,10 +144,12 @@ class GrpcServer:
         *,
         make_servicers: Callable[[], Mapping[str, Any]],
         auth: Callable[[], Auth] | None = None,
+        tls: ServerMaterial | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
         """``make_servicers`` builds the ``impl`` instances when the server starts; ``auth``
-        returns the started auth (called once, at start) for the authentication and ACL step."""
+        returns the started auth (called once, at start) for the authentication and ACL step;
+        ``tls`` is ``grpc.tcp.tls``'s material, read and checked at build."""
         assert manifest.grpc is not None
         self.manifest = manifest
         self.settings: GRPC = manifest.grpc
@@ -144,6 +160,8 @@ class GrpcServer:
         self.server: grpc.aio.Server | None = None
         self.state = "new"
         self._make_servicers = make_servicers
+        self._tls = tls
+        self._private_dir: str | None = None
         self._auth = auth
         self._hooks: HookList[CallHook] = HookList("gRPC call hooks")
         self.unimplemented: list[str] = []
@@ -220,11 +238,13 @@ class GrpcServer:
                 await server.start()
             await server.stop(None)
             self.listeners = []
+            self._remove_private_dir()
             raise
         try:
             await server.start()
         except BaseException:
             await server.stop(None)
+            self._remove_private_dir()
             raise
         self.server = server
         self.state = "serving"
@@ -292,9 +312,11 @@ class GrpcServer:
                 address,
                 ("tcp", "port"),
                 "(the port is in use, or the address is not on this machine)",
+                tls=self._tls,
             )
             bound = _host_port(tcp.host, port)
-            self.listeners.append(Listener("tcp", bound, _host_port(_dial_host(tcp.host), port)))
+            mode = self._tls.mode if self._tls is not None else None
+            self.listeners.append(Listener("tcp", bound, _host_port(_dial_host(tcp.host), port), mode))
         if unix_target is not None:
             self._add_port(server, unix_target, ("unix", "path"))
             self.listeners.append(Listener("unix", unix_target, unix_target))
@@ -303,11 +325,30 @@ class GrpcServer:
             private = f"unix-abstract:msuite-{self.manifest.name}-{os.getpid()}-{next(_PRIVATE)}"
             self._add_port(server, private, ("p2p",))
             self.listeners.append(Listener("private", private, private))
+        elif self._tls is not None:
+            # the node's own channel (the gateway's) has no certificate to present: it dials a Unix
+            # socket in a folder only this user may open (mkdtemp: 0700), never an abstract one,
+            # which any local process could dial past mutual TLS
+            self._private_dir = tempfile.mkdtemp(prefix="msuite-grpc-")
+            private = f"unix:{self._private_dir}/grpc.sock"
+            self._add_port(server, private, ("tcp", "tls"))
+            self.listeners.append(Listener("private", private, private))
 
-    def _add_port(self, server: grpc.aio.Server, target: str, key: tuple[str, ...], why: str = "") -> int:
-        """Bind ``target``; a failure names the manifest key ``grpc.<key>`` and its line."""
+    def _add_port(
+        self,
+        server: grpc.aio.Server,
+        target: str,
+        key: tuple[str, ...],
+        why: str = "",
+        *,
+        tls: ServerMaterial | None = None,
+    ) -> int:
+        """Bind ``target`` (over TLS with ``tls``); a failure names ``grpc.<key>`` and its line."""
         try:
-            port = server.add_insecure_port(target)
+            if tls is not None:
+                port = server.add_secure_port(target, tls.grpc_credentials())
+            else:
+                port = server.add_insecure_port(target)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -333,13 +374,20 @@ class GrpcServer:
             if listener.kind == "unix" and listener.target.startswith("unix:"):
                 with contextlib.suppress(OSError):
                     os.unlink(listener.target[len("unix:") :])
+        self._remove_private_dir()
         started, self._started_impls = self._started_impls, []
         await stop_impls(self.manifest, started, self.servicers)
 
+    def _remove_private_dir(self) -> None:
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+
     def addresses(self) -> list[tuple[str, str]]:
-        """``("grpc.tcp" | "grpc.unix", address)`` of each listener users dial (readiness lines)."""
+        """``("grpc.tcp" | "grpc.unix", address)`` of each listener users dial (readiness lines);
+        a TLS listener's address ends with `` (tls)`` or `` (mtls)``."""
         return [
-            (f"grpc.{listener.kind}", listener.address)
+            (f"grpc.{listener.kind}", listener.address + (f" ({listener.tls})" if listener.tls else ""))
             for listener in self.listeners
             if listener.kind != "private"
         ]

@@ -14,6 +14,10 @@ outermost first, fixed:
 5. **Authentication and ACL** on the request path (no query string): a
    present but invalid token is 401, too low a role 403, both as JSON.
 
+With ``http.tls`` the server speaks HTTPS only (TLS 1.2 at least); with its
+``client_ca``, a client without a certificate from those CAs is refused at
+the handshake, before any of the pipeline runs.
+
 Routes: ``GET /metrics`` (``diagnostics.metrics``) and the ``/debug/`` pages
 (``diagnostics.profiling``), users' own (``node.http.router``, added before
 start), ``GET /status`` (``diagnostics.status``), then the gateway's (``http.gateway``),
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
     import grpc.aio
 
     from msuite.runtime.auth import Auth
+    from msuite.runtime.grpc.tls import ServerMaterial
     from msuite.runtime.wiring import Route
 
     from .gateway import Gateway
@@ -113,11 +118,13 @@ class HttpServer:
         status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         routes: Sequence[Route] = (),
         channel: Callable[[], grpc.aio.Channel] | None = None,
+        tls: ServerMaterial | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
         """``auth`` returns the started auth (called once, at start); ``routes`` are the gateway's,
         compiled here (a bad one raises :class:`NodeError` at its service's manifest line) and
-        served through ``channel()``, the node's channel to its own gRPC server."""
+        served through ``channel()``, the node's channel to its own gRPC server; ``tls`` is
+        ``http.tls``'s material, read and checked at build."""
         assert manifest.http is not None
         self.manifest = manifest
         self.settings = manifest.http
@@ -129,6 +136,7 @@ class HttpServer:
         self.address: str | None = None
         self.port: int | None = None
         self._auth = auth
+        self._tls = tls
         self._status = status
         self._gateway = self._compile_gateway(routes, channel) if self.settings.gateway else None
         self._runner: web.AppRunner | None = None
@@ -189,7 +197,8 @@ class HttpServer:
         # timeouts, the cap, and a request over the limits answered in JSON (431), nothing repeated
         guard(runner.server, connections)
         host, port = self.settings.host, self.settings.port
-        site = web.TCPSite(runner, host, port, reuse_port=False)
+        ssl_context = self._tls.context if self._tls is not None else None
+        site = web.TCPSite(runner, host, port, reuse_port=False, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -204,7 +213,8 @@ class HttpServer:
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else port
         shown = f"[{host}]" if ":" in host else host
-        self.address = f"http://{shown}:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        self.address = f"{scheme}://{shown}:{self.port}"
         self.state = "serving"
 
     async def draining(self) -> None:
@@ -222,8 +232,11 @@ class HttpServer:
         self.state = "stopped"
 
     def addresses(self) -> list[tuple[str, str]]:
-        """``("http", url)`` once listening (readiness lines)."""
-        return [("http", self.address)] if self.address is not None else []
+        """``("http", url)`` once listening (readiness lines); with TLS the URL is ``https://...``
+        followed by `` (tls)`` or `` (mtls)``."""
+        if self.address is None:
+            return []
+        return [("http", self.address + (f" ({self._tls.mode})" if self._tls is not None else ""))]
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = {
@@ -231,6 +244,8 @@ class HttpServer:
             "address": self.address,
             "gateway": self.settings.gateway,
         }
+        if self._tls is not None:
+            report["tls"] = self._tls.mode
         if self.connections is not None:
             report["connections"] = self.connections.status()
         return report

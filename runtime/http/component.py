@@ -1,13 +1,14 @@
 """Component ``http`` (``http:``; ``node.http``): the aiohttp server.
 
-Built with everything that can fail on configuration: the gateway's routes
-are compiled here (a bad template is reported at its service's manifest
-line before any port is bound), ``GET /metrics`` is registered when the node
-has ``metrics``. Users add their handlers to ``node.http.router`` between
-build and start; at start ``/status`` and the gateway's routes are added
-after them, the hooks are frozen and the pipeline is composed. Handlers are
-user code, so ``http`` uses every subsystem user code may use, and ``grpc``
-(the gateway's calls go through it).
+Built with everything that can fail on configuration: ``http.tls``'s files
+are read and checked, the gateway's routes are compiled (a bad template is
+reported at its service's manifest line before any port is bound), ``GET
+/metrics`` is registered when the node has ``metrics``. Users add their
+handlers to ``node.http.router`` between build and start; at start
+``/status`` and the gateway's routes are added after them, the hooks are
+frozen and the pipeline is composed. Handlers are user code, so ``http``
+uses every subsystem user code may use, and ``grpc`` (the gateway's calls go
+through it).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ def _build(context: BuildContext) -> HttpServer:
     from msuite.runtime.auth.component import AuthComponent
     from msuite.runtime.diagnostics.component import MetricsComponent, call_hooks
     from msuite.runtime.grpc.clients import GrpcClients
+    from msuite.runtime.grpc.tls import server_tls
 
     from .app import HttpServer
 
     manifest = context.manifest
+    assert manifest.http is not None
+    tls = server_tls(manifest, ("http", "tls"), manifest.http.tls) if manifest.http.tls is not None else None
     auth = context.use("auth", AuthComponent)
     clients = context.use("clients", GrpcClients)
     routes = tuple(getattr(context.wiring, "ROUTES", ())) if context.bindings else ()
@@ -40,6 +44,7 @@ def _build(context: BuildContext) -> HttpServer:
         status=context.node.status.report if manifest.diagnostics.status else None,
         routes=routes,
         channel=clients.own_channel if clients is not None and manifest.grpc is not None else None,
+        tls=tls,
         requires=context.dependencies,
     )
     server.hooks.extend(call_hooks(context))
