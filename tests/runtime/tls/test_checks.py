@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 import textwrap
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import pytest
 
 from msuite.runtime.cli import main
 from msuite.runtime.errors import NodeError
+from msuite.runtime.grpc.tls import server_tls
 from msuite.runtime.node import Node
-from msuite.spec import ManifestError, load_manifest
+from msuite.spec import Manifest, ManifestError, load_manifest
 
 from .conftest import Pki
+from .conftest import server_tls as settings
 
 GRPC_AND_HTTP = """\
     name: tls
@@ -117,3 +120,14 @@ def test_up_reports_a_mismatched_key_without_a_traceback(
     captured = capsys.readouterr()
     assert f"{path}:8:12: grpc.tcp.tls.key: the key in" in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_the_server_context_wants_tls_1_2_and_client_certificates_with_client_ca(
+    pki: Pki, mutual: bool
+) -> None:
+    material = server_tls(Manifest(name="m"), ("http", "tls"), settings(pki, mutual=mutual))
+    assert material.context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert material.context.verify_mode == (ssl.CERT_REQUIRED if mutual else ssl.CERT_NONE)
+    assert material.mode == ("mtls" if mutual else "tls")
+    assert material.cert == pki.cert.read_bytes() and material.key == pki.key.read_bytes()
