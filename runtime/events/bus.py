@@ -269,6 +269,8 @@ class Events:
         self._sessions: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
         self._logged: dict[str, tuple[float, int]] = {}
         self._names: dict[str, int] = {}
+        self._checked: set[type[Event]] = set()
+        """Event classes found to match the manifest (checked once each)."""
 
     # ------------------------------------------------------------------ handlers
 
@@ -336,6 +338,8 @@ class Events:
 
     def _declared(self, event: type[Event]) -> _Topic:
         """The topic of ``event``, which must be a class of an event the manifest declares."""
+        if event in self._checked:
+            return self._topics[event.__name__]
         if not (isinstance(event, type) and issubclass(event, Event)):
             raise EventError(f"{event!r} is not an event class (the classes are in gen/events.py)")
         topic = self._topics.get(event.__name__)
@@ -351,6 +355,7 @@ class Events:
                 f"{event.__name__} has fields {sorted(event.model_fields)}, the manifest "
                 f"{sorted(fields)}: run `msuite generate` again"
             )
+        self._checked.add(event)
         return topic
 
     @staticmethod
@@ -372,8 +377,8 @@ class Events:
         if self.state != "running":
             raise EventError(f"events are published once the node runs (it is {self.state})")
         self._learn(topic, type(event))
-        moment = datetime.now(UTC)
         async with topic.lock:  # one sequence per type: numbered in the order handed to the mesh
+            moment = datetime.now(UTC)
             topic.seq += 1
             seq = topic.seq
             event_id = self._new_id()
