@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from msuite.runtime.cli import main
 from msuite.runtime.errors import NodeError
@@ -44,6 +45,13 @@ def write(folder: Path, pki: Pki, **names: str) -> Path:
     """A manifest naming the PEM files copied beside it; ``names`` replaces file names."""
     for name in ("cert", "key", "ca", "other_key"):
         shutil.copy(getattr(pki, name), folder / f"{name}.pem")
+    key = serialization.load_pem_private_key(pki.key.read_bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase"),
+    )
+    (folder / "encrypted.pem").write_bytes(encrypted)
     files = {
         "cert": "cert.pem",
         "key": "key.pem",
@@ -89,6 +97,7 @@ def test_a_client_cert_without_its_key_is_refused(tmp_path: Path) -> None:
         ({"key": "other_key.pem"}, "8:12: grpc.tcp.tls.key", "does not match the certificate"),
         ({"cert": "key.pem"}, "7:13: grpc.tcp.tls.cert", "does not hold PEM certificates"),
         ({"key": "cert.pem"}, "8:12: grpc.tcp.tls.key", "does not hold a PEM private key"),
+        ({"key": "encrypted.pem"}, "8:12: grpc.tcp.tls.key", "is encrypted; msuite reads unencrypted"),
         ({"http_key": "other_key.pem"}, "13:10: http.tls.key", "does not match the certificate"),
         ({"ca": "key.pem"}, "14:16: http.tls.client_ca", "does not hold PEM certificates"),
         ({"discovery_ca": "cert.pem"}, None, None),
