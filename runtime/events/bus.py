@@ -428,7 +428,7 @@ class Events:
             self._drop(topic.type, "stopping")
             return
         decoder = topic.decoder
-        if decoder is None:  # no handler has told which class this type is
+        if not topic.handlers or decoder is None:  # nobody to hand it to: not even decoded
             topic.unhandled += 1
             return
         decoded = decoder.decode(message.data)
@@ -448,9 +448,6 @@ class Events:
             local=False,
             seq=decoded.seq,
         )
-        if not topic.handlers:
-            topic.unhandled += 1
-            return
         await self._dispatch(topic, decoded.event, meta, arrived)
 
     def _fresh(self, topic: _Topic, sender: str, decoded: Decoded[Any]) -> bool:

@@ -586,3 +586,20 @@ async def test_events_a_stalled_peer_could_not_take_are_counted_on_both_sides(
     assert lost > 0
     assert sent["dropped"]["outbound_full"] >= lost
     assert got["missed"] == lost
+
+
+async def test_events_of_a_type_without_a_handler_are_counted_unhandled_not_decoded() -> None:
+    async with nodes(2) as (a, b):
+        await a.events.publish(NoteCreated(id="seen", title="t"))  # b learns the class, no handler
+        for i in range(3):
+            await a.events.publish(NoteDeleted(id=str(i)))
+        await eventually(
+            lambda: (
+                b.events.status()["types"]["NoteDeleted"]["unhandled"] == 3
+                and b.events.status()["types"]["NoteCreated"]["unhandled"] == 1
+            ),
+            timeout=10,
+        )
+        created = b.events.status()["types"]
+    assert created["NoteDeleted"]["received"] == 0 and created["NoteCreated"]["received"] == 0
+    assert created["NoteDeleted"]["dropped"] == {}
