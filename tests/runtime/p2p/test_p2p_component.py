@@ -120,6 +120,8 @@ async def test_a_subsystem_on_the_host_is_one_component_and_one_table_line() -> 
         await eventually(lambda: a.p2p.peers() and b.p2p.peers())
         assert a.components[-1] == "ping" and a.p2p.services[-1] == "ping"
         assert await b.ping.ask(a.p2p.peer_id, b"hi") == b"pong:hi"
+        # a counts once its answer is closed, which b does not wait for (a loaded run read 0)
+        await eventually(lambda: a.ping.status() == {"answered": 1})
         assert (await a.status.report())["ping"] == {"answered": 1}
         with pytest.raises(FrozenError, match="p2p service 'late' added after the host started"):
             a.p2p.add_service(type("Late", (PingService,), {"name": "late"})())
