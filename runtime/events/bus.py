@@ -31,10 +31,11 @@ import os
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from msuite.runtime.p2p.faults import LOG_EVERY, PeerLogLimit
 from msuite.runtime.wiring import Event, EventMeta
 
 from .envelope import MAX_SIZE, Decoded, Decoder, EventError, Rejected, encode, new_session, topic_for
@@ -79,9 +80,6 @@ SEEN = 16384
 
 SESSIONS = 4096
 """Publisher sessions whose next sequence number is remembered."""
-
-LOG_EVERY = 60.0
-"""Seconds between two log lines about one peer's bad events (or one handler's tracebacks)."""
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds, in seconds, of the handler latency histogram."""
@@ -235,7 +233,6 @@ class _Topic:
         self.type = type_name
         self.topic = topic
         self.decoder: Decoder[Any] | None = None
-        self.cls: type[Event] | None = None
         self.handlers: list[EventHandler[Any]] = []
         self.subscription: Subscription | None = None
         self.published = 0
@@ -267,7 +264,7 @@ class Events:
         self._topics = {name: _Topic(name, topic_for(self.channel, name)) for name in manifest.events}
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._sessions: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
-        self._logged: dict[str, tuple[float, int]] = {}
+        self._log_limit = PeerLogLimit()
         self._names: dict[str, int] = {}
         self._checked: set[type[Event]] = set()
         """Event classes found to match the manifest (checked once each)."""
@@ -361,7 +358,6 @@ class Events:
     @staticmethod
     def _learn(topic: _Topic, cls: type[Event]) -> None:
         if topic.decoder is None:
-            topic.cls = cls
             topic.decoder = Decoder(cls)
 
     # ------------------------------------------------------------------ publishing
@@ -496,14 +492,9 @@ class Events:
 
     def _bad(self, peer: str, type_name: str, reason: str, detail: str) -> None:
         """Log a peer's bad event at most once a minute per peer (the counters show the rest)."""
-        now = time.monotonic()
-        last, unlogged = self._logged.get(peer, (None, 0))
-        if last is not None and now - last < LOG_EVERY:
-            self._logged[peer] = (last, unlogged + 1)
+        unlogged = self._log_limit.allow(peer)
+        if unlogged is None:
             return
-        if len(self._logged) >= 1024:
-            self._logged = {p: v for p, v in self._logged.items() if now - v[0] < LOG_EVERY}
-        self._logged[peer] = (now, 0)
         more = f" ({unlogged} more from this peer in the last minute)" if unlogged else ""
         verb = "lost events" if reason == "missed" else f"dropped an event ({reason})"
         log.warning("events: %s of %s from %s: %s%s", verb, type_name, peer, detail, more)
@@ -601,7 +592,3 @@ class Events:
     def topics(self) -> list[str]:
         """The topics of this node's event types."""
         return [topic.topic for topic in self._topics.values()]
-
-    def handlers(self) -> Iterable[EventHandler[Any]]:
-        """Every registered handler, by type in manifest order, then registration order."""
-        return [slot for topic in self._topics.values() for slot in topic.handlers]

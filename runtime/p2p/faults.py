@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["LOG_EVERY", "StreamFaults"]
+__all__ = ["LOG_EVERY", "PeerLogLimit", "StreamFaults"]
 
 log = logging.getLogger("msuite.p2p")
 
@@ -27,6 +27,27 @@ _REMEMBERED = 1024
 """Peers whose last log line is remembered (older entries are dropped beyond this)."""
 
 
+class PeerLogLimit:
+    """At most one log line per peer per :data:`LOG_EVERY` seconds; the lines held back are counted
+    and told with the next one."""
+
+    def __init__(self) -> None:
+        self._logged: dict[str, tuple[float, int]] = {}
+        """peer -> (when its last line was logged, lines held back since then)."""
+
+    def allow(self, peer: str) -> int | None:
+        """None: hold this line back; else log it, with the number held back since the last one."""
+        now = time.monotonic()
+        last, unlogged = self._logged.get(peer, (None, 0))
+        if last is not None and now - last < LOG_EVERY:
+            self._logged[peer] = (last, unlogged + 1)
+            return None
+        if len(self._logged) >= _REMEMBERED:
+            self._logged = {p: v for p, v in self._logged.items() if now - v[0] < LOG_EVERY}
+        self._logged[peer] = (now, 0)
+        return unlogged
+
+
 class StreamFaults:
     """Streams reset because of what a peer sent; ``record`` is called in the trio thread."""
 
@@ -34,8 +55,7 @@ class StreamFaults:
         self.count = 0
         self.by_protocol: dict[str, int] = {}
         self.recent: list[dict[str, Any]] = []
-        self._logged: dict[str, tuple[float, int]] = {}
-        """peer -> (when its last line was logged, faults since then not logged)."""
+        self._limit = PeerLogLimit()
 
     def record(self, peer: str, protocol: str, error: BaseException) -> None:
         protocol = protocol or "(none negotiated)"
@@ -44,14 +64,9 @@ class StreamFaults:
         self.by_protocol = {**self.by_protocol, protocol: self.by_protocol.get(protocol, 0) + 1}
         entry = {"peer": peer, "protocol": protocol, "error": reason, "at": round(time.time(), 3)}
         self.recent = [*self.recent[-(RECENT - 1) :], entry]
-        now = time.monotonic()
-        last, unlogged = self._logged.get(peer, (None, 0))
-        if last is not None and now - last < LOG_EVERY:
-            self._logged[peer] = (last, unlogged + 1)
+        unlogged = self._limit.allow(peer)
+        if unlogged is None:
             return
-        if len(self._logged) >= _REMEMBERED:
-            self._logged = {p: v for p, v in self._logged.items() if now - v[0] < LOG_EVERY}
-        self._logged[peer] = (now, 0)
         more = f" ({unlogged} more from this peer in the last minute)" if unlogged else ""
         log.warning("reset a %s stream from %s: %s%s", protocol, peer, reason, more)
         log.debug("the stream's error", exc_info=error)
