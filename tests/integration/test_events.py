@@ -13,93 +13,32 @@ import contextlib
 import importlib
 import json
 import os
-import queue
 import shutil
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.test_up import Up, _forget_gen
+from tests.runtime.p2p.peers import NodeProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 EVENTS_PAIR = Path(__file__).parent / "events_pair"
 TYPE = "NoteCreated"
 CHANNEL = "notes"
 
 
-class EventsPeer:
+class EventsPeer(NodeProcess):
     """An msuite node with ``events:`` in a process of its own (see :mod:`.events_peer`)."""
 
     def __init__(self, name: str, repo: str | Path = ":memory:", bootstrap: tuple[str, ...] = ()) -> None:
-        self.name = name
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.events_peer", name, str(repo), CHANNEL, *bootstrap],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._errors: list[str] = []
-        self._pumps = [
-            threading.Thread(target=self._pump, args=(self.process.stdout, self._lines.put), daemon=True),
-            threading.Thread(target=self._pump, args=(self.process.stderr, self._errors.append), daemon=True),
-        ]
-        for pump in self._pumps:
-            pump.start()
-        self.peer_id = self.addr = ""
-
-    def ready(self) -> EventsPeer:
-        """Wait for the node's ``ready`` line (processes start side by side, then each is waited for)."""
-        if self.peer_id:
-            return self
-        try:
-            words = self._line(60).split()
-            assert words[0] == "ready", words
-            self.peer_id, self.addr = words[1], words[2]
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    @staticmethod
-    def _pump(stream: Any, put: Callable[[str], None]) -> None:
-        for line in stream:
-            put(line)
-        put("")
-
-    def _line(self, timeout: float) -> str:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"{self.name}: no answer in {timeout} s; stderr:\n{self.stderr}") from None
-        if not line:
-            raise AssertionError(f"{self.name} exited {self.process.poll()}; stderr:\n{self.stderr}")
-        return line.strip()
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._errors)
+        super().__init__(name, "tests.integration.events_peer", name, str(repo), CHANNEL, *bootstrap)
 
     def send(self, command: str, timeout: float = 30) -> Any:
         """Send ``command``; its answer, decoded from JSON."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return json.loads(self._line(timeout))
-
-    def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self.send("status")
-        return answer
+        return json.loads(self.ask(command, timeout))
 
     def counts(self) -> dict[str, Any]:
         """The status of the ``NoteCreated`` topic."""
@@ -110,46 +49,6 @@ class EventsPeer:
         """What the handler was given from ``publisher``: ``[publisher, seq, title, local, id]`` each."""
         answer: list[list[Any]] = self.send(f"received {publisher}")
         return answer
-
-    def wait_for(
-        self, condition: Callable[[dict[str, Any]], bool], timeout: float = 20, what: str = ""
-    ) -> dict[str, Any]:
-        """Poll ``status()`` until ``condition(status)``; return that status."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if condition(status):
-                return status
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.name}: {what or condition} still false after {timeout} s: {status}"
-                )
-            time.sleep(0.05)
-
-    def quit(self, timeout: float = 20) -> int:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.write("quit\n")
-                self.process.stdin.flush()
-        code = self.process.wait(timeout)
-        self._close_pipes()
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL: nothing is closed cleanly (a process that ended already is only waited for)."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        self._close_pipes()
-
-    def _close_pipes(self) -> None:
-        for pump in self._pumps:
-            pump.join(5)
-        for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if pipe is not None and not pipe.closed:
-                with contextlib.suppress(BrokenPipeError):
-                    pipe.close()
 
 
 @contextlib.contextmanager

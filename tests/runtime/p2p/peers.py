@@ -11,19 +11,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-class Peer:
-    """An msuite node in a process of its own (see :mod:`.peer_process`)."""
+class NodeProcess:
+    """A node in a process of its own, driven one line per command over stdin/stdout; it prints
+    ``ready <peer id> <multiaddr>`` once it runs (see :mod:`.peer_process`)."""
 
-    def __init__(self, name: str, repo: str | Path = ":memory:", bootstrap: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, module: str, *arguments: str) -> None:
         self.name = name
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.runtime.p2p.peer_process", name, str(repo), *bootstrap],
+            [sys.executable, "-m", module, *arguments],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -39,11 +40,20 @@ class Peer:
         ]
         for pump in self._pumps:
             pump.start()
+        self.peer_id = self.addr = ""
+
+    def ready(self) -> Self:
+        """Wait for the ``ready`` line (once; processes may start side by side, then be waited for)."""
+        if self.peer_id:
+            return self
         try:
-            self.peer_id, self.addr = self._ready()
+            words = self._line(60).split()
+            assert words[0] == "ready", words
+            self.peer_id, self.addr = words[1], words[2]
         except BaseException:
             self.kill()
             raise
+        return self
 
     @staticmethod
     def _pump(stream: Any, put: Any) -> None:
@@ -60,23 +70,19 @@ class Peer:
             raise AssertionError(f"{self.name} exited {self.process.poll()}; stderr:\n{self.stderr}")
         return line.strip()
 
-    def _ready(self) -> tuple[str, str]:
-        words = self._line(60).split()
-        assert words[0] == "ready", words
-        return words[1], words[2]
-
     @property
     def stderr(self) -> str:
         return "".join(self._errors)
 
-    def send(self, command: str, timeout: float = 60) -> str:
+    def ask(self, command: str, timeout: float = 60) -> str:
+        """Send ``command``; its one-line answer."""
         assert self.process.stdin is not None
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
         return self._line(timeout)
 
     def status(self) -> dict[str, Any]:
-        answer: dict[str, Any] = json.loads(self.send("status"))
+        answer: dict[str, Any] = json.loads(self.ask("status"))
         return answer
 
     def wait_for(self, condition: Any, timeout: float = 20, what: str = "") -> dict[str, Any]:
@@ -116,6 +122,17 @@ class Peer:
             if pipe is not None and not pipe.closed:
                 with contextlib.suppress(BrokenPipeError):
                     pipe.close()
+
+
+class Peer(NodeProcess):
+    """An msuite node in a process of its own (see :mod:`.peer_process`), ready once built."""
+
+    def __init__(self, name: str, repo: str | Path = ":memory:", bootstrap: tuple[str, ...] = ()) -> None:
+        super().__init__(name, "tests.runtime.p2p.peer_process", name, str(repo), *bootstrap)
+        self.ready()
+
+    def send(self, command: str, timeout: float = 60) -> str:
+        return self.ask(command, timeout)
 
     def __enter__(self) -> Peer:
         return self
