@@ -1,0 +1,1 @@
+"""IPFS-style file sharing (``node.files``): UnixFS, the blockstore, Bitswap; see ``docs/files.md``."""
