@@ -128,7 +128,7 @@ def _p2p_issues(m: Manifest) -> Iterator[Issue]:
         yield Issue(("grpc", "p2p"), f"gRPC over libp2p needs {_NEEDS_P2P}")
     if m.storage.shared is not None:
         yield Issue(("storage", "shared"), f"the shared store needs {_NEEDS_P2P}", at_key=True)
-    if m.files:
+    if m.files is not None:
         yield Issue(("files",), f"file sharing needs {_NEEDS_P2P}")
     if m.events:
         yield Issue(("events",), f"events need {_NEEDS_P2P}", at_key=True)

@@ -96,6 +96,11 @@ class Section(BaseModel):
     )
 
 
+def _boolean_too(schema: dict[str, Any]) -> None:
+    """JSON Schema of a section that ``true`` turns on with its defaults and ``false`` off."""
+    schema["anyOf"] = [*schema.get("anyOf", []), {"type": "boolean"}]
+
+
 def _true_means_defaults(value: Any) -> Any:
     """``key: true`` turns a section on with its defaults; ``false`` turns it off."""
     if value is True:
@@ -470,6 +475,23 @@ class Storage(Section):
     shared: SharedStore | None = Field(None, description="CRDT store shared by all nodes (needs `p2p`).")
 
 
+class Files(Section):
+    """IPFS-style file sharing (`node.files`): UnixFS files in the repository, Bitswap between peers."""
+
+    timeout: Duration = Field(
+        timedelta(seconds=60),
+        description="Longest `get`, `cat` and `stat` wait for a block no peer delivers (per call).",
+    )
+    sync: bool = Field(
+        False,
+        description="Flush each block to disk before it counts as stored (survives power loss; "
+        "slower). Without it a block is still whole or absent after the process is killed.",
+    )
+    provide: bool = Field(
+        True, description="Advertise added files on the DHT (with `discovery.dht`), as IPFS nodes do."
+    )
+
+
 # --------------------------------------------------------------------------- locks & tasks
 
 
@@ -498,7 +520,9 @@ class Locker(Section):
         description="ZooKeeper connection string, e.g. `127.0.0.1:2181` (needed by `zookeeper`).",
         pattern=r"^[^,\s]+(,[^,\s]+)*$",
     )
-    tls: LockerTLS | None = Field(None, description="Connect to the lock server over TLS.")
+    tls: LockerTLS | None = Field(
+        None, description="Connect to the lock server over TLS.", json_schema_extra=_boolean_too
+    )
     ttl: Duration = Field(timedelta(seconds=8), description="Lease lifetime, renewed while held (redis).")
     session_timeout: Duration = Field(timedelta(seconds=10), description="Session timeout (zookeeper).")
     prefix: str = Field("msuite/locks", description="Namespace of lock keys on the server.", min_length=1)
@@ -555,6 +579,7 @@ class Discovery(Section):
         None,
         description="Dial every `host:port` address of `static` over TLS (`true` for the system's CAs); "
         "Unix sockets stay plaintext.",
+        json_schema_extra=_boolean_too,
     )
     mdns: bool = Field(False, description="Find peers on the local network by mDNS (needs `p2p`).")
     dht: bool = Field(False, description="Advertise and find services in the Kademlia DHT (needs `p2p`).")
@@ -597,9 +622,13 @@ class Diagnostics(Section):
     status: bool = Field(True, description="Serve `GET /status`.")
     profiling: bool = Field(False, description="Serve profiling pages under `/debug/`.")
     metrics: Metrics | None = Field(
-        None, description="Serve Prometheus metrics at `GET /metrics` (`true` for defaults)."
+        None,
+        description="Serve Prometheus metrics at `GET /metrics` (`true` for defaults).",
+        json_schema_extra=_boolean_too,
     )
-    tracing: Tracing | None = Field(None, description="Record and export traces.")
+    tracing: Tracing | None = Field(
+        None, description="Record and export traces (`true` for defaults).", json_schema_extra=_boolean_too
+    )
 
     @field_validator("metrics", "tracing", mode="before")
     @classmethod
@@ -661,10 +690,16 @@ class Manifest(Section):
     )
     grpc: GRPC | None = Field(None, description="gRPC server listeners and options.")
     http: HTTP | None = Field(None, description="HTTP server (handlers, gateway, diagnostics).")
-    p2p: P2P | None = Field(None, description="libp2p host (`true` for defaults).")
+    p2p: P2P | None = Field(
+        None, description="libp2p host (`true` for defaults).", json_schema_extra=_boolean_too
+    )
     auth: Auth | None = Field(None, description="JWT authentication and ACLs.")
     storage: Storage = Field(default_factory=Storage, description="Key-value store settings.")
-    files: bool = Field(False, description="IPFS-style file sharing (needs `p2p`).")
+    files: Files | None = Field(
+        None,
+        description="IPFS-style file sharing (needs `p2p`; `true` for defaults).",
+        json_schema_extra=_boolean_too,
+    )
     events: dict[EventName, dict[FieldName, str]] = Field(
         default_factory=dict,
         description="Typed events over pubsub (needs `p2p`): event name -> field -> type, "
@@ -685,7 +720,7 @@ class Manifest(Section):
     _source: SourceMap | None = PrivateAttr(default=None)
     _base_dir: FilePath | None = PrivateAttr(default=None)
 
-    @field_validator("p2p", mode="before")
+    @field_validator("p2p", "files", mode="before")
     @classmethod
     def _p2p_flag(cls, value: Any) -> Any:
         return _true_means_defaults(value)

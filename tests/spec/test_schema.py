@@ -99,3 +99,24 @@ def test_schema_rejects_what_the_models_reject(bad: dict[str, Any]) -> None:
 def test_schema_text_is_stable() -> None:
     assert manifest_schema_text() == manifest_schema_text()
     assert json.loads(manifest_schema_text()) == manifest_schema()
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"p2p": True, "files": True},
+        {"p2p": False, "files": False},
+        {"diagnostics": {"metrics": True, "tracing": True}},
+        {"locker": {"backend": "redis", "url": "redis://127.0.0.1:6379", "tls": True}},
+        {"discovery": {"tls": True}},
+    ],
+)
+def test_sections_turned_on_by_true_validate_against_the_schema(section: dict[str, Any]) -> None:
+    """`key: true` (defaults) and `key: false` (off) pass the models, so they pass the schema too
+    (they were refused by the schema alone)."""
+    from msuite.spec import Manifest
+    from msuite.spec.models import DEFER_CHECKS
+
+    data = {"name": "n", **section}
+    Manifest.model_validate(data, context={DEFER_CHECKS: True})
+    jsonschema.Draft202012Validator(manifest_schema()).validate(data)
