@@ -5,8 +5,10 @@ implementations share it), run in the host's trio nursery. Each gRPC
 service the node serves over libp2p is advertised as a provider record under
 the sha256 multihash of ``msuite/service/<name>``: at start, soon after new
 peers connect (once a second at most), and every 10 minutes after, well
-before records expire. Every DHT call is bounded (10 s): py-libp2p's can
-stall for ~20 s after a peer leaves.
+before records expire. Content (file sharing's roots) is advertised the same
+way under its own multihash, as IPFS nodes do: :meth:`Dht.provide_key`.
+Every DHT call is bounded (10 s): py-libp2p's can stall for ~20 s after a
+peer leaves.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Dht:
         self._host: IHost | None = None
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+        self._content: dict[str, None] = {}
+        """Content keys (multihashes in hex) to advertise, in the order given."""
 
     @property
     def services(self) -> list[str]:
@@ -81,6 +85,13 @@ class Dht:
 
         self._nursery.start_soon(self._add, ID.from_base58(peer_id))
         self._wake.set()
+
+    def provide_key(self, key: str) -> None:
+        """Advertise this node as a provider of ``key`` (a multihash in hex) soon and every
+        round after (trio side)."""
+        if key not in self._content:
+            self._content = {**self._content, key: None}
+            self._wake.set()
 
     def wake(self) -> None:
         """Advertise soon (the services changed; trio side)."""
@@ -117,26 +128,32 @@ class Dht:
         while True:
             # a fresh event before the round: a peer connecting during it wakes the next one
             self._wake = trio.Event()
-            if self.services:
+            keys = [(service, service_key(service)) for service in self.services]
+            keys += [(f"block {key}", key) for key in self._content]
+            if keys:
                 await trio.sleep(1.0)  # peers connecting together cost one round
-                for service in self.services:
+                for what, key in keys:
                     with trio.move_on_after(CALL_TIMEOUT) as scope:
                         try:
-                            await self._dht.provide(service_key(service))
+                            await self._dht.provide(key)
                         except Exception as exc:
-                            log.info("DHT: advertising %s failed: %s", service, exc)
+                            log.info("DHT: advertising %s failed: %s", what, exc)
                     if scope.cancelled_caught:
-                        log.info("DHT: advertising %s took over %.0f s", service, CALL_TIMEOUT)
+                        log.info("DHT: advertising %s took over %.0f s", what, CALL_TIMEOUT)
                 self.advertised += 1
             with trio.move_on_after(ADVERTISE_EVERY):
                 await self._wake.wait()
 
     async def find(self, service: str, timeout: float) -> list[Any]:
         """Providers of ``service`` (py-libp2p PeerInfos), within ``timeout``."""
+        return await self.find_key(service_key(service), timeout)
+
+    async def find_key(self, key: str, timeout: float) -> list[Any]:
+        """Providers of ``key`` (a multihash in hex; py-libp2p PeerInfos), within ``timeout``."""
         providers: list[Any] = []
         if self._dht is not None:
             with trio.move_on_after(min(timeout, CALL_TIMEOUT)):
-                providers = await self._dht.find_providers(service_key(service))
+                providers = await self._dht.find_providers(key)
         return providers
 
     def status(self) -> dict[str, Any]:
@@ -144,6 +161,7 @@ class Dht:
         return {
             "routing_table": dht.get_routing_table_size() if dht is not None else 0,
             "advertised": list(self.services),
+            "content_keys": len(self._content),
             "rounds": self.advertised,
             "skipped_peers": self.skipped,
         }
