@@ -57,13 +57,8 @@ async def test_a_file_reads_back_whole(size: int) -> None:
     data = content(size)
     result = import_bytes(data, blocks.put, chunk_size=16, max_links=4)
     assert await _read(result.cid, blocks) == data
-    assert (
-        await stat(result.cid, blocks.load)
-        == FileStat(
-            result.cid, "raw" if size <= 16 else "file", size, 1 if size <= 16 else 1 + min(4, -(-size // 16))
-        )
-        or size > 64
-    )
+    info = await stat(result.cid, blocks.load)
+    assert (info.kind, info.size) == ("raw" if size <= 16 else "file", size)
 
 
 async def test_a_kubo_sized_file_reads_back_in_windows() -> None:
@@ -195,7 +190,7 @@ async def test_resolve_walks_directories() -> None:
     assert await resolve(top.cid, "b/c.txt", blocks.load) == file.cid
     assert await resolve(top.cid, "/b//c.txt/", blocks.load) == file.cid
     assert await resolve(top.cid, "", blocks.load) == top.cid
-    with pytest.raises(ExportError, match="'nope' not found in .*/b"):
+    with pytest.raises(ExportError, match=r"'nope' not found in .*/b"):
         await resolve(top.cid, "b/nope", blocks.load)
     with pytest.raises(ExportError, match="/x is not a directory"):
         await resolve(top.cid, "x/y", blocks.load)
