@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from msuite.runtime.files import blockstore as blockstore_module
 from msuite.runtime.files.blockstore import (
     Blockstore,
     BlockstoreError,
@@ -99,7 +98,7 @@ def test_a_full_disk_is_an_error_and_leaves_nothing(tmp_path: Path, monkeypatch:
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(blockstore_module.os, "write", full)
+    monkeypatch.setattr(os, "write", full)
     with pytest.raises(BlockstoreError, match=r"cannot store block bafkrei\w+: the disk is full"):
         store.put(CID, BLOCK)
     monkeypatch.undo()
