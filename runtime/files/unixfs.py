@@ -204,7 +204,8 @@ def file_node(children: Sequence[tuple[bytes, int, int]], data: bytes | None = N
     Tsize; the Data holds ``filesize`` (inline ``data`` plus the children's
     sizes) and one blocksize per child, as Kubo writes them."""
     sizes = tuple(size for _, _, size in children)
-    message = UnixFSData(DataType.FILE, data, (len(data) if data else 0) + sum(sizes), sizes)
+    inline = data or None  # empty inline data is left out, as js ipfs-unixfs does
+    message = UnixFSData(DataType.FILE, inline, len(inline or b"") + sum(sizes), sizes)
     links = tuple(dagpb.PBLink(cid, "", tsize) for cid, tsize, _ in children)
     block = dagpb.encode(dagpb.PBNode(links, encode_data(message)))
     return make_cid(DAG_PB, block), block
