@@ -210,3 +210,24 @@ async def test_walk_yields_every_block_once() -> None:
     assert all(cid[1] == DAG_PB for batch in blocks.batches for cid in batch)
     cbor = make_cid(DAG_CBOR, b"\xa0")
     assert [cid async for cid in walk_cids(cbor, blocks.load)] == [cbor]
+
+
+async def test_at_most_a_window_of_leaves_is_held() -> None:
+    blocks = Blocks()
+    result = import_bytes(content(16 * 500), blocks.put, chunk_size=16, max_links=5)
+    loaded = 0
+    yielded = 0
+    held: list[int] = []
+
+    async def watching(cids: Sequence[bytes]) -> list[bytes]:
+        nonlocal loaded
+        loaded += sum(1 for cid in cids if cid[1] == RAW)
+        held.append(loaded - yielded)
+        return await blocks.load(cids)
+
+    async for piece in read_file(result.cid, watching, window=8):
+        assert len(piece) == 16
+        yielded += 1
+    assert yielded == loaded == 500
+    assert max(held) <= 8
+    assert max(len(batch) for batch in blocks.batches) <= 8
