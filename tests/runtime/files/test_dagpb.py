@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from msuite import MsuiteError
 from msuite.runtime.files import dagpb
+from msuite.runtime.files.cids import DAG_PB, cid_to_str, make_cid
 from msuite.runtime.files.dagpb import DagPBError, PBLink, PBNode, decode, encode
 from msuite.runtime.files.unixfs import (
     DIRECTORY_DATA,
@@ -23,6 +24,7 @@ from msuite.runtime.files.unixfs import (
     UnixFSError,
     decode_data,
     encode_data,
+    file_node,
 )
 
 HASH = b"\x01\x55\x12\x20" + bytes(range(32))
@@ -143,3 +145,27 @@ def test_the_protobuf_readers_are_shared() -> None:
     assert dagpb.read_varint(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 0) == (2**64 - 1, 10)
     with pytest.raises(DagPBError, match="over 64 bits"):
         dagpb.read_varint(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02", 0)
+
+
+def _file_leaf(data: bytes) -> bytes:
+    return dagpb.encode(PBNode((), encode_data(UnixFSData(DataType.FILE, data or None, len(data)))))
+
+
+def test_published_js_unixfs_vectors() -> None:
+    """CIDs @ipld/unixfs publishes in its tests (``test/file.spec.js``: "splits into 3 chunks",
+    "write empty with defaults"): leaves are UnixFS File nodes there, and the parent links them
+    with an empty, present Name; so the node, link and Data encodings here are theirs byte for byte."""
+    assert (
+        cid_to_str(make_cid(DAG_PB, _file_leaf(b"")))
+        == "bafybeif7ztnhq65lumvvtr4ekcwd2ifwgm3awq4zfr3srh462rwyinlb4y"
+    )
+    assert len(_file_leaf(b"")) == 6
+    leaves = [_file_leaf(bytes([n]) * 262144) for n in (1, 2, 3)]
+    assert [cid_to_str(make_cid(DAG_PB, leaf)) for leaf in leaves] == [
+        "bafybeihhsdoupgd3fnl3e3367ymsanmikafpllldsdt37jzyoh6nuatowe",
+        "bafybeief3dmadxfymhhhrflqytqmlhlz47w6glaxvyzmm6s6tpfb6izzee",
+        "bafybeihznihf5g5ibdyoawn7uu3inlyqrxjv63lt6lop6h3w6rzwrp67a4",
+    ]
+    cid, block = file_node([(make_cid(DAG_PB, leaf), len(leaf), 262144) for leaf in leaves])
+    assert cid_to_str(cid) == "bafybeiegda62p2cdi5sono3h3hqjnxwc56z4nocynrj44rz7rtc2p246cy"
+    assert len(block) + sum(len(leaf) for leaf in leaves) == 786632
