@@ -10,7 +10,9 @@ the expected values.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,7 +29,7 @@ from msuite.runtime.files.importer import (
     import_bytes,
 )
 from msuite.runtime.files.unixfs import DataType, decode_data
-from tests.runtime.files.content import content
+from tests.runtime.files.content import chunks, content
 
 VECTORS = Path(__file__).parent / "js" / "vectors.json"
 EMPTY = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -210,3 +212,75 @@ def test_a_directory_over_one_mebibyte_is_refused() -> None:
     with pytest.raises(ImporterError, match="HAMT sharding is not supported"):
         build_directory(entries, store.put)
     assert store.calls == []
+
+
+def _vectors() -> dict[str, Any]:
+    if not VECTORS.exists():
+        pytest.fail(
+            f"{VECTORS} is missing: it is the expected CIDs, written by js ipfs-unixfs-importer "
+            "(tests/runtime/files/js); generate it there first"
+        )
+    loaded: dict[str, Any] = json.loads(VECTORS.read_text())
+    return loaded
+
+
+def _pre_order(root: bytes, blocks: dict[bytes, bytes]) -> list[tuple[str, int]]:
+    """Every distinct block under ``root`` as (CID, length), DAG pre-order, root first."""
+    seen: set[bytes] = set()
+    order: list[tuple[str, int]] = []
+
+    def visit(cid: bytes) -> None:
+        if cid in seen:
+            return
+        seen.add(cid)
+        order.append((cid_to_str(cid), len(blocks[cid])))
+        if parse_cid(cid).codec == DAG_PB:
+            for link in dagpb.decode(blocks[cid]).links:
+                visit(link.hash)
+
+    visit(root)
+    return order
+
+
+def test_vectors() -> None:
+    """Every file of vectors.json: root CID, puts, distinct blocks and leaves; every block of the small ones."""
+    vectors = _vectors()
+    assert vectors["files"], "vectors.json lists no files"
+    for vector in vectors["files"]:
+        size = vector["size"]
+        store = Store()
+        importer = Importer(store.put)
+        for piece in chunks(size, 4 << 20):
+            importer.feed(piece)
+        result = importer.finish()
+        assert cid_to_str(result.cid) == vector["cid"], f"{size} bytes"
+        assert (result.size, result.blocks) == (size, vector["puts"]), f"{size} bytes"
+        assert len(store.blocks) == vector["blocks"], f"{size} bytes"
+        assert sum(1 for cid in store.blocks if parse_cid(cid).codec == RAW) == vector["leaves"], (
+            f"{size} bytes"
+        )
+        if "block_list" in vector:
+            expected = [(block["cid"], block["length"]) for block in vector["block_list"]]
+            assert _pre_order(result.cid, store.blocks) == expected, f"{size} bytes"
+
+
+def test_the_directory_vector() -> None:
+    vector = _vectors()["directory"]
+    store = Store()
+    a = import_bytes(content(5), store.put)
+    b = import_bytes(content(262145), store.put)
+    c = import_bytes(content(1000), store.put)
+    sub = build_directory([("c.txt", c.cid, c.tsize)], store.put)
+    top = build_directory(
+        [("b.bin", b.cid, b.tsize), ("sub", sub.cid, sub.tsize), ("a.txt", a.cid, a.tsize)], store.put
+    )
+    paths = vector["paths"]
+    assert [cid_to_str(r.cid) for r in (a, b, c, sub, top)] == [
+        paths["dir/a.txt"],
+        paths["dir/b.bin"],
+        paths["dir/sub/c.txt"],
+        paths["dir/sub"],
+        paths["dir"],
+    ]
+    assert cid_to_str(top.cid) == vector["cid"] and cid_to_str(sub.cid) == vector["sub_cid"]
+    assert len(store.blocks) == vector["blocks"]
