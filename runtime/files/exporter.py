@@ -7,8 +7,10 @@ functions only await the loader, so they run under any event loop.
 
 :func:`read_file` asks for up to ``window`` blocks per call, ahead of the
 bytes it is yielding, so a network loader has many blocks in flight; it
-holds at most about ``window`` blocks at a time, plus the CIDs of the nodes
-still to read (``depth * 174``). A range read uses the nodes' blocksizes to
+holds at most ``window`` leaves at a time, plus inner nodes (a few KiB each)
+and the CIDs of the nodes still to read (``depth * 174``). Inner nodes do not
+count against the window, so a deep DAG still loads its leaves ``window`` at
+a time. A range read uses the nodes' blocksizes to
 skip every subtree outside the range: only the blocks it needs are loaded.
 
 A DAG is trusted no further than it checks out: a File node's blocksizes
@@ -128,34 +130,56 @@ async def read_file(
     take = (1 << 63) if end is None else end - offset
     if take == 0:
         return
-    pending: deque[_Pending] = deque([_Pending(root, None, offset, take, 0)])
-    held = 0
+    # The file still to yield, in order: bytes ready to go, and nodes (loaded or not).
+    pending: deque[bytes | _Pending] = deque([_Pending(root, None, offset, take, 0)])
+    held = 0  # leaves loaded and not yet yielded
     while pending:
-        first = pending[0]
-        if first.block is None:
-            batch: list[_Pending] = []
-            room = max(1, window - held)
-            for item in pending:
-                if len(batch) >= room:
-                    break
-                if item.block is None:
-                    batch.append(item)
-            blocks = await _load(load, [item.cid for item in batch])
-            for item, block in zip(batch, blocks, strict=True):
-                item.block = block
-            held += len(batch)
-        item = pending.popleft()
-        loaded = item.block
-        assert loaded is not None
-        item.block = None
-        held -= 1
-        for piece in _expand(item, loaded, pending):
-            yield piece
+        head = pending[0]
+        if isinstance(head, _Pending) and head.block is None:
+            held += await _fill(pending, load, max(1, window - held))
+        head = pending.popleft()
+        if isinstance(head, bytes):
+            yield head
+            continue
+        if _is_leaf(head.cid):
+            held -= 1
+        pending.extendleft(reversed(_expand(head)))
 
 
-def _expand(item: _Pending, block: bytes, pending: deque[_Pending]) -> list[bytes]:
-    """The bytes ``item`` yields itself; its wanted children go to the front of ``pending``."""
+async def _fill(pending: deque[bytes | _Pending], load: Loader, room: int) -> int:
+    """Load up to ``room`` of the first unloaded nodes of ``pending``; the number of leaves loaded.
+
+    Inner nodes already loaded are expanded in place on the way, so the
+    children of the next parent join the batch before the current one is done."""
+    batch: list[_Pending] = []
+    index = 0
+    while index < len(pending) and len(batch) < room:
+        item = pending[index]
+        if isinstance(item, _Pending):
+            if item.block is None:
+                batch.append(item)
+            elif not _is_leaf(item.cid):
+                del pending[index]
+                for offset, part in enumerate(_expand(item)):
+                    pending.insert(index + offset, part)
+                continue
+        index += 1
+    blocks = await _load(load, [item.cid for item in batch])
+    for item, block in zip(batch, blocks, strict=True):
+        item.block = block
+    return sum(1 for item in batch if _is_leaf(item.cid))
+
+
+def _is_leaf(cid: bytes) -> bool:
+    return len(cid) > 1 and cid[0] == 1 and cid[1] == RAW
+
+
+def _expand(item: _Pending) -> list[bytes | _Pending]:
+    """What a loaded node stands for: the wanted part of its bytes, then of its children, in order."""
     cid = item.cid
+    block = item.block
+    assert block is not None
+    item.block = None
     codec = _codec(cid)
     if codec == RAW:
         if item.size is not None and len(block) != item.size:
@@ -174,24 +198,22 @@ def _expand(item: _Pending, block: bytes, pending: deque[_Pending]) -> list[byte
         raise ExportError(f"{_name(cid)} holds {size} bytes, but its parent says {item.size}")
     if node.links and item.depth + 1 >= MAX_DEPTH:
         raise ExportError(f"{_name(cid)} is more than {MAX_DEPTH} levels deep")
-    out: list[bytes] = []
+    out: list[bytes | _Pending] = []
     start, stop = item.skip, item.skip + item.take
     inline = unixfs.data or b""
     piece = inline[start:stop]
     if piece:
         out.append(piece)
     position = len(inline)
-    children: list[_Pending] = []
     for link, child_size in zip(node.links, unixfs.blocksizes, strict=False):
-        child_end = position + child_size
-        if child_end > start and position < stop:
-            skip = max(start - position, 0)
-            take = min(stop, child_end) - max(start, position)
-            children.append(_Pending(link.hash, child_size, skip, take, item.depth + 1))
-        position = child_end
         if position >= stop:
             break
-    pending.extendleft(reversed(children))
+        child_end = position + child_size
+        if child_end > start:
+            skip = max(start - position, 0)
+            take = min(stop, child_end) - max(start, position)
+            out.append(_Pending(link.hash, child_size, skip, take, item.depth + 1))
+        position = child_end
     return out
 
 

@@ -231,3 +231,13 @@ async def test_at_most_a_window_of_leaves_is_held() -> None:
     assert yielded == loaded == 500
     assert max(held) <= 8
     assert max(len(batch) for batch in blocks.batches) <= 8
+
+
+async def test_a_deep_dag_still_loads_its_leaves_a_window_at_a_time() -> None:
+    blocks = Blocks()
+    data = content(3**5 + 5)
+    result = import_bytes(data, blocks.put, chunk_size=1, max_links=3)  # 6 levels of 3 links
+    assert await _read(result.cid, blocks, window=16) == data
+    leaf_batches = [sum(1 for cid in batch if cid[1] == RAW) for batch in blocks.batches]
+    assert max(leaf_batches) == 16
+    assert len(blocks.batches) < len(data) // 4
