@@ -22,14 +22,13 @@
 // order must equal the content formula byte for byte. Any mismatch exits non-zero.
 
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
 import * as dagPB from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
-import { CID } from 'multiformats/cid'
-import * as raw from 'multiformats/codecs/raw'
+const raw = { code: 0x55 } // multicodec 'raw'
 
 const CHUNK = 262144
 const MAX_CHILDREN = 174
@@ -209,7 +208,15 @@ const SIZES = [
 ]
 
 async function main () {
-  const pkg = (name) => JSON.parse(readFileSync(new URL(`./node_modules/${name}/package.json`, import.meta.url))).version
+  // the version a package resolves to from ipfs-unixfs-importer's own folder (npm may nest it there)
+  const pkg = (name) => {
+    for (const dir of [`./node_modules/ipfs-unixfs-importer/node_modules/${name}`, `./node_modules/${name}`]) {
+      if (existsSync(new URL(`${dir}/package.json`, import.meta.url))) {
+        return JSON.parse(readFileSync(new URL(`${dir}/package.json`, import.meta.url))).version
+      }
+    }
+    throw new Error(`${name} is not installed`)
+  }
   const files = []
   for (const size of SIZES) {
     files.push(await fileVector(size))
