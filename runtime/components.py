@@ -64,7 +64,18 @@ __all__ = [
 
 T = TypeVar("T")
 
-USER_CODE_USES = ("repo", "auth", "tasks", "locker", "metrics", "tracing", "p2p", "events", "clients")
+USER_CODE_USES = (
+    "repo",
+    "auth",
+    "tasks",
+    "locker",
+    "metrics",
+    "tracing",
+    "p2p",
+    "events",
+    "files",
+    "clients",
+)
 """What user code run by a server (``impl`` classes, HTTP handlers) may reach through the node:
 a server that runs user code lists these in its ``uses``, so they start before it."""
 

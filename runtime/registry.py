@@ -23,11 +23,12 @@ line   component       what                                      present when
 7      ``p2p``         libp2p host and its services (mesher,     ``p2p:``
                        pubsub, protocols, mDNS, DHT)
 8      ``events``      typed events on the host's GossipSub      ``events:``
-9      ``clients``     channels to services by name              always
-10     ``grpc``        gRPC server (``impl`` classes built)      ``grpc:``
-11     ``http``        HTTP server, gateway, status, metrics     ``http:``
-12     ``profiling``   ``/debug/`` pages                         ``diagnostics.profiling``
-13     ``grpc_p2p``    the gRPC server over libp2p, announced    ``grpc.p2p``
+9      ``files``       UnixFS files, blockstore, Bitswap         ``files:``
+10     ``clients``     channels to services by name              always
+11     ``grpc``        gRPC server (``impl`` classes built)      ``grpc:``
+12     ``http``        HTTP server, gateway, status, metrics     ``http:``
+13     ``profiling``   ``/debug/`` pages                         ``diagnostics.profiling``
+14     ``grpc_p2p``    the gRPC server over libp2p, announced    ``grpc.p2p``
                        to peers once the server is bound
 =====  ==============  ========================================  ==============================
 """
@@ -44,6 +45,7 @@ from .components import ComponentSpec
 from .diagnostics.component import METRICS, PROFILING, TRACING
 from .errors import NotSupported, where
 from .events.component import EVENTS
+from .files.component import FILES
 from .grpc.component import CLIENTS, GRPC
 from .http.component import HTTP
 from .locks.component import LOCKER
@@ -62,6 +64,7 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
     TRACING,
     P2P,
     EVENTS,
+    FILES,
     CLIENTS,
     GRPC,
     HTTP,
@@ -71,7 +74,6 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
 
 PLANNED: tuple[tuple[tuple[str, ...], Callable[[Manifest], bool], str, str], ...] = (
     (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store", "shared"),
-    (("files",), lambda m: m.files, "file sharing", "files"),
 )
 """Manifest keys of subsystems this version does not build yet: (key, present, what, accessor).
 ``msuite up`` refuses a manifest that enables one, naming the key's line."""

@@ -236,6 +236,27 @@ async def stat(root: bytes, load: Loader) -> FileStat:
     )
 
 
+class DirEntry(NamedTuple):
+    """One entry of a directory: its name, CID (text) and cumulative size (its DAG's bytes)."""
+
+    name: str
+    cid: str
+    size: int
+
+
+async def ls(root: bytes, load: Loader) -> list[DirEntry]:
+    """The entries of the directory ``root``, in the order it links them (by name)."""
+    if _codec(root) != DAG_PB:
+        raise ExportError(f"{_name(root)} is not a directory")
+    (block,) = await _load(load, [root])
+    node, unixfs = _decode(root, block)
+    if unixfs.type == DataType.HAMT_SHARD:
+        raise ExportError(f"{_name(root)} is a sharded directory, which is not supported")
+    if unixfs.type != DataType.DIRECTORY:
+        raise ExportError(f"{_name(root)} is not a directory")
+    return [DirEntry(link.name or "", _name(link.hash), link.tsize or 0) for link in node.links]
+
+
 async def resolve(root: bytes, path: str, load: Loader) -> bytes:
     """The CID at ``path`` ("a/b/c.txt") under the directory ``root``; :class:`ExportError` if none."""
     current = root

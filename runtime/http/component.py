@@ -3,7 +3,8 @@
 Built with everything that can fail on configuration: ``http.tls``'s files
 are read and checked, the gateway's routes are compiled (a bad template is
 reported at its service's manifest line before any port is bound), ``GET
-/metrics`` is registered when the node has ``metrics``. Users add their
+/metrics`` is registered when the node has ``metrics``, the file routes
+(``/ipfs``) when it has ``files``. Users add their
 handlers to ``node.http.router`` between build and start; at start
 ``/status`` and the gateway's routes are added after them, the hooks are
 frozen and the pipeline is composed. Handlers are user code, so ``http``
@@ -51,6 +52,13 @@ def _build(context: BuildContext) -> HttpServer:
     metrics = context.use("metrics", MetricsComponent)
     if metrics is not None:
         server.router.add_get("/metrics", metrics.metrics.serve)
+    if manifest.files is not None and manifest.p2p is not None:
+        from msuite.runtime.files.files import Files
+        from msuite.runtime.files.gateway import add_routes
+
+        files = context.use("files", Files)
+        if files is not None:
+            add_routes(server.router, files)
     return server
 
 

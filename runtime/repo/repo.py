@@ -31,6 +31,7 @@ from msuite.runtime.store import KV, KVError, LevelDB, Memory, Prefixed, Store
 from .identity import ED25519, KeyFileError, check_key_file, create_node_key, read_key, read_seed
 
 if TYPE_CHECKING:
+    from msuite.runtime.files.blockstore import Blockstore
     from msuite.spec import Manifest
 
 __all__ = ["FORMAT_VERSION", "MEMORY", "Repo", "RepoError", "RepoLocked", "repair"]
@@ -67,6 +68,7 @@ class Repo:
         self._lock_fd = lock_fd
         self._memory_seed = memory_seed
         self._store: Store | None = None
+        self._blocks: Blockstore | None = None
         self.closed = False
 
     # ------------------------------------------------------------------ opening
@@ -173,6 +175,18 @@ class Repo:
         if self._store is None:
             self._store = Store(self.kv, prefix=_space_prefix("store"))  # the keys of space("store")
         return self._store
+
+    def blockstore(self, *, sync: bool = False) -> Blockstore:
+        """The content blocks (``blocks/``; file sharing), opened on first use (``sync``: flush
+        each block to disk before it counts as stored; the first call decides)."""
+        if self._blocks is None:
+            from msuite.runtime.files.blockstore import FlatBlockstore, MemoryBlockstore
+
+            if self.path is None:
+                self._blocks = MemoryBlockstore()
+            else:
+                self._blocks = FlatBlockstore(self.path / "blocks", sync=sync)
+        return self._blocks
 
     def node_seed(self) -> bytes:
         """The 32-byte Ed25519 seed of the node's libp2p key."""

@@ -202,12 +202,14 @@ def test_up_takes_the_manifest_as_a_positional_file_from_another_folder(scaffold
 
 def test_up_refuses_subsystems_it_does_not_build_yet(scaffold: Path) -> None:
     manifest = scaffold / "msuite.yaml"
-    manifest.write_text(manifest.read_text() + "p2p: true\nfiles: true\n")
+    manifest.write_text(manifest.read_text() + "p2p: true\nstorage:\n  shared: {channel: c}\n")
     result = subprocess.run(
         [*MSUITE, "up"], check=False, cwd=scaffold, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert re.search(r"msuite.yaml:\d+:1: files: file sharing is not built by msuite", result.stderr)
+    assert re.search(
+        r"msuite.yaml:\d+:3: storage.shared: the shared CRDT store is not built by msuite", result.stderr
+    )
 
 
 def test_up_names_a_taken_port_and_its_line(scaffold: Path) -> None:

@@ -1,0 +1,140 @@
+"""The file routes of the node's HTTP server, present when ``files`` and ``http`` are both on.
+
+- ``GET /ipfs/<cid>[/<path>]`` (and ``HEAD``): the file's bytes, fetched from peers as needed,
+  streamed as they come. ``ETag`` is the quoted CID of what was served (content never changes
+  under a CID, so ``Cache-Control`` says immutable and ``If-None-Match`` gets 304);
+  ``Content-Type`` from the file name's extension when the path has one, else
+  ``application/octet-stream``; one ``Range: bytes=...`` range gets 206 (416 when it is
+  unsatisfiable). A directory gets a JSON listing of its entries.
+- ``POST /ipfs``: the request body (streamed to the blockstore, never held whole) is added and
+  pinned; 201 with ``{"cid": ..., "size": ...}``.
+
+Errors are JSON ``{"error": ...}``: 400 for a malformed CID or range, 404 for a path not in a
+directory, 504 when no peer delivered a block within ``files.timeout``. When the node has
+``auth``, the ACL applies to these paths as to any other (``/ipfs``).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .bitswap import FetchTimeout
+from .files import FilesError, NotFound
+
+if TYPE_CHECKING:
+    from .files import Files
+
+__all__ = ["add_routes"]
+
+PIECE = 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """(offset, length) of one ``bytes=`` range; :class:`ValueError` when it can't be served."""
+    match = _RANGE.match(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        raise ValueError(f"only one range of the form bytes=START-END is served, not {header!r}")
+    first, last = match.group(1), match.group(2)
+    if first == "":  # the last N bytes
+        length = min(int(last), size)
+        if length == 0:
+            raise LookupError("an empty suffix range")
+        return size - length, length
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise LookupError(f"range {header!r} is outside the {size} bytes")
+    return start, end - start + 1
+
+
+def add_routes(router: web.UrlDispatcher, files: Files) -> None:
+    """Register the file routes on ``router``."""
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        target = request.match_info["path"]
+        try:
+            info = await files.stat(target)
+            if info.kind == "directory":
+                entries = await files.ls(target)
+                return web.json_response(
+                    {"cid": info.cid, "entries": [e._asdict() for e in entries]},
+                    headers={"ETag": f'"{info.cid}"', "Cache-Control": "public, max-age=29030400, immutable"},
+                )
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except FetchTimeout as exc:
+            return _error(504, str(exc))
+        except FilesError as exc:
+            return _error(400, str(exc))
+        etag = f'"{info.cid}"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "public, max-age=29030400, immutable",
+            "Accept-Ranges": "bytes",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
+        name = target.rstrip("/").rsplit("/", 1)[-1] if "/" in target.strip("/") else ""
+        kind = (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
+        offset, length, status = 0, info.size, 200
+        if "Range" in request.headers:
+            try:
+                picked = _range(request.headers["Range"], info.size)
+            except ValueError as exc:
+                return _error(400, str(exc))
+            except LookupError as exc:
+                return web.Response(
+                    status=416, text=str(exc), headers={**headers, "Content-Range": f"bytes */{info.size}"}
+                )
+            assert picked is not None
+            offset, length = picked
+            status = 206
+            headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_type = kind
+        response.content_length = length
+        await response.prepare(request)
+        if request.method == "HEAD" or length == 0:
+            await response.write_eof()
+            return response
+        try:
+            async for piece in files.get(info.cid, offset=offset, length=length):
+                await response.write(piece)
+        except (FilesError, FetchTimeout) as exc:
+            # the status line is sent: all that is left is to cut the body short, which the
+            # client sees as a response shorter than its Content-Length
+            request.app.logger.warning("GET /ipfs/%s failed after the headers were sent: %s", target, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def post(request: web.Request) -> web.Response:
+        size = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal size
+            async for piece in request.content.iter_chunked(PIECE):
+                size += len(piece)
+                yield piece
+
+        try:
+            cid = await files.add(body())
+        except FilesError as exc:
+            return _error(400, str(exc))
+        return web.json_response({"cid": str(cid), "size": size}, status=201)
+
+    router.add_get("/ipfs/{path:.+}", get)  # aiohttp adds HEAD for a GET route
+    router.add_post("/ipfs", post)

@@ -1,0 +1,282 @@
+"""node.files between real nodes on 127.0.0.1 (in one process; each node its own libp2p host and
+repository on disk). CIDs are checked against vectors computed by ipfs-unixfs-importer
+(``js/vectors.json``), never by msuite."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from msuite.runtime.files.bitswap import FetchTimeout
+from msuite.runtime.files.cids import cid_from_str, cid_to_str, make_cid
+from msuite.runtime.files.files import FilesError, NotFound
+from msuite.runtime.files.wire import Entry, Message, encode
+from msuite.runtime.node import Node
+from msuite.runtime.p2p.framing import encode_frame
+from msuite.spec import Manifest
+from tests.helpers import eventually
+
+from .content import content
+
+VECTORS = json.loads((Path(__file__).parent / "js" / "vectors.json").read_text())
+
+
+def vector(size: int) -> dict[str, Any]:
+    return next(v for v in VECTORS["files"] if v["size"] == size)
+
+
+def manifest(name: str, folder: Path, bootstrap: tuple[str, ...] = (), **files: Any) -> Manifest:
+    return Manifest.model_validate(
+        {
+            "name": name,
+            "repo": str(folder / name),
+            "p2p": {"port": 0, "bootstrap": list(bootstrap)},
+            "files": files or True,
+            "http": {"port": 0},
+            "diagnostics": {"metrics": True},
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def nodes(count: int, folder: Path, **files: Any) -> AsyncIterator[list[Node]]:
+    """``count`` started nodes, each connected to every other."""
+    started: list[Node] = []
+    try:
+        for index in range(count):
+            bootstrap = tuple(n.p2p.addrs[0] for n in started)
+            node = Node(manifest(f"n{index}", folder, bootstrap, **files))
+            await node.start()
+            started.append(node)
+        for node in started:
+            await eventually(lambda n=node: len(n.p2p.peers()) >= count - 1, timeout=15)
+        yield started
+    finally:
+        for node in reversed(started):
+            await node.stop()
+
+
+async def read_all(node: Node, cid: Any, **options: Any) -> bytes:
+    return b"".join([piece async for piece in node.files.get(cid, **options)])
+
+
+@pytest.mark.parametrize("size", [0, 1, 262144, 262145, 174 * 262144, 174 * 262144 + 1])
+async def test_added_on_one_node_got_on_another_with_the_cid_of_the_independent_importer(
+    tmp_path: Path, size: int
+) -> None:
+    data = content(size)
+    async with nodes(2, tmp_path) as (a, b):
+        cid = await a.files.add(data)
+        assert str(cid) == vector(size)["cid"]
+        assert not b.files.has(cid)
+        assert await read_all(b, cid) == data
+        info = await b.files.stat(cid)
+        assert (info.size, info.blocks, info.local) == (size, vector(size)["blocks"], True)
+
+
+async def test_both_ways_and_with_every_input_kind(tmp_path: Path) -> None:
+    data = content(1_000_000)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 70_000):
+            yield data[start : start + 70_000]
+
+    async with nodes(2, tmp_path) as (a, b):
+        from_path = await a.files.add(path)
+        from_stream = await b.files.add(pieces())
+        from_iterable = await a.files.add(iter([data[:5], data[5:]]))
+        assert from_path == from_stream == from_iterable
+        other = await b.files.add(content(3000)[::-1])
+        assert await a.files.cat(other) == content(3000)[::-1]
+        assert await b.files.cat(from_path) == data
+
+
+async def test_a_range_fetches_only_what_it_needs(tmp_path: Path) -> None:
+    data = content(40 * 262144 + 17)
+    async with nodes(2, tmp_path) as (a, b):
+        cid = await a.files.add(data)
+        offset, length = 10 * 262144 + 5, 262144
+        assert await read_all(b, cid, offset=offset, length=length) == data[offset : offset + length]
+        received = b.files.bitswap.stats[a.p2p.peer_id].blocks_received
+        assert received <= 4  # the root and the two leaves the range spans (and no more than one extra)
+        assert await read_all(b, cid, offset=len(data) - 3) == data[-3:]
+
+
+async def test_fetch_from_two_providers_at_once(tmp_path: Path) -> None:
+    data = content(12 * 1024 * 1024)
+    async with nodes(3, tmp_path) as (a, b, c):
+        cid = await a.files.add(data)
+        assert await b.files.add(data) == cid
+        assert await read_all(c, cid) == data
+        stats = c.files.bitswap.stats
+        from_a = stats[a.p2p.peer_id].blocks_received
+        from_b = stats[b.p2p.peer_id].blocks_received
+        assert from_a > 0 and from_b > 0, (from_a, from_b)
+        assert from_a + from_b == 48 + 1  # 48 leaves and the root, each kept once
+
+
+async def test_a_block_nobody_serves_times_out_naming_it(tmp_path: Path) -> None:
+    missing = make_cid(0x55, b"nobody has this")
+    async with nodes(2, tmp_path, timeout="1s") as (a, _b):
+        started = time.monotonic()
+        with pytest.raises(FetchTimeout, match=_text(missing)):
+            await a.files.cat(_text(missing))
+        assert time.monotonic() - started < 5
+        assert a.files.bitswap.wanted() == []  # the want is dropped with its last waiter
+        with pytest.raises(FetchTimeout, match=_text(missing)):
+            await a.files.cat(_text(missing), timeout=0.3)
+
+
+def _text(cid: bytes) -> str:
+    return cid_to_str(cid)
+
+
+async def test_a_peer_sending_bytes_that_do_not_match_is_counted_and_nothing_bad_is_stored(
+    tmp_path: Path,
+) -> None:
+    data = content(300_000)
+    async with nodes(2, tmp_path, timeout="3s") as (liar, b):
+        cid = await liar.files.add(data)
+        store = liar.files.store
+        real_get = store.get
+
+        def lying_get(cid: bytes) -> bytes | None:
+            block = real_get(cid)
+            return block[:-1] + b"!" if block else block
+
+        store.get = lying_get  # type: ignore[method-assign]
+        with pytest.raises(FetchTimeout):
+            await b.files.cat(cid)
+        assert b.files.bitswap.stats[liar.p2p.peer_id].rejected >= 1
+        assert b.files.bitswap.stats[liar.p2p.peer_id].blocks_received == 0
+        assert b.files.store.stats().blocks == 0
+        store.get = real_get  # type: ignore[method-assign]
+        assert await b.files.cat(cid) == data  # honest again: served, nothing was poisoned
+
+
+async def _raw_stream(sender: Node, to: Node, payload: bytes) -> None:
+    """Open a Bitswap stream from ``sender``'s host to ``to`` and write ``payload`` on it."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    async def write() -> None:
+        host = sender.p2p.libp2p
+        stream = await host.new_stream(ID.from_base58(to.p2p.peer_id), [TProtocol("/ipfs/bitswap/1.2.0")])
+        with contextlib.suppress(Exception):
+            await stream.write(payload)
+            await stream.close()
+
+    await sender.p2p.bridge.run(write)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(encode_frame(b"\x0b\x00garbage"), id="garbage"),
+        pytest.param(b"\x80\x80\xc0\x02" + b"x" * 100, id="a 5 MiB frame"),
+        pytest.param(
+            encode_frame(
+                encode(
+                    Message(entries=[Entry(make_cid(0x55, bytes([i % 256, i // 256]))) for i in range(9000)])
+                )
+            ),
+            id="9000 wants",
+        ),
+    ],
+)
+async def test_bad_messages_reset_that_stream_and_the_node_serves_on(tmp_path: Path, payload: bytes) -> None:
+    data = content(600_000)
+    async with nodes(2, tmp_path) as (a, b):
+        cid = await a.files.add(data)
+        await _raw_stream(b, a, payload)
+        await eventually(lambda: a.files.bitswap.stats[b.p2p.peer_id].bad_messages == 1)
+        # the host resets the stream and counts it once the handler has raised
+        await eventually(
+            lambda: a.p2p.status()["stream_errors"]["by_protocol"].get("/ipfs/bitswap/1.2.0") == 1
+        )
+        assert await b.files.cat(cid) == data
+
+
+async def test_pinned_files_survive_a_restart_and_gc_keeps_only_them(tmp_path: Path) -> None:
+    kept, dropped = content(700_000), content(500_000)[::-1]
+    node = Node(manifest("solo", tmp_path))
+    async with node:
+        kept_cid = await node.files.add(kept)
+        dropped_cid = await node.files.add(dropped, pin=False)
+        assert [str(c) for c in await node.files.pins()] == [str(kept_cid)]
+    node = Node(manifest("solo", tmp_path))
+    async with node:
+        assert await node.files.cat(kept_cid) == kept
+        assert node.files.has(dropped_cid)
+        before = node.files.store.stats()
+        result = await node.files.gc()
+        assert result.blocks == 3  # the root and two leaves of the unpinned file
+        assert node.files.store.stats().blocks == before.blocks - 3
+        assert not node.files.has(dropped_cid)
+        assert await node.files.cat(kept_cid) == kept
+        assert await node.files.unpin(kept_cid) is True
+        assert await node.files.unpin(kept_cid) is False
+        await node.files.gc()
+        assert node.files.store.stats().blocks == 0
+
+
+async def test_a_block_damaged_on_disk_is_fetched_again(tmp_path: Path) -> None:
+    data = content(600_000)
+    async with nodes(2, tmp_path) as (a, b):
+        cid = await a.files.add(data)
+        assert await b.files.cat(cid) == data
+        leaf = next(p for p in (tmp_path / "n1" / "blocks").rglob("*.data") if p.stat().st_size == 262144)
+        leaf.write_bytes(b"\0" * 262144)
+        assert await b.files.cat(cid) == data
+        assert b.files.store.stats().corrupt == 1
+
+
+async def test_a_folder_is_a_directory_with_the_independent_cid(tmp_path: Path) -> None:
+    folder = tmp_path / "dir"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_bytes(content(5))
+    (folder / "b.bin").write_bytes(content(262145))
+    (folder / "sub" / "c.txt").write_bytes(content(1000))
+    expected = VECTORS["directory"]
+    async with nodes(2, tmp_path) as (a, b):
+        cid = await a.files.add(folder)
+        assert str(cid) == expected["cid"]
+        assert await b.files.cat(f"{cid}/sub/c.txt") == content(1000)
+        assert await b.files.cat(cid, path="b.bin") == content(262145)
+        assert (await b.files.stat(f"/ipfs/{cid}/sub")).kind == "directory"
+        with pytest.raises(NotFound, match="nope"):
+            await b.files.cat(f"{cid}/sub/nope")
+        with pytest.raises(FilesError, match="is a directory"):
+            await b.files.cat(cid)
+        names = [entry.name for entry in await b.files.ls(cid)]
+        assert names == ["a.txt", "b.bin", "sub"]
+
+
+async def test_status_and_metrics(tmp_path: Path) -> None:
+    data = content(600_000)
+    async with nodes(2, tmp_path) as (a, b):
+        cid = await a.files.add(data)
+        await b.files.cat(cid)
+        status = b.files.status()
+        assert (status["blocks"], status["pins"]) == (4, 0)
+        assert status["bitswap"]["peers"][a.p2p.peer_id]["blocks_received"] == 4
+        samples = {
+            (s.name, s.labels.get("peer")): s.value
+            for family in text_string_to_metric_families(a.metrics.render().decode())
+            for s in family.samples
+        }
+        assert samples[("msuite_files_blocks", None)] == 4
+        assert samples[("msuite_files_pins", None)] == 1
+        assert samples[("msuite_files_blocks_sent_total", b.p2p.peer_id)] == 4
+        root = a.files.store.get(cid_from_str(str(cid)))
+        assert root is not None
+        assert samples[("msuite_files_bytes_sent_total", b.p2p.peer_id)] == 600_000 + len(root)
