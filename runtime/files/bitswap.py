@@ -192,6 +192,8 @@ class Bitswap:
         self.duplicates = 0
         self.fetches = 0
         self.timeouts = 0
+        self.lookups = 0
+        """DHT lookups of providers."""
         self._log_limit = PeerLogLimit()
 
     # ------------------------------------------------------------------ the service
@@ -223,6 +225,7 @@ class Bitswap:
             "wants": len(self._wants),
             "peers": {peer: stats.snapshot() for peer, stats in list(self.stats.items())},
             "duplicates": self.duplicates,
+            "dht_lookups": self.lookups,
         }
 
     def wanted(self) -> list[bytes]:
@@ -329,8 +332,8 @@ class Bitswap:
                         self._give(peer, want)
                     else:
                         self._ask(peer, want, have=True)
-                if not fresh and not want.asked:
-                    self._look_up(want)
+                if not fresh and all(p.id in want.dont_have for p in peers):
+                    self._look_up(want)  # every connected peer said no (or there are none)
 
     def _give(self, peer: _Peer, want: _Want) -> None:
         want.assigned = peer.id
@@ -355,6 +358,7 @@ class Bitswap:
         if dht is None or want.looked_up or self._nursery is None:
             return
         want.looked_up = True
+        self.lookups += 1
         self._nursery.start_soon(self._find, dht, want)
 
     async def _find(self, dht: Dht, want: _Want) -> None:

@@ -280,3 +280,28 @@ async def test_status_and_metrics(tmp_path: Path) -> None:
         root = a.files.store.get(cid_from_str(str(cid)))
         assert root is not None
         assert samples[("msuite_files_bytes_sent_total", b.p2p.peer_id)] == 600_000 + len(root)
+
+
+async def test_providers_are_found_in_the_dht_when_no_connected_peer_has_the_file(tmp_path: Path) -> None:
+    data = content(600_000)
+    async with contextlib.AsyncExitStack() as stack:
+        started: list[Node] = []
+        for name in ("a", "b", "c"):
+            spec = manifest(name, tmp_path, tuple(n.p2p.addrs[0] for n in started[:1]))
+            node = Node(
+                spec.model_copy(update={"discovery": spec.discovery.model_copy(update={"dht": True})})
+            )
+            await stack.enter_async_context(node)
+            started.append(node)
+        a, b, c = started
+        await eventually(lambda: all(len(n.p2p.peers()) == 2 for n in started), timeout=15)
+        cid = await a.files.add(data)
+        dht = a.p2p.status()
+        await eventually(lambda: a.p2p.status()["dht"]["content_keys"] == 1, timeout=5)
+        rounds = dht["dht"]["rounds"]
+        await eventually(lambda: a.p2p.status()["dht"]["rounds"] > rounds, timeout=15)
+        await c.p2p.disconnect(a.p2p.peer_id)
+        await eventually(lambda: a.p2p.peer_id not in [p["id"] for p in c.p2p.peers()], timeout=5)
+        assert await c.files.cat(cid, timeout=20) == data  # b says DONT_HAVE; the DHT names a
+        assert c.files.bitswap.stats[a.p2p.peer_id].blocks_received == 4
+        assert c.files.bitswap.lookups == 1
