@@ -293,7 +293,7 @@ async def test_providers_are_found_in_the_dht_when_no_connected_peer_has_the_fil
             )
             await stack.enter_async_context(node)
             started.append(node)
-        a, b, c = started
+        a, _b, c = started
         await eventually(lambda: all(len(n.p2p.peers()) == 2 for n in started), timeout=15)
         cid = await a.files.add(data)
         dht = a.p2p.status()
