@@ -51,7 +51,7 @@ from msuite.runtime.p2p.faults import PeerLogLimit
 from msuite.runtime.p2p.framing import FrameError, FrameReader, encode_frame
 from msuite.runtime.p2p.protocols import stream_reader
 
-from .blockstore import Blockstore, MemoryBlockstore
+from .blockstore import Blockstore, BlockstoreError, MemoryBlockstore
 from .cids import CidError, cid_from_prefix, cid_to_str, multihash_of, prefix
 from .wire import Entry, Message, WireError, decode, encode
 
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from msuite.runtime.p2p.bridge import Bridge
     from msuite.runtime.p2p.dht import Dht
 
-__all__ = ["PROTOCOLS", "Bitswap", "FetchTimeout", "PeerStats"]
+__all__ = ["PROTOCOLS", "Bitswap", "FetchError", "FetchTimeout", "PeerStats"]
 
 log = logging.getLogger("msuite.files.bitswap")
 
@@ -79,6 +79,10 @@ TICK = 1.0
 
 OPEN_TIMEOUT = 10.0
 """Longest the opening of a stream to a peer may take."""
+
+
+class FetchError(NodeError):
+    """A block was delivered but could not be kept (the blockstore refused it: a full disk)."""
 
 
 class FetchTimeout(NodeError, TimeoutError):
@@ -128,6 +132,8 @@ class _Want:
     """Every peer that has this want in its ledger (want-have or want-block)."""
     dont_have: set[str] = field(default_factory=set)
     looked_up: bool = False
+    error: str | None = None
+    """Why the block, delivered, could not be stored (the blockstore refused it)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -288,6 +294,9 @@ class Bitswap:
             with trio.fail_after(timeout):
                 for want in wants:
                     await want.done.wait()
+            failed = next((w for w in wants if w.error is not None), None)
+            if failed is not None:
+                raise FetchError(f"block {cid_to_str(failed.cid)} arrived but was not stored: {failed.error}")
         except trio.TooSlowError:
             self.timeouts += 1
             missing = [w for w in wants if not w.done.is_set()]
@@ -624,7 +633,13 @@ class Bitswap:
                         peer, f"a block matching no wanted CID (its bytes hash to {cid_to_str(cid)})"
                     )
                 continue
-            self.store.put(want.cid, data)
+            try:
+                self.store.put(want.cid, data)
+            except BlockstoreError as exc:  # a full disk: fail the fetch now rather than time it out
+                log.error("could not store block %s: %s", cid_to_str(want.cid), exc)
+                want.error = str(exc)
+                want.done.set()
+                continue
             stats.blocks_received += 1
             stats.bytes_received += len(data)
             peer.useful = True

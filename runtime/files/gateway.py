@@ -10,7 +10,8 @@
   pinned; 201 with ``{"cid": ..., "size": ...}``.
 
 Errors are JSON ``{"error": ...}``: 400 for a malformed CID or range, 404 for a path not in a
-directory, 504 when no peer delivered a block within ``files.timeout``. When the node has
+directory, 504 when no peer delivered a block within ``files.timeout``, 507 when a
+delivered block could not be stored (a full disk). When the node has
 ``auth``, the ACL applies to these paths as to any other (``/ipfs``).
 """
 
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .bitswap import FetchTimeout
+from .bitswap import FetchError, FetchTimeout
 from .files import FilesError, NotFound
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ def add_routes(router: web.UrlDispatcher, files: Files) -> None:
             return _error(404, str(exc))
         except FetchTimeout as exc:
             return _error(504, str(exc))
+        except FetchError as exc:
+            return _error(507, str(exc))
         except FilesError as exc:
             return _error(400, str(exc))
         etag = f'"{info.cid}"'
@@ -111,7 +114,7 @@ def add_routes(router: web.UrlDispatcher, files: Files) -> None:
         try:
             async for piece in files.get(info.cid, offset=offset, length=length):
                 await response.write(piece)
-        except (FilesError, FetchTimeout) as exc:
+        except (FilesError, FetchTimeout, FetchError) as exc:
             # the status line is sent: all that is left is to cut the body short, which the
             # client sees as a response shorter than its Content-Length
             request.app.logger.warning("GET /ipfs/%s failed after the headers were sent: %s", target, exc)

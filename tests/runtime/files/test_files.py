@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from msuite.runtime.files.bitswap import FetchTimeout
+from msuite.runtime.files.bitswap import FetchError, FetchTimeout
+from msuite.runtime.files.blockstore import BlockstoreError
 from msuite.runtime.files.cids import cid_from_str, cid_to_str, make_cid
 from msuite.runtime.files.files import FilesError, NotFound
 from msuite.runtime.files.wire import Entry, Message, encode
@@ -305,3 +306,19 @@ async def test_providers_are_found_in_the_dht_when_no_connected_peer_has_the_fil
         assert await c.files.cat(cid, timeout=20) == data  # b says DONT_HAVE; the DHT names a
         assert c.files.bitswap.stats[a.p2p.peer_id].blocks_received == 4
         assert c.files.bitswap.lookups == 1
+
+
+async def test_a_block_the_disk_refuses_fails_the_get_at_once(tmp_path: Path) -> None:
+    data = content(300_000)
+    async with nodes(2, tmp_path, timeout="30s") as (a, b):
+        cid = await a.files.add(data)
+
+        def full(cid: bytes, block: bytes) -> bool:
+            raise BlockstoreError("no space left on device")
+
+        b.files.store.put = full  # type: ignore[method-assign]
+        began = time.monotonic()
+        with pytest.raises(FetchError, match="no space left on device"):
+            await b.files.cat(cid)
+        assert time.monotonic() - began < 10  # not the 30 s timeout
+        assert b.files.bitswap.wanted() == []
