@@ -141,7 +141,8 @@ def _well_known(message: Descriptor) -> Convert | None:
     cls = message_factory.GetMessageClass(message)
     if message.full_name in _WRAPPERS:
         inner = _scalar(message.fields_by_name["value"])
-        return lambda raw: cls(value=inner(raw))
+        wrapper: Any = cls  # types-protobuf 7.35.1.20261122 types Message() without fields
+        return lambda raw: wrapper(value=inner(raw))
     if message.full_name in _FROM_JSON_STRING:
 
         def convert(raw: str) -> Message:
