@@ -134,6 +134,8 @@ class _Want:
     looked_up: bool = False
     error: str | None = None
     """Why the block, delivered, could not be stored (the blockstore refused it)."""
+    data: bytes | None = None
+    """The block as delivered (its hash checked), handed to the fetches that wait for it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -271,9 +273,11 @@ class Bitswap:
 
     # ------------------------------------------------------------------ fetching
 
-    async def fetch(self, cids: Sequence[bytes], timeout: float) -> None:
-        """Return once every block of ``cids`` is in the blockstore; :class:`FetchTimeout` after
-        ``timeout`` seconds, naming the first block still missing."""
+    async def fetch(self, cids: Sequence[bytes], timeout: float) -> dict[bytes, bytes]:
+        """Return once every block of ``cids`` is in the blockstore, with the blocks that arrived
+        for this call by CID (checked against their CID as they arrived, so the caller need not
+        read and hash them again); :class:`FetchTimeout` after ``timeout`` seconds, naming the
+        first block still missing."""
         wants: list[_Want] = []
         new: list[_Want] = []
         for cid in cids:
@@ -287,7 +291,7 @@ class Bitswap:
             want.waiters += 1
             wants.append(want)
         if not wants:
-            return
+            return {}
         self.fetches += 1
         self._assign(new)
         try:
@@ -297,6 +301,7 @@ class Bitswap:
             failed = next((w for w in wants if w.error is not None), None)
             if failed is not None:
                 raise FetchError(f"block {cid_to_str(failed.cid)} arrived but was not stored: {failed.error}")
+            return {want.cid: want.data for want in wants if want.data is not None}
         except trio.TooSlowError:
             self.timeouts += 1
             missing = [w for w in wants if not w.done.is_set()]
@@ -650,6 +655,7 @@ class Bitswap:
                     self._queue_entry(asked, Entry(want.cid, cancel=True, priority=0))
             want.asked.clear()
             want.assigned = None
+            want.data = data
             want.done.set()
             arrived.append(key)
         if arrived:

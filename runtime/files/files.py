@@ -281,11 +281,11 @@ class Files:
                 raise FilesError(
                     f"block {cid_to_str(missing[0])} is not here and the p2p host is not running"
                 )
-            await self._host.bridge.run(
+            fetched = await self._host.bridge.run(
                 self.bitswap.fetch, missing, self.timeout if timeout is None else timeout
             )
             blocks = [
-                block if block is not None else store.get(cid)
+                block if block is not None else fetched.get(cid) or store.get(cid)
                 for cid, block in zip(cids, blocks, strict=True)
             ]
         out: list[bytes] = []
