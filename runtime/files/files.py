@@ -121,6 +121,8 @@ class Files:
     """Component ``files`` and ``node.files`` (see the module)."""
 
     name = "files"
+    status_does_io = True
+    """``status()`` counts the pins in LevelDB: the status board reads it in a worker thread."""
 
     def __init__(
         self, manifest: Manifest, host: P2PHost, repo: RepoComponent, requires: tuple[str, ...]
