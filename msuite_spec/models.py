@@ -457,8 +457,49 @@ class SharedStore(Section):
     channel: str = Field(
         description="Pubsub channel; nodes on the same channel share data.",
         min_length=1,
+        max_length=200,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
     )
+    batch_delay: Duration = Field(
+        timedelta(milliseconds=10),
+        description="Local writes made within this time of the first unsent one go out as one "
+        "delta, e.g. `10ms` (`0s`: one delta per loop turn). Longer means fewer, larger deltas.",
+    )
+    batch_max: Count = Field(
+        1000, ge=1, le=100_000, description="Most writes in one delta; a full batch goes out at once."
+    )
+    rebroadcast: Duration = Field(
+        timedelta(seconds=5),
+        description="How often the current heads are sent again, so late or healed nodes catch up, "
+        "e.g. `5s`.",
+    )
+    walk_concurrency: Count = Field(
+        64, ge=1, le=1024, description="Missing deltas asked of peers at once while catching up."
+    )
+    walk_limit: Count = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Most deltas fetched in one round of catching up; the next round goes on from there.",
+    )
+    walk_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="Longest round of catching up, and the longest wait for one missing delta, e.g. `30s`.",
+    )
+
+    @field_validator("rebroadcast", "walk_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be more than 0")
+        return value
+
+    @field_validator("batch_delay")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0) or value > timedelta(seconds=10):
+            raise ValueError("must be between 0s and 10s")
+        return value
 
 
 class Storage(Section):

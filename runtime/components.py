@@ -74,6 +74,7 @@ USER_CODE_USES = (
     "p2p",
     "events",
     "files",
+    "shared",
     "clients",
 )
 """What user code run by a server (``impl`` classes, HTTP handlers) may reach through the node:

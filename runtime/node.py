@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .p2p.host import P2PHost
     from .p2p.protocols import Protocols
     from .repo import Repo
+    from .shared.shared import OnChange, SharedStore
     from .store import Store
     from .tasks import TaskManager
 
@@ -165,9 +166,19 @@ class Node:
         built = self._built
         return spec.accessors[name](built[spec.name], MappingProxyType(built))
 
-    def shared(self, namespace: str, on_change: Callable[..., Any] | None = None) -> Any:
-        """The shared CRDT store's ``namespace`` (``storage.shared``; not built yet)."""
-        raise NotConfigured("shared", "storage.shared")
+    def shared(self, namespace: str, on_change: OnChange | None = None) -> SharedStore:
+        """Namespace ``namespace`` of the store shared by the nodes of the channel
+        (``storage.shared``; see ``docs/storage.md``): the item store's API, replicated.
+
+        The same object on every call for one namespace; ``on_change(key, value, origin)`` is
+        added to its callbacks. Works while the node runs (and in user code's constructors)."""
+        from .shared.shared import Shared
+
+        if self.manifest.storage.shared is None or self.manifest.p2p is None:
+            raise NotConfigured("shared", "storage.shared")
+        component = self.component("shared")
+        assert isinstance(component, Shared)
+        return component.namespace(namespace, on_change)
 
     def component(self, name: str) -> Component:
         """The built component ``name`` (building the node first); :class:`NotConfigured` when absent."""

@@ -24,11 +24,12 @@ line   component       what                                      present when
                        pubsub, protocols, mDNS, DHT)
 8      ``events``      typed events on the host's GossipSub      ``events:``
 9      ``files``       UnixFS files, blockstore, Bitswap         ``files:``
-10     ``clients``     channels to services by name              always
-11     ``grpc``        gRPC server (``impl`` classes built)      ``grpc:``
-12     ``http``        HTTP server, gateway, status, metrics     ``http:``
-13     ``profiling``   ``/debug/`` pages                         ``diagnostics.profiling``
-14     ``grpc_p2p``    the gRPC server over libp2p, announced    ``grpc.p2p``
+10     ``shared``      the shared CRDT store (``node.shared``)   ``storage.shared``
+11     ``clients``     channels to services by name              always
+12     ``grpc``        gRPC server (``impl`` classes built)      ``grpc:``
+13     ``http``        HTTP server, gateway, status, metrics     ``http:``
+14     ``profiling``   ``/debug/`` pages                         ``diagnostics.profiling``
+15     ``grpc_p2p``    the gRPC server over libp2p, announced    ``grpc.p2p``
                        to peers once the server is bound
 =====  ==============  ========================================  ==============================
 """
@@ -51,6 +52,7 @@ from .http.component import HTTP
 from .locks.component import LOCKER
 from .p2p.component import GRPC_P2P, P2P
 from .repo.component import REPO
+from .shared.component import SHARED
 from .tasks.component import TASKS
 
 __all__ = ["COMPONENTS", "PLANNED", "planned_key", "refuse_planned"]
@@ -65,6 +67,7 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
     P2P,
     EVENTS,
     FILES,
+    SHARED,
     CLIENTS,
     GRPC,
     HTTP,
@@ -72,9 +75,7 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
     GRPC_P2P,
 )
 
-PLANNED: tuple[tuple[tuple[str, ...], Callable[[Manifest], bool], str, str], ...] = (
-    (("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store", "shared"),
-)
+PLANNED: tuple[tuple[tuple[str, ...], Callable[[Manifest], bool], str, str], ...] = ()
 """Manifest keys of subsystems this version does not build yet: (key, present, what, accessor).
 ``msuite up`` refuses a manifest that enables one, naming the key's line."""
 

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import os
 import stat as stat_module
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,7 +141,13 @@ class Files:
         self._writers = 0
         self._gc_running = False
         self._changed = asyncio.Condition()
+        self._keepers: list[Callable[[], Iterable[bytes]]] = []
         self.added = 0
+
+    def keep_blocks(self, keeper: Callable[[], Iterable[bytes]]) -> None:
+        """Make :meth:`gc` keep the blocks whose multihashes ``keeper()`` lists (another
+        subsystem's blocks in the same blockstore, such as the shared store's deltas)."""
+        self._keepers.append(keeper)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -442,6 +448,8 @@ class Files:
     def _collect(self) -> GcResult:
         store = self.store
         keep: set[bytes] = set()
+        for keeper in self._keepers:
+            keep.update(keeper())
 
         async def local(cids: Sequence[bytes]) -> list[bytes]:
             blocks = [store.get(cid) for cid in cids]

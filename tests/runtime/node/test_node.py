@@ -138,18 +138,33 @@ async def test_a_node_starts_once(tmp_path: Path) -> None:
             await node.start()
 
 
-async def test_subsystems_not_built_yet_are_refused_with_their_lines(tmp_path: Path) -> None:
-    text = (
-        "name: later\nrepo: ':memory:'\np2p: true\nfiles: true\nstorage:\n  shared: {channel: c}\n"
-        "events:\n  Joined: {who: str}\n"
-    )
+async def test_subsystems_not_built_yet_are_refused_with_their_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msuite.runtime import registry
+
+    text = "name: later\nrepo: ':memory:'\np2p: true\nfiles: true\nstorage:\n  shared: {channel: c}\n"
     manifest = loads_manifest(text, file="later.yaml", base_dir=tmp_path)
+    monkeypatch.setattr(
+        registry,
+        "PLANNED",
+        ((("storage", "shared"), lambda m: m.storage.shared is not None, "the shared CRDT store", "x"),),
+    )
     with pytest.raises(NotSupported) as caught:
         await Node(manifest).start()
-    message = str(caught.value)
-    assert "later.yaml:6:3: storage.shared: the shared CRDT store is not built" in message
-    assert "events" not in message  # built since 0.1.0's events subsystem
-    assert "files" not in message  # and file sharing
+    assert "later.yaml:6:3: storage.shared: the shared CRDT store is not built" in str(caught.value)
+
+
+async def test_every_fixed_subsystem_is_built(tmp_path: Path) -> None:
+    text = (
+        "name: later\nrepo: ':memory:'\np2p: {port: 0}\nfiles: true\nstorage:\n  shared: {channel: c}\n"
+        "events:\n  Joined: {who: str}\n"
+    )
+    from msuite.runtime import registry
+
+    assert registry.PLANNED == ()
+    async with Node(loads_manifest(text, file="later.yaml", base_dir=tmp_path)) as node:
+        assert {"events", "files", "shared"} <= set(node.components)
 
 
 async def test_an_impl_that_fails_to_import_names_the_manifest_line(

@@ -1,0 +1,1 @@
+"""The shared store: a Merkle-CRDT item store replicated between the nodes of a channel."""

@@ -1,0 +1,207 @@
+"""Deltas and head announcements of the shared store, as DAG-CBOR.
+
+A **delta** is one batch of a node's writes, a DAG-CBOR map (CIDv1, codec
+dag-cbor, sha2-256)::
+
+    {"v": 1, "height": 7, "node": "12D3Koo...",
+     "links": [CID, ...],                        # the writer's heads when it wrote
+     "ops": [[key, value_or_null, [CID, ...]], ...]}
+
+``height`` is one more than the highest delta linked (1 with no links).
+Each op sets ``key`` (bytes) to ``value`` (bytes) or deletes it (null), and
+names the deltas whose values of that key the writer had seen: they are
+superseded, whatever the merge rule would say of them (see
+:mod:`.replica`).
+
+A **heads** message, published on the channel's topic, names the sender's
+current heads and their heights: ``{"v": 1, "heads": [[CID, height], ...]}``.
+
+Everything from a peer is checked here against the limits below before any
+of it is used; :class:`DeltaError` says what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from msuite import MsuiteError
+from msuite.runtime.files.cids import DAG_CBOR, CidError, make_cid, parse_cid, verify
+
+__all__ = [
+    "MAX_BLOCK",
+    "MAX_HEADS",
+    "MAX_LINKS",
+    "Delta",
+    "DeltaError",
+    "Op",
+    "decode_delta",
+    "decode_heads",
+    "encode_delta",
+    "encode_heads",
+]
+
+MAX_BLOCK = 2 * 1024 * 1024
+"""Largest delta block (Bitswap's largest block)."""
+MAX_LINKS = 1024
+"""Most links (heads) one delta may have."""
+MAX_OPS = 100_000
+"""Most writes in one delta."""
+MAX_KEY = 2048
+"""Longest key, in bytes."""
+MAX_REMOVED = 1024
+"""Most superseded deltas one op may name."""
+MAX_HEADS = 256
+"""Most heads one announcement may name."""
+MAX_HEIGHT = 2**62
+"""Highest height taken seriously (a bigger one is a bogus claim)."""
+
+
+class DeltaError(MsuiteError):
+    """A delta or a heads message that does not decode or breaks a rule."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One write of a delta: ``key`` set to ``value`` (None: deleted), superseding ``removed``."""
+
+    key: bytes
+    value: bytes | None
+    removed: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A decoded delta (CIDs as bytes)."""
+
+    height: int
+    links: tuple[bytes, ...]
+    ops: tuple[Op, ...]
+    node: str
+
+
+def _cid(raw: bytes) -> Any:
+    from multiformats import CID
+
+    return CID.decode(raw)
+
+
+def encode_delta(delta: Delta) -> tuple[bytes, bytes]:
+    """``(cid, block)`` of ``delta``."""
+    import dag_cbor
+
+    block = dag_cbor.encode(
+        {
+            "v": 1,
+            "height": delta.height,
+            "node": delta.node,
+            "links": [_cid(link) for link in delta.links],
+            "ops": [[op.key, op.value, [_cid(r) for r in op.removed]] for op in delta.ops],
+        }
+    )
+    if len(block) > MAX_BLOCK:
+        raise DeltaError(
+            f"a delta of {len(block)} bytes is over the {MAX_BLOCK}-byte limit: write less at once"
+        )
+    return make_cid(DAG_CBOR, block), block
+
+
+def _link(value: Any, what: str) -> bytes:
+    from multiformats import CID
+
+    if not isinstance(value, CID):
+        raise DeltaError(f"{what} is not a CID")
+    raw = bytes(value)
+    try:
+        parsed = parse_cid(raw)
+    except CidError as exc:
+        raise DeltaError(f"{what}: {exc}") from None
+    if parsed.version != 1 or parsed.codec != DAG_CBOR:
+        raise DeltaError(f"{what} is not a CIDv1 of a DAG-CBOR block")
+    return raw
+
+
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise DeltaError(f"{what} is not a whole number from {low} to {high}")
+    return value
+
+
+def decode_delta(cid: bytes, block: bytes) -> Delta:
+    """The delta in ``block``; :class:`DeltaError` when it is not one (or not ``cid``'s bytes)."""
+    import dag_cbor
+
+    if len(block) > MAX_BLOCK:
+        raise DeltaError(f"a block of {len(block)} bytes is over the {MAX_BLOCK}-byte limit")
+    if not verify(cid, block):
+        raise DeltaError("the block does not match its CID")
+    try:
+        data = dag_cbor.decode(block)
+    except Exception as exc:  # the codec raises several kinds for malformed input
+        raise DeltaError(
+            f"not DAG-CBOR: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    if not isinstance(data, dict) or data.get("v") != 1:
+        raise DeltaError("not a version-1 delta")
+    height = _int(data.get("height"), "height", 1, MAX_HEIGHT)
+    node = data.get("node")
+    if not isinstance(node, str) or len(node) > 256:
+        raise DeltaError("node is not a peer id")
+    links_in = data.get("links")
+    if not isinstance(links_in, list) or len(links_in) > MAX_LINKS:
+        raise DeltaError(f"links is not a list of at most {MAX_LINKS} CIDs")
+    links = tuple(_link(link, "a link") for link in links_in)
+    if (height == 1) != (not links):
+        raise DeltaError("a delta has height 1 exactly when it has no links")
+    ops_in = data.get("ops")
+    if not isinstance(ops_in, list) or not 1 <= len(ops_in) <= MAX_OPS:
+        raise DeltaError(f"ops is not a list of 1 to {MAX_OPS} writes")
+    ops: list[Op] = []
+    seen: set[bytes] = set()
+    for entry in ops_in:
+        if not isinstance(entry, list) or len(entry) != 3:
+            raise DeltaError("a write is not [key, value, removed]")
+        key, value, removed = entry
+        if not isinstance(key, bytes) or not 1 <= len(key) <= MAX_KEY:
+            raise DeltaError(f"a key is not 1 to {MAX_KEY} bytes")
+        if key in seen:
+            raise DeltaError("a key is written twice in one delta")
+        seen.add(key)
+        if value is not None and not isinstance(value, bytes):
+            raise DeltaError("a value is neither bytes nor null")
+        if not isinstance(removed, list) or len(removed) > MAX_REMOVED:
+            raise DeltaError(f"a write's superseded list is not a list of at most {MAX_REMOVED} CIDs")
+        ops.append(Op(key, value, tuple(_link(r, "a superseded delta") for r in removed)))
+    return Delta(height, links, tuple(ops), node)
+
+
+def encode_heads(heads: list[tuple[bytes, int]]) -> bytes:
+    """The announcement of ``heads`` (``(cid, height)`` pairs, at most :data:`MAX_HEADS`)."""
+    import dag_cbor
+
+    return dag_cbor.encode({"v": 1, "heads": [[_cid(cid), height] for cid, height in heads[:MAX_HEADS]]})
+
+
+def decode_heads(data: bytes) -> list[tuple[bytes, int]]:
+    """The ``(cid, height)`` pairs of an announcement; :class:`DeltaError` when it is not one."""
+    import dag_cbor
+
+    if len(data) > 64 * 1024:
+        raise DeltaError("a heads message over 64 KiB")
+    try:
+        message = dag_cbor.decode(data)
+    except Exception as exc:
+        raise DeltaError(
+            f"not DAG-CBOR: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    if not isinstance(message, dict) or message.get("v") != 1:
+        raise DeltaError("not a version-1 heads message")
+    heads = message.get("heads")
+    if not isinstance(heads, list) or len(heads) > MAX_HEADS:
+        raise DeltaError(f"heads is not a list of at most {MAX_HEADS} entries")
+    out: list[tuple[bytes, int]] = []
+    for entry in heads:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise DeltaError("a head is not [CID, height]")
+        out.append((_link(entry[0], "a head"), _int(entry[1], "a head's height", 1, MAX_HEIGHT)))
+    return out

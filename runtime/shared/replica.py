@@ -1,0 +1,280 @@
+"""One channel's replicated state: the merge of every delta applied here.
+
+The state is a function of the set of deltas applied, whatever the order
+they came in (that is what makes every node converge):
+
+- each op ``(key, value, removed)`` of delta ``D`` adds the **element**
+  ``(key, D)`` holding ``value`` (none for a delete) and removes the
+  elements ``(key, R)`` for each ``R`` in ``removed``: the values of that key
+  its writer had seen. So a write, or a delete, supersedes what its writer
+  saw, and nothing else;
+- a key's value is the value of its live element with the highest
+  ``(height, value bytes, delta CID)``: among writes that did not see each
+  other (concurrent ones), the one made on top of more history wins, then the
+  larger value, then the larger CID. A key with no live element is absent.
+
+Deltas are applied **bottom-up**: a delta only once everything it links to is
+applied here, and its height must be one more than its highest link's. So
+the applied set is always closed under ancestry, every element a delta
+names in ``removed`` (honest writers only name what they had applied) is
+already here, and the heads (applied deltas no applied delta links to) are a
+function of the applied set too.
+
+**Local writes** go into the materialized view at once (readers see them)
+and into a pending list, in one LevelDB batch; :meth:`Replica.make_delta`
+turns the pending writes into a delta later (batching). A pending write
+supersedes every element of its key live when its delta is made, so while it
+waits, remote deltas for that key only add elements and leave the view
+alone: the view already shows what the key will hold once the delta is made.
+
+Keys of the channel's key space (all in one LevelDB batch per change)::
+
+    m <key>  -> the materialized view: the item store's records and indexes
+    e <key>  -> the key's live elements: (height, delta CID, value) ...
+    q <key>  -> a pending local write: 01 value | 00 (delete)
+    a <cid>  -> height                  every delta applied here
+    h <cid>  -> height                  the heads
+
+The view holds :class:`~msuite.runtime.store.Store` records (``<ns> r <item
+ns> <id>`` -> format, created, updated, payload) and their created/updated
+index entries, which each node derives from the records it holds.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from msuite.runtime.store.kv import KV, Prefixed
+
+from .delta import MAX_LINKS, MAX_OPS, Delta, DeltaError, Op, encode_delta
+
+__all__ = ["Change", "Replica", "parse_record_key"]
+
+_M, _E, _Q, _A, _H = b"m", b"e", b"q", b"a", b"h"
+_HEADER = 17
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A key whose value changed here: its new record (None: deleted)."""
+
+    key: bytes
+    value: bytes | None
+
+
+def parse_record_key(key: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """``(namespace prefix, item namespace prefix, id)`` of a record key, None for any other key."""
+    if not key:
+        return None
+    n = key[0]
+    if n == 0 or len(key) < n + 4 or key[n + 1] != 0x72:  # b"r"
+        return None
+    m = key[n + 2]
+    if m == 0 or len(key) < n + 3 + m + 1:
+        return None
+    return key[: n + 1], key[n + 2 : n + 3 + m], key[n + 3 + m :]
+
+
+def _index_keys(key: bytes, record: bytes) -> tuple[bytes, bytes]:
+    parsed = parse_record_key(key)
+    assert parsed is not None
+    ns, item_ns, id = parsed
+    return ns + b"c" + item_ns + record[1:9] + id, ns + b"u" + item_ns + record[9:17] + id
+
+
+def _valid_record(value: bytes) -> bool:
+    return len(value) >= _HEADER and value[0] == _FORMAT
+
+
+_ELEMENT = struct.Struct(">QBI")  # height, CID length, value length
+
+
+def _pack(elements: Sequence[tuple[int, bytes, bytes]]) -> bytes:
+    return b"".join(_ELEMENT.pack(h, len(c), len(v)) + c + v for h, c, v in elements)
+
+
+def _unpack(data: bytes | None) -> list[tuple[int, bytes, bytes]]:
+    out: list[tuple[int, bytes, bytes]] = []
+    if not data:
+        return out
+    at, size = 0, _ELEMENT.size
+    while at < len(data):
+        height, cid_len, value_len = _ELEMENT.unpack_from(data, at)
+        at += size
+        cid = data[at : at + cid_len]
+        at += cid_len
+        out.append((height, cid, data[at : at + value_len]))
+        at += value_len
+    return out
+
+
+def _winner(elements: Sequence[tuple[int, bytes, bytes]]) -> bytes | None:
+    if not elements:
+        return None
+    return max(elements, key=lambda e: (e[0], e[2], e[1]))[2]
+
+
+class Replica:
+    """The merged state of one channel in ``kv`` (see the module). Not thread-safe: one event loop."""
+
+    def __init__(self, kv: KV, node: str) -> None:
+        self.kv = kv
+        self.node = node
+        self.view: KV = Prefixed(kv, _M)
+        self.heads: dict[bytes, int] = {}
+        self.pending: dict[bytes, bytes | None] = {}
+        self.applied = 0
+        """Deltas applied since the replica opened (local and remote)."""
+        self.conflicts = 0
+        """Writes that met a concurrent write of the same key (the merge rule picked the winner)."""
+        snap = kv.snapshot()
+        try:
+            for key, value in snap.scan(_H):
+                self.heads[key[1:]] = int.from_bytes(value, "big")
+            for key, value in snap.scan(_Q):
+                self.pending[key[1:]] = value[1:] if value[:1] == b"\x01" else None
+        finally:
+            snap.close()
+
+    @property
+    def height(self) -> int:
+        """The highest head's height (0: nothing written yet)."""
+        return max(self.heads.values(), default=0)
+
+    def height_of(self, cid: bytes) -> int | None:
+        """The height of an applied delta; None when it is not applied here."""
+        value = self.kv.get(_A + cid)
+        return None if value is None else int.from_bytes(value, "big")
+
+    def count_applied(self) -> int:
+        snap = self.kv.snapshot()
+        try:
+            return sum(1 for _ in snap.keys(_A))
+        finally:
+            snap.close()
+
+    # ------------------------------------------------------------------ local writes
+
+    def local_write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> list[Change]:
+        """Apply a write of the item store to the view now, and keep its records as pending."""
+        changes: list[Change] = []
+        extra: list[tuple[bytes, bytes]] = []
+        for key, value in puts:
+            if parse_record_key(key) is not None:
+                extra.append((_Q + key, b"\x01" + value))
+                self.pending[key] = value
+                if self.kv.get(_M + key) != value:
+                    changes.append(Change(key, value))
+        for key in deletes:
+            if parse_record_key(key) is not None:
+                extra.append((_Q + key, b"\x00"))
+                self.pending[key] = None
+                if self.kv.get(_M + key) is not None:
+                    changes.append(Change(key, None))
+        self.kv.write([(_M + k, v) for k, v in puts] + extra, [_M + k for k in deletes])
+        return changes
+
+    def make_delta(self, limit: int = MAX_OPS) -> tuple[bytes, bytes, Delta] | None:
+        """``(cid, block, delta)`` of the oldest ``limit`` pending writes, or None when there are
+        none. Store the block, then :meth:`commit_local` it (nothing may run in between)."""
+        if not self.pending:
+            return None
+        ops: list[Op] = []
+        for key, value in list(self.pending.items())[: min(limit, MAX_OPS)]:
+            removed = tuple(cid for _h, cid, _v in _unpack(self.kv.get(_E + key)))
+            ops.append(Op(key, value, removed))
+        links = tuple(sorted(self.heads, key=lambda c: (-self.heads[c], c))[:MAX_LINKS])
+        height = 1 + max((self.heads[link] for link in links), default=0)
+        delta = Delta(height, links, tuple(ops), self.node)
+        cid, block = encode_delta(delta)
+        return cid, block, delta
+
+    def commit_local(self, cid: bytes, delta: Delta) -> None:
+        """Record a delta :meth:`make_delta` made (its block stored): its writes stop pending."""
+        for op in delta.ops:
+            self.pending.pop(op.key, None)
+        self.apply(cid, delta, local=True)
+
+    # ------------------------------------------------------------------ applying
+
+    def check(self, delta: Delta) -> None:
+        """:class:`DeltaError` unless ``delta`` may be applied now (its links applied here, its
+        height right, its writes well-formed)."""
+        heights = []
+        for link in delta.links:
+            height = self.height_of(link)
+            if height is None:
+                raise DeltaError("a link is not applied here yet")
+            heights.append(height)
+        if delta.height != 1 + max(heights, default=0):
+            raise DeltaError(
+                f"height {delta.height} is not one more than its highest link's ({max(heights, default=0)})"
+            )
+        for op in delta.ops:
+            if parse_record_key(op.key) is None:
+                raise DeltaError("a key is not an item store record key")
+            if op.value is not None and not _valid_record(op.value):
+                raise DeltaError("a value is not an item store record")
+
+    def apply(self, cid: bytes, delta: Delta, *, local: bool = False) -> list[Change]:
+        """Merge ``delta`` (see the module); the keys whose value changed here. Applying a delta
+        twice changes nothing. :class:`DeltaError` when :meth:`check` refuses it."""
+        if self.kv.get(_A + cid) is not None:
+            return []
+        if not local:
+            self.check(delta)
+        puts: dict[bytes, bytes] = {}
+        deletes: set[bytes] = set()
+
+        def put(key: bytes, value: bytes) -> None:
+            puts[key] = value
+            deletes.discard(key)
+
+        def drop(key: bytes) -> None:
+            puts.pop(key, None)
+            deletes.add(key)
+
+        changes: list[Change] = []
+        for op in delta.ops:
+            removed = set(op.removed)
+            elements = [e for e in _unpack(self.kv.get(_E + op.key)) if e[1] not in removed]
+            if op.value is not None:
+                elements.append((delta.height, cid, op.value))
+            if len(elements) > 1:
+                self.conflicts += 1
+            if elements:
+                put(_E + op.key, _pack(elements))
+            else:
+                drop(_E + op.key)
+            if local or op.key in self.pending:
+                if local:
+                    drop(_Q + op.key)
+                continue  # the view shows the pending write already
+            old = self.kv.get(_M + op.key)
+            new = _winner(elements)
+            if new == old:
+                continue
+            if old is not None:
+                for index in _index_keys(op.key, old):
+                    drop(_M + index)
+            if new is None:
+                drop(_M + op.key)
+            else:
+                put(_M + op.key, new)
+                for index in _index_keys(op.key, new):
+                    put(_M + index, b"")
+            changes.append(Change(op.key, new))
+        height = delta.height.to_bytes(8, "big")
+        put(_A + cid, height)
+        for link in delta.links:
+            drop(_H + link)
+        put(_H + cid, height)
+        self.kv.write(list(puts.items()), list(deletes))
+        for link in delta.links:
+            self.heads.pop(link, None)
+        self.heads[cid] = delta.height
+        self.applied += 1
+        return changes
