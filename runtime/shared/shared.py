@@ -466,10 +466,13 @@ class Shared:
         frontier = [walk.head]
         fetched = 0
         while frontier:
-            todo = list(dict.fromkeys(c for c in frontier if c not in graph and replica.height_of(c) is None))
-            for cid in todo:
-                if cid in self._rejected:
-                    raise DeltaError(f"it builds on the rejected delta {_short(cid)}")
+            todo = list(
+                dict.fromkeys(
+                    c
+                    for c in frontier
+                    if c not in graph and c not in self._rejected and replica.height_of(c) is None
+                )
+            )  # a rejected delta is not fetched again: what builds on it is refused with it
             missing = []
             for cid in todo:
                 block = blocks.get(cid)

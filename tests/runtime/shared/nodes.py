@@ -45,7 +45,9 @@ async def mesh(started: list[Node], topic: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def nodes(count: int, folder: Path, channels: tuple[str, ...] = (), **shared: Any) -> AsyncIterator[list[Node]]:
+async def nodes(
+    count: int, folder: Path, channels: tuple[str, ...] = (), **shared: Any
+) -> AsyncIterator[list[Node]]:
     """``count`` started nodes, each connected to every other (``channels[i]``: node i's channel)."""
     started: list[Node] = []
     try:
@@ -83,4 +85,21 @@ async def until(read: Any, expected: object, timeout: float) -> float:
             return time.monotonic() - began
         if time.monotonic() - began > timeout:
             raise AssertionError(f"still {value!r} after {timeout} s, expected {expected!r}")
+        await asyncio.sleep(0.01)
+
+
+async def agree(started: list[Node], timeout: float, namespace: str = "app") -> dict[str, str]:
+    """Poll until every node lists the same items; that state. AssertionError after ``timeout``."""
+    import asyncio
+    import time
+
+    began = time.monotonic()
+    while True:
+        states = [await state(node, namespace) for node in started]
+        if all(s == states[0] for s in states):
+            return states[0]
+        if time.monotonic() - began > timeout:
+            raise AssertionError(
+                f"the nodes still disagree after {timeout} s: {[len(s) for s in states]} items"
+            )
         await asyncio.sleep(0.01)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
-from .nodes import Note, nodes, state, until
+from msuite.runtime.shared.shared import ItemKey, SharedStore
+
+from .nodes import Note, agree, nodes, state, until
 
 
 async def test_three_nodes_converge_after_create_update_and_delete(tmp_path: Path) -> None:
@@ -20,3 +24,139 @@ async def test_three_nodes_converge_after_create_update_and_delete(tmp_path: Pat
         for node in (a, b, c):
             await until(lambda n=node: state(n), {"x": "uno"}, timeout=3)
         assert time.monotonic() - started < 6
+
+
+async def test_a_thousand_writes_over_three_nodes_converge_within_two_seconds(tmp_path: Path) -> None:
+    async with nodes(3, tmp_path) as trio:
+        stores = [n.shared("app") for n in trio]
+
+        async def writer(index: int) -> None:
+            for i in range(334 if index < 2 else 332):
+                await stores[index].create(Note(id=f"{index}-{i}", text=f"v{i}"))
+                if i % 50 == 0:
+                    await asyncio.sleep(0)  # let announcements out while writing
+
+        await asyncio.gather(*(writer(i) for i in range(3)))
+        last = time.monotonic()
+        for node in trio:
+            await until(lambda n=node: count(n), 1000, timeout=max(0.1, 2 - (time.monotonic() - last)))
+        expected = await state(trio[0])
+        for node in trio[1:]:
+            assert await state(node) == expected
+        # concurrent writes of one key from every node: one winner everywhere
+        await asyncio.gather(*(s.update(Note(id="0-0", text=f"from {i}")) for i, s in enumerate(stores)))
+        final = await agree(trio, timeout=2)
+        for node in trio:
+            assert await node.shared("app").verify() == []
+        assert final["0-0"] in {"from 0", "from 1", "from 2"}
+        assert trio[0].component("shared").status()["conflicts"] >= 1
+
+
+async def count(node: Any) -> int:
+    return await node.shared("app").count(Note)
+
+
+async def test_another_channel_receives_nothing_and_namespaces_stay_apart(tmp_path: Path) -> None:
+    async with nodes(3, tmp_path, channels=("one", "one", "two")) as (a, b, c):
+        from .nodes import mesh
+
+        await mesh([a, b], "msuite/one/shared")
+        await a.shared("app").create(Note(id="x", text="in app"))
+        await a.shared("other").create(Note(id="x", text="in other"))
+        await c.shared("app").create(Note(id="z", text="channel two"))
+        await until(lambda: state(b), {"x": "in app"}, timeout=3)
+        await until(lambda: state(b, "other"), {"x": "in other"}, timeout=3)
+        await a.shared("app").flush()
+        await asyncio.sleep(1.5)  # a rebroadcast (1 s) went out meanwhile
+        assert await state(c) == {"z": "channel two"} and await state(c, "other") == {}
+        assert await state(a) == {"x": "in app"} and await state(b) == {"x": "in app"}
+        # c stored none of channel one's deltas, and never heard of its topic's heads
+        shared_c = c.component("shared")
+        assert shared_c.status()["deltas"] == 1 and shared_c.counters.deltas_fetched == 0
+        blocks = c.repo.blockstore()
+        assert all(not blocks.has(head) for head in a.component("shared").replica.heads)
+        await a.shared("app").delete(Note, "x")
+        await until(lambda: state(b), {}, timeout=3)
+        assert await state(b, "other") == {"x": "in other"}
+
+
+async def test_on_change_fires_once_per_effective_change_local_and_remote(tmp_path: Path) -> None:
+    seen: dict[str, list[tuple[str, str, str | None, str]]] = {"a": [], "b": []}
+
+    def recorder(name: str) -> Any:
+        def on_change(key: ItemKey, value: bytes | None, origin: str) -> None:
+            text = None if value is None else SharedStore.decode(Note, value).text
+            seen[name].append((key.namespace, key.id, text, origin))
+
+        return on_change
+
+    async with nodes(2, tmp_path) as (a, b):
+        store_a = a.shared("app", recorder("a"))
+        b.shared("app", recorder("b"))
+        assert b.shared("app") is b.shared("app")
+        await store_a.create(Note(id="x", text="one"))
+        await store_a.update(Note(id="x", text="two"))
+        await until(lambda: state(b), {"x": "two"}, timeout=3)
+        await store_a.delete(Note, "x")
+        await until(lambda: state(b), {}, timeout=3)
+        await asyncio.sleep(1.5)  # rebroadcasts of the same heads change nothing
+        me = a.p2p.peer_id
+        assert seen["a"] == [
+            ("notes", "x", "one", "local"),
+            ("notes", "x", "two", "local"),
+            ("notes", "x", None, "local"),
+        ]
+        # b may get "one" and "two" in one catch-up round: then only the effective change fires
+        assert seen["b"][-1] == ("notes", "x", None, me)
+        assert [entry[2] for entry in seen["b"]] in (["one", "two", None], ["two", None])
+        assert all(origin == me for *_, origin in seen["b"])
+
+
+async def test_a_restarted_node_catches_up_and_a_late_node_gets_everything(tmp_path: Path) -> None:
+    from msuite.runtime.node import Node
+
+    from .nodes import manifest
+
+    async with nodes(2, tmp_path) as (a, b):
+        for i in range(50):
+            await a.shared("app").create(Note(id=f"before-{i}", text="x"))
+        await until(lambda: count(b), 50, timeout=3)
+        await b.stop()
+        for i in range(50):
+            await a.shared("app").create(Note(id=f"while-{i}", text="y"))
+        await a.shared("app").update(Note(id="before-0", text="changed"))
+        b2 = Node(manifest("n1", tmp_path, (a.p2p.addrs[0],)))
+        late = Node(manifest("late", tmp_path, (a.p2p.addrs[0],)))
+        await b2.start()
+        await late.start()
+        try:
+            expected = await state(a)
+            assert len(expected) == 100
+            await until(lambda: state(b2), expected, timeout=8)
+            await until(lambda: state(late), expected, timeout=8)
+            assert await late.shared("app").verify() == []
+        finally:
+            await late.stop()
+            await b2.stop()
+
+
+async def test_a_stopping_node_turns_pending_writes_into_a_delta_that_survives_the_restart(
+    tmp_path: Path,
+) -> None:
+    from msuite.runtime.node import Node
+
+    from .nodes import manifest
+
+    async with nodes(2, tmp_path, batch_delay="5s") as (a, b):
+        await a.shared("app").create(Note(id="slow", text="pending"))
+        assert a.component("shared").status()["pending_writes"] == 1
+        await a.stop()  # makes the delta (the batch delay has not passed)
+        a2 = Node(manifest("n0", tmp_path, (b.p2p.addrs[0],)))
+        await a2.start()
+        try:
+            assert await state(a2) == {"slow": "pending"}
+            assert a2.component("shared").status()["pending_writes"] == 0
+            assert a2.component("shared").status()["deltas"] == 1
+            await until(lambda: state(b), {"slow": "pending"}, timeout=5)
+        finally:
+            await a2.stop()
