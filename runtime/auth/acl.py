@@ -28,6 +28,15 @@ entries added at run time (:meth:`Acl.allow`) persist across restarts until
 removed. Changes are written (in a worker thread: LevelDB may fsync) before
 they take effect, and take effect for the next request.
 
+With ``storage.shared`` on, :meth:`Acl.share` (called as the shared store
+starts) moves the entries added at run time into the shared namespace
+``msuite.acl``, and from then on :meth:`Acl.allow` and :meth:`Acl.remove` of
+run-time entries go there: a change on one node applies on every node of the
+channel (as soon as the change reaches it). The manifest's entries stay each
+node's own. A run-time entry wins over the manifest's entry for the same
+resource on every node, until it is removed; removing it brings the
+manifest's entry back.
+
 Roles are those of the node's ladder (``auth.roles``, :class:`~msuite.spec.Roles`).
 When the ladder changes, a stored manifest entry is rewritten from the manifest
 at start as always; an entry added at run time whose role the ladder no longer
@@ -38,16 +47,41 @@ has fails closed: nobody may use its resources until the role is back in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import unquote
 
+from pydantic import BaseModel
+
 from msuite.runtime.store.kv import KV
+from msuite.runtime.store.store import NotFound
 from msuite.spec import DEFAULT_ROLES, Roles
 
-__all__ = ["Acl", "check_resource", "check_role"]
+if TYPE_CHECKING:
+    from msuite.runtime.shared.shared import ItemKey, SharedStore
+
+__all__ = ["Acl", "SharedEntry", "check_resource", "check_role"]
+
+SHARED_NAMESPACE = "msuite.acl"
+"""The shared store's namespace of run-time entries (``storage.shared``)."""
+
+
+class SharedEntry(BaseModel):
+    """A run-time ACL entry in the shared store (id: the resource's sha-256, 32 hex digits)."""
+
+    store_namespace: ClassVar[str] = "acl"
+    id: str | None = None
+    resource: str
+    role: str
+
+    @staticmethod
+    def id_for(resource: str) -> str:
+        return hashlib.sha256(resource.encode()).hexdigest()[:32]
+
 
 Source = Literal["manifest", "runtime"]
 
@@ -142,6 +176,11 @@ class Acl:
         self._roles: dict[str, str] = {}
         self._sources: dict[str, Source] = {}
         self._lock = asyncio.Lock()
+        self._shared: SharedStore | None = None
+        self._local: dict[str, tuple[str, Source]] = {}
+        """With a shared store: the entries of this node's own key space (the manifest's)."""
+        self._remote: dict[str, str] = {}
+        """With a shared store: its run-time entries."""
         if kv is not None:
             self._load(kv)
         self._table = _Table(self._roles)
@@ -223,6 +262,11 @@ class Acl:
         check_resource(resource)
         checked = self.roles.check(role)
         async with self._lock:
+            if self._shared is not None:
+                await self._share_entry(self._shared, resource, checked)
+                self._remote[resource] = checked
+                self._rebuild()
+                return
             await self._write([(_key(resource), _value(checked, "runtime"))], [])
             roles, sources = dict(self._roles), dict(self._sources)
             roles[resource], sources[resource] = checked, "runtime"
@@ -238,11 +282,93 @@ class Acl:
         async with self._lock:
             if resource not in self._roles:
                 return False
+            if self._shared is not None:
+                if resource in self._remote:
+                    with contextlib.suppress(NotFound):
+                        await self._shared.delete(SharedEntry, SharedEntry.id_for(resource))
+                    del self._remote[resource]
+                else:
+                    await self._write([], [_key(resource)])
+                    self._local.pop(resource, None)
+                self._rebuild()
+                return True
             await self._write([], [_key(resource)])
             roles, sources = dict(self._roles), dict(self._sources)
             del roles[resource], sources[resource]
             self._swap(roles, sources)
             return True
+
+    # ----------------------------------------------------------------------- shared
+
+    async def share(self, store: SharedStore) -> None:
+        """Keep the run-time entries in ``store`` (the shared namespace ``msuite.acl``) from now on.
+
+        The run-time entries of this node's own key space move there (written to the shared
+        store, then removed here), the shared entries join the table, and every later change of
+        the shared namespace, from any node, updates the table."""
+        async with self._lock:
+            moved = [r for r, source in self._sources.items() if source == "runtime"]
+            for resource in moved:
+                await self._share_entry(store, resource, self._roles[resource])
+            await self._write([], [_key(r) for r in moved])
+            self._local = {r: (self._roles[r], s) for r, s in self._sources.items() if s == "manifest"}
+            self._remote = {}
+            for entry in await store.list(SharedEntry):
+                if self._acceptable(entry.resource, entry.role):
+                    self._remote[entry.resource] = entry.role
+            self._shared = store
+            store.on_change(self._shared_changed)
+            self._rebuild()
+
+    async def _share_entry(self, store: SharedStore, resource: str, role: str) -> None:
+        entry = SharedEntry(id=SharedEntry.id_for(resource), resource=resource, role=role)
+        try:
+            await store.update(entry)
+        except NotFound:
+            await store.create(entry)
+
+    def _shared_changed(self, key: ItemKey, value: bytes | None, origin: str) -> None:
+        if key.namespace != SharedEntry.store_namespace or origin == "local":
+            return  # this node's own changes are in the table already
+        if value is None:
+            gone = next((r for r in self._remote if SharedEntry.id_for(r) == key.id), None)
+            if gone is None:
+                return
+            del self._remote[gone]
+        else:
+            try:
+                entry = SharedEntry.model_validate_json(value)
+            except ValueError:
+                _log.warning("shared ACL entry %s from %s does not decode: ignored", key.id, origin)
+                return
+            if (
+                not self._acceptable(entry.resource, entry.role)
+                or SharedEntry.id_for(entry.resource) != key.id
+            ):
+                return
+            self._remote[entry.resource] = entry.role
+        self._rebuild()
+
+    def _acceptable(self, resource: str, role: str) -> bool:
+        try:
+            check_resource(resource)
+        except ValueError as exc:
+            _log.warning("shared ACL entry ignored: %s", exc)
+            return False
+        if role not in self.roles:
+            _log.warning(
+                "shared ACL entry %s needs role %r, which auth.roles does not have: nobody may use it",
+                resource,
+                role,
+            )
+        return bool(role)
+
+    def _rebuild(self) -> None:
+        roles = {r: role for r, (role, _source) in self._local.items()}
+        sources: dict[str, Source] = {r: source for r, (_role, source) in self._local.items()}
+        for resource, role in self._remote.items():
+            roles[resource], sources[resource] = role, "runtime"
+        self._swap(roles, sources)
 
     async def _write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> None:
         if self._kv is not None and (puts or deletes):

@@ -4,7 +4,9 @@ It requires ``repo`` (the replica's state and the delta blocks live in the
 repository) and ``p2p`` (head announcements on the host's GossipSub, deltas
 over Bitswap), and uses ``files`` when the manifest enables it: the two
 share the host's one Bitswap service and blockstore, and ``files.gc`` keeps
-the deltas' blocks. Without ``files`` it adds the Bitswap service itself. It
+the deltas' blocks. Without ``files`` it adds the Bitswap service itself. With
+``auth`` it keeps the ACL's run-time entries in the shared namespace
+``msuite.acl`` (see :mod:`msuite.runtime.auth.acl`). It
 uses ``metrics`` when enabled (counters read at scrape time). ``shared`` is in
 ``USER_CODE_USES``: user code may open namespaces from its ``impl``
 constructors and handlers.
@@ -43,7 +45,10 @@ def _build(context: BuildContext) -> Shared:
 
         bitswap = Bitswap(open_store, dht=lambda: host.service("dht"))  # type: ignore[arg-type,return-value]
         host.add_service(bitswap)
+    from msuite.runtime.auth.component import AuthComponent
+
     shared = Shared(context.manifest, host, repo, bitswap, context.dependencies)
+    shared.auth = context.use("auth", AuthComponent)
     if files is not None:
         files.keep_blocks(shared.applied_keys)
     if context.manifest.diagnostics.metrics is not None:
@@ -63,7 +68,7 @@ SHARED = ComponentSpec(
     enabled=lambda m: m.storage.shared is not None and m.p2p is not None,
     key=("storage", "shared"),
     requires=("repo", "p2p"),
-    uses=("files", "metrics"),
+    uses=("auth", "files", "metrics"),
     extras=(
         Extra("multiformats", "shared", ("storage", "shared")),
         Extra("dag_cbor", "shared", ("storage", "shared")),

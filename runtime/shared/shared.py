@@ -44,6 +44,7 @@ from .delta import Delta, DeltaError, decode_delta, decode_heads, encode_heads
 from .replica import Change, Replica, parse_record_key
 
 if TYPE_CHECKING:
+    from msuite.runtime.auth.component import AuthComponent
     from msuite.runtime.files.bitswap import Bitswap
     from msuite.runtime.files.blockstore import Blockstore
     from msuite.runtime.p2p.host import P2PHost
@@ -254,6 +255,8 @@ class Shared:
         self._log_limit = PeerLogLimit()
         self.counters = _Counters()
         self.state = "stopped"
+        self.auth: AuthComponent | None = None
+        """The auth component, when the node has one: its ACL's run-time entries are shared."""
 
     # ------------------------------------------------------------------ access
 
@@ -295,6 +298,8 @@ class Shared:
         ]
         self._host.on_peer(self._on_peer)
         self.state = "running"
+        if self.auth is not None:
+            await self.auth.current.acl.share(self.namespace("msuite.acl", internal=True))
         if self._replica.pending:  # writes a crash left unsent
             self._schedule_flush()
         if self._replica.heads:
