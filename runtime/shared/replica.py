@@ -50,9 +50,14 @@ from msuite.runtime.store.kv import KV, Prefixed
 
 from .delta import MAX_LINKS, MAX_OPS, Delta, DeltaError, Op, encode_delta
 
-__all__ = ["Change", "Replica", "parse_record_key"]
+__all__ = ["DELTA_BUDGET", "MAX_VALUE", "Change", "Replica", "parse_record_key"]
 
 _M, _E, _Q, _A, _H = b"m", b"e", b"q", b"a", b"h"
+
+MAX_VALUE = 1024 * 1024
+"""Largest record (an item's stored bytes and header) the shared store takes."""
+DELTA_BUDGET = 1536 * 1024
+"""A delta stops taking pending writes at about this many bytes (blocks are at most 2 MiB)."""
 _HEADER = 17
 _FORMAT = 1
 
@@ -160,6 +165,12 @@ class Replica:
 
     def local_write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> list[Change]:
         """Apply a write of the item store to the view now, and keep its records as pending."""
+        for _key, value in puts:
+            if len(value) > MAX_VALUE:
+                raise ValueError(
+                    f"an item of {len(value) - _HEADER} bytes is over the shared store's "
+                    f"{MAX_VALUE - _HEADER}-byte limit (keep large data in node.files and store its CID)"
+                )
         changes: list[Change] = []
         extra: list[tuple[bytes, bytes]] = []
         for key, value in puts:
@@ -183,9 +194,14 @@ class Replica:
         if not self.pending:
             return None
         ops: list[Op] = []
+        size = 0
         for key, value in list(self.pending.items())[: min(limit, MAX_OPS)]:
             removed = tuple(cid for _h, cid, _v in _unpack(self.kv.get(_E + key)))
+            weight = len(key) + len(value or b"") + 40 * len(removed) + 16
+            if ops and size + weight > DELTA_BUDGET:
+                break  # the rest goes in the next delta
             ops.append(Op(key, value, removed))
+            size += weight
         links = tuple(sorted(self.heads, key=lambda c: (-self.heads[c], c))[:MAX_LINKS])
         height = 1 + max((self.heads[link] for link in links), default=0)
         delta = Delta(height, links, tuple(ops), self.node)

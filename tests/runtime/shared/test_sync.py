@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from msuite.runtime.shared.shared import ItemKey, SharedStore
 
 from .nodes import Note, agree, nodes, state, until
@@ -160,3 +162,18 @@ async def test_a_stopping_node_turns_pending_writes_into_a_delta_that_survives_t
             await until(lambda: state(b), {"slow": "pending"}, timeout=5)
         finally:
             await a2.stop()
+
+
+async def test_big_items_are_refused_and_a_big_batch_is_split_into_deltas_that_fit(tmp_path: Path) -> None:
+    async with nodes(2, tmp_path) as (a, b):
+        store = a.shared("app")
+        with pytest.raises(ValueError, match="over the shared store's"):
+            await store.create(Note(id="huge", text="x" * (1024 * 1024)))
+        assert await store.count(Note) == 0
+        async with store.batch() as batch:
+            for i in range(8):
+                batch.create(Note(id=f"big-{i}", text=str(i) * 500_000))
+        await store.flush()
+        assert a.component("shared").status()["deltas"] >= 3  # 4 MB in deltas of at most 2 MiB
+        await until(lambda: count(b), 8, timeout=10)
+        assert await state(b) == await state(a)
