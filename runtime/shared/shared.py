@@ -68,6 +68,9 @@ WALKS = 4
 PEER_REBROADCAST_DELAY = 1.0
 """Seconds after a peer connects before the heads are published again (its mesh forms first)."""
 
+APPLY_SLICE = 0.005
+"""Seconds of applying deltas between two turns of the event loop."""
+
 REJECTED_KEPT = 10_000
 """Rejected delta CIDs remembered (so announcements of them are ignored)."""
 
@@ -515,7 +518,7 @@ class Shared:
                 fetched += len(missing)
                 self.counters.deltas_fetched += len(missing)
             frontier = [link for cid in todo for link in graph[cid].links]
-        self._apply(walk, graph)
+        await self._apply(walk, graph)
 
     def _decode(self, cid: bytes, block: bytes, peer: str) -> Delta:
         try:
@@ -537,8 +540,9 @@ class Shared:
         walk = self._walks[head] = _Walk(head, peer)
         walk.task = asyncio.get_running_loop().create_task(self._walk(walk), name="msuite-shared-walk")
 
-    def _apply(self, walk: _Walk, graph: dict[bytes, Delta]) -> None:
-        """Apply ``graph``'s deltas, each after the deltas it links to."""
+    async def _apply(self, walk: _Walk, graph: dict[bytes, Delta]) -> None:
+        """Apply ``graph``'s deltas, each after the deltas it links to, letting the event loop
+        run every ``APPLY_SLICE`` seconds (each delta is applied whole, in one batch)."""
         replica = self.replica
         order: list[bytes] = []
         visited: set[bytes] = set()
@@ -553,7 +557,13 @@ class Shared:
             visited.add(cid)
             stack.append((cid, True))
             stack.extend((link, False) for link in graph[cid].links if link in graph and link not in visited)
+        slice_began = time.monotonic()
         for cid in order:
+            if time.monotonic() - slice_began > APPLY_SLICE:
+                await asyncio.sleep(0)
+                slice_began = time.monotonic()
+                if self._replica is None:
+                    return  # stopped meanwhile
             delta = graph[cid]
             if replica.height_of(cid) is not None:
                 continue
