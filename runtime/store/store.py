@@ -108,6 +108,12 @@ def _id_bytes(id: str) -> bytes:
     return raw
 
 
+def _prefix_bytes(prefix: str) -> bytes:
+    if not isinstance(prefix, str):
+        raise TypeError(f"a prefix is a str, not {type(prefix).__name__}")
+    return prefix.encode()
+
+
 def _time(ns: int) -> bytes:
     return ns.to_bytes(8, "big")
 
@@ -215,6 +221,11 @@ class Store:
         codec: Codec[T] = space.codec
         return self._decode(codec, id, value)
 
+    async def exists(self, kind: type[Any], id: str) -> bool:
+        """Whether an item of class ``kind`` with this id is stored (nothing is decoded)."""
+        space = self._spaces.get(kind) or self._space(kind)
+        return self._get(space.record + _id_bytes(id)) is not None
+
     async def update(self, item: T) -> T:
         """Replace a stored item (its created time is kept). Raises NotFound."""
         space = self._space(type(item))
@@ -249,21 +260,28 @@ class Store:
         limit: int = 0,
         sort: Sort | str = Sort.NATURAL,
         filter: Callable[[T], bool] | None = None,
+        prefix: str = "",
     ) -> builtins.list[T]:
-        """One page of the items of class ``kind``, in ``sort`` order, ``filter`` applied first."""
+        """One page of the items of class ``kind``, in ``sort`` order, ``filter`` applied first;
+        with ``prefix``, only the items whose id starts with it (natural order scans just them)."""
         order = Sort(sort)
         if page < 0 or limit < 0:
             raise ValueError("page and limit must be 0 or more")
         space = self._space(kind)
-        return await asyncio.to_thread(self._list, space, page, limit, order, filter)
+        start = _prefix_bytes(prefix)
+        return await asyncio.to_thread(self._list, space, page, limit, order, filter, start=start)
 
-    async def count(self, kind: type[T], *, filter: Callable[[T], bool] | None = None) -> int:
-        """How many items of class ``kind`` there are (with ``filter``: how many it keeps).
+    async def count(
+        self, kind: type[T], *, filter: Callable[[T], bool] | None = None, prefix: str = ""
+    ) -> int:
+        """How many items of class ``kind`` there are (with ``filter``: how many it keeps; with
+        ``prefix``: only those whose id starts with it).
 
-        The total of a paged :meth:`list`. Without a filter the created index answers: its
-        keys are counted and no record is read or decoded; a filter reads every item."""
+        The total of a paged :meth:`list`. Without a filter the keys answer (the created index,
+        or the records' keys under a prefix): no record is read or decoded; a filter reads
+        every item."""
         space = self._space(kind)
-        return await asyncio.to_thread(self._count, space, filter)
+        return await asyncio.to_thread(self._count, space, filter, _prefix_bytes(prefix))
 
     def batch(self) -> Batch:
         """Several writes that land together or not at all: ``async with store.batch() as b``."""
@@ -343,10 +361,12 @@ class Store:
                 f"{codec.namespace} {id!r}: stored bytes do not decode as {codec.kind.__name__}: {first_line}"
             ) from exc
 
-    def _rows(self, snap: Snapshot, space: _Space, order: Sort) -> Generator[tuple[str, bytes]]:
+    def _rows(
+        self, snap: Snapshot, space: _Space, order: Sort, start: bytes = b""
+    ) -> Generator[tuple[str, bytes]]:
         if order is Sort.NATURAL:
             cut = len(space.record)
-            for key, value in snap.scan(space.record):
+            for key, value in snap.scan(space.record + start):
                 yield key[cut:].decode(), value
             return
         index = space.created if order in (Sort.CREATED_ASC, Sort.CREATED_DESC) else space.updated
@@ -355,18 +375,20 @@ class Store:
         record, get = space.record, snap.get
         for key in snap.keys(index, reverse=reverse):
             raw_id = key[cut:]
+            if start and not raw_id.startswith(start):
+                continue
             found = get(record + raw_id)
             if found is None:  # impossible while writes stay atomic; say so loudly
                 raise StoreError(f"index entry without its record: {raw_id.decode(errors='replace')!r}")
             yield raw_id.decode(), found
 
-    def _count(self, space: _Space, keep: Callable[[T], bool] | None) -> int:
+    def _count(self, space: _Space, keep: Callable[[T], bool] | None, start: bytes = b"") -> int:
         snap = self._kv.snapshot()
         try:
             if keep is None:
-                return sum(1 for _ in snap.keys(space.created))
+                return sum(1 for _ in snap.keys(space.record + start if start else space.created))
             codec: Codec[T] = space.codec
-            rows = self._rows(snap, space, Sort.NATURAL)
+            rows = self._rows(snap, space, Sort.NATURAL, start)
             try:
                 return sum(1 for id, value in rows if keep(self._decode(codec, id, value)))
             finally:
@@ -375,7 +397,14 @@ class Store:
             snap.close()
 
     def _list(
-        self, space: _Space, page: int, limit: int, order: Sort, keep: Callable[[T], bool] | None
+        self,
+        space: _Space,
+        page: int,
+        limit: int,
+        order: Sort,
+        keep: Callable[[T], bool] | None,
+        *,
+        start: bytes = b"",
     ) -> builtins.list[T]:
         skip = page * limit if limit else (0 if page == 0 else -1)
         if skip < 0:
@@ -383,7 +412,7 @@ class Store:
         out: builtins.list[T] = []
         codec: Codec[T] = space.codec
         snap = self._kv.snapshot()
-        rows = self._rows(snap, space, order)
+        rows = self._rows(snap, space, order, start)
         try:
             for id, value in rows:
                 item = self._decode(codec, id, value)

@@ -269,3 +269,18 @@ async def test_count_without_a_filter_reads_no_record(store: Store) -> None:
     assert await store.count(Blob) == 2  # the index answers: nothing was decoded
     with pytest.raises(DecodeError):
         await store.count(Blob, filter=lambda blob: True)
+
+
+async def test_exists_and_prefix_listing(store: Store) -> None:
+    for id in ("user:ann", "user:bob", "users", "group:x", "user"):
+        await store.create(Note(id=id, title=id))
+    assert await store.exists(Note, "user:ann") and not await store.exists(Note, "user:zed")
+    assert [n.id for n in await store.list(Note, prefix="user:")] == ["user:ann", "user:bob"]
+    newest_first = await store.list(Note, prefix="user", sort=Sort.CREATED_DESC)
+    assert [n.id for n in newest_first] == ["user", "users", "user:bob", "user:ann"]
+    assert await store.count(Note, prefix="user:") == 2
+    assert await store.count(Note, prefix="user:", filter=lambda n: n.id.endswith("bob")) == 1
+    second = await store.list(Note, prefix="user:", limit=1, page=1)
+    assert second == [await store.read(Note, "user:bob")]
+    with pytest.raises(TypeError):
+        await store.list(Note, prefix=b"user")  # type: ignore[arg-type]
