@@ -31,7 +31,7 @@ Keys of the channel's key space (all in one LevelDB batch per change)::
 
     m <key>  -> the materialized view: the item store's records and indexes
     e <key>  -> the key's live elements: (height, delta CID, value) ...
-    q <key>  -> a pending local write: 01 value | 00 (delete)
+    q <key>  -> a pending local write: seq(8) then 01 value | 00 (delete)
     a <cid>  -> height                  every delta applied here
     h <cid>  -> height                  the heads
 
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from msuite.runtime.store.kv import KV, Prefixed
 
-from .delta import MAX_LINKS, MAX_OPS, Delta, DeltaError, Op, encode_delta
+from .delta import MAX_LINKS, MAX_OPS, MAX_REMOVED, Delta, DeltaError, Op, encode_delta
 
 __all__ = ["DELTA_BUDGET", "MAX_VALUE", "Change", "Replica", "parse_record_key"]
 
@@ -81,6 +81,22 @@ def parse_record_key(key: bytes) -> tuple[bytes, bytes, bytes] | None:
     if m == 0 or len(key) < n + 3 + m + 1:
         return None
     return key[: n + 1], key[n + 2 : n + 3 + m], key[n + 3 + m :]
+
+
+def _valid_key(key: bytes) -> bool:
+    """Whether ``key`` is a record key the item store could have written: UTF-8 namespaces and id,
+    the id at most ``MAX_ID_BYTES``."""
+    from msuite.runtime.store.store import MAX_ID_BYTES
+
+    parsed = parse_record_key(key)
+    if parsed is None or len(parsed[2]) > MAX_ID_BYTES:
+        return False
+    try:
+        for part in (parsed[0][1:], parsed[1][1:], parsed[2]):
+            part.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _index_keys(key: bytes, record: bytes) -> tuple[bytes, bytes]:
@@ -131,6 +147,8 @@ class Replica:
         self.view: KV = Prefixed(kv, _M)
         self.heads: dict[bytes, int] = {}
         self.pending: dict[bytes, bytes | None] = {}
+        """Local writes not yet in a delta, oldest first."""
+        self._seq = 0
         self.applied = 0
         """Deltas applied since the replica opened (local and remote)."""
         self.conflicts = 0
@@ -139,8 +157,10 @@ class Replica:
         try:
             for key, value in snap.scan(_H):
                 self.heads[key[1:]] = int.from_bytes(value, "big")
-            for key, value in snap.scan(_Q):
-                self.pending[key[1:]] = value[1:] if value[:1] == b"\x01" else None
+            queued = sorted((value[:8], key[1:], value[8:]) for key, value in snap.scan(_Q))
+            for seq, key, value in queued:
+                self.pending[key] = value[1:] if value[:1] == b"\x01" else None
+                self._seq = int.from_bytes(seq, "big")
         finally:
             snap.close()
 
@@ -173,16 +193,22 @@ class Replica:
                 )
         changes: list[Change] = []
         extra: list[tuple[bytes, bytes]] = []
+
+        def queue(key: bytes, value: bytes | None) -> None:
+            self._seq += 1
+            flagged = b"\x00" if value is None else b"\x01" + value
+            extra.append((_Q + key, self._seq.to_bytes(8, "big") + flagged))
+            self.pending.pop(key, None)  # a rewritten key moves to the end: oldest first
+            self.pending[key] = value
+
         for key, value in puts:
             if parse_record_key(key) is not None:
-                extra.append((_Q + key, b"\x01" + value))
-                self.pending[key] = value
+                queue(key, value)
                 if self.kv.get(_M + key) != value:
                     changes.append(Change(key, value))
         for key in deletes:
             if parse_record_key(key) is not None:
-                extra.append((_Q + key, b"\x00"))
-                self.pending[key] = None
+                queue(key, None)
                 if self.kv.get(_M + key) is not None:
                     changes.append(Change(key, None))
         self.kv.write([(_M + k, v) for k, v in puts] + extra, [_M + k for k in deletes])
@@ -195,24 +221,34 @@ class Replica:
             return None
         ops: list[Op] = []
         size = 0
+        by_height = sorted(self.heads, key=lambda c: (-self.heads[c], c))
+        links = tuple(by_height[:MAX_LINKS])
+        budget = DELTA_BUDGET - 40 * len(links)
+        every_head = len(links) == len(by_height)
+        linked = set(links)
         for key, value in list(self.pending.items())[: min(limit, MAX_OPS)]:
-            removed = tuple(cid for _h, cid, _v in _unpack(self.kv.get(_E + key)))
+            # what the write supersedes must be under its links: with every head linked that is
+            # everything applied here; with more heads than a delta may link, only the linked
+            # heads themselves are sure to be (older values stay live, and lose on height)
+            live = [cid for _h, cid, _v in _unpack(self.kv.get(_E + key))]
+            removed = tuple((live if every_head else [c for c in live if c in linked])[:MAX_REMOVED])
             weight = len(key) + len(value or b"") + 40 * len(removed) + 16
-            if ops and size + weight > DELTA_BUDGET:
+            if ops and size + weight > budget:
                 break  # the rest goes in the next delta
             ops.append(Op(key, value, removed))
             size += weight
-        links = tuple(sorted(self.heads, key=lambda c: (-self.heads[c], c))[:MAX_LINKS])
         height = 1 + max((self.heads[link] for link in links), default=0)
         delta = Delta(height, links, tuple(ops), self.node)
         cid, block = encode_delta(delta)
         return cid, block, delta
 
-    def commit_local(self, cid: bytes, delta: Delta) -> None:
-        """Record a delta :meth:`make_delta` made (its block stored): its writes stop pending."""
+    def commit_local(self, cid: bytes, delta: Delta) -> list[Change]:
+        """Record a delta :meth:`make_delta` made (its block stored): its writes stop pending.
+        The keys whose value this changed here: none, unless the node had more heads than a
+        delta may link (then a value the write could not supersede may outrank it)."""
         for op in delta.ops:
             self.pending.pop(op.key, None)
-        self.apply(cid, delta, local=True)
+        return self.apply(cid, delta, local=True)
 
     # ------------------------------------------------------------------ applying
 
@@ -230,8 +266,8 @@ class Replica:
                 f"height {delta.height} is not one more than its highest link's ({max(heights, default=0)})"
             )
         for op in delta.ops:
-            if parse_record_key(op.key) is None:
-                raise DeltaError("a key is not an item store record key")
+            if not _valid_key(op.key):
+                raise DeltaError("a key is not an item store record key (UTF-8 names and id)")
             if op.value is not None and not _valid_record(op.value):
                 raise DeltaError("a value is not an item store record")
 
@@ -265,10 +301,11 @@ class Replica:
                 put(_E + op.key, _pack(elements))
             else:
                 drop(_E + op.key)
-            if local or op.key in self.pending:
-                if local:
-                    drop(_Q + op.key)
-                continue  # the view shows the pending write already
+            if local:
+                drop(_Q + op.key)  # and the view shows the write, unless (more heads than a
+                # delta links) a value it could not supersede outranks it: the merge decides
+            elif op.key in self.pending:
+                continue  # the view shows the pending write, which will supersede this value
             old = self.kv.get(_M + op.key)
             new = _winner(elements)
             if new == old:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from msuite.runtime.errors import NodeError
 from msuite.runtime.p2p.faults import PeerLogLimit
-from msuite.runtime.store.store import Store, _namespace_key
+from msuite.runtime.store.store import Batch, Store, _namespace_key
 
 from .delta import Delta, DeltaError, decode_delta, decode_heads, encode_heads
 from .replica import Change, Replica, parse_record_key
@@ -70,6 +70,9 @@ PEER_REBROADCAST_DELAY = 1.0
 
 APPLY_SLICE = 0.005
 """Seconds of applying deltas between two turns of the event loop."""
+
+DECODED_KEPT = 20_000
+"""Decoded deltas kept for other catch-up rounds until they are applied."""
 
 REJECTED_KEPT = 10_000
 """Rejected delta CIDs remembered (so announcements of them are ignored)."""
@@ -181,6 +184,26 @@ class SharedStore(Store):
         """Send the writes made so far to the channel now (instead of after ``batch_delay``)."""
         await self._shared.flush()
 
+    # a write returns after one turn of the event loop when ``batch_max`` writes are pending,
+    # so a loop of writes that never awaits anything else still sends full deltas as it goes
+
+    async def create(self, item: T) -> T:
+        stored = await super().create(item)
+        await self._shared.settle()
+        return stored
+
+    async def update(self, item: T) -> T:
+        stored = await super().update(item)
+        await self._shared.settle()
+        return stored
+
+    async def delete(self, kind: type[Any], id: str) -> None:
+        await super().delete(kind, id)
+        await self._shared.settle()
+
+    def batch(self) -> Batch:
+        return _SharedBatch(self)
+
     def _notify(self, key: ItemKey, value: bytes | None, origin: str) -> None:
         if not self._callbacks:
             return
@@ -213,6 +236,13 @@ class SharedStore(Store):
                 await self._task
             self._task = None
             self._queue = None
+
+
+class _SharedBatch(Batch):
+    async def commit(self) -> list[Any]:
+        results = await super().commit()
+        await self._store._shared.settle()  # type: ignore[attr-defined]
+        return results
 
 
 # --------------------------------------------------------------------------- the component
@@ -251,6 +281,10 @@ class Shared:
         self._walk_slots = asyncio.Semaphore(WALKS)
         self._retry_after: dict[bytes, float] = {}
         self._rejected: dict[bytes, None] = {}
+        self._fetching: dict[bytes, asyncio.Future[Delta]] = {}
+        """Deltas some catch-up round is fetching now."""
+        self._decoded: dict[bytes, Delta] = {}
+        """Deltas decoded lately and not applied yet (oldest first, at most ``DECODED_KEPT``)."""
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._publish_wanted = asyncio.Event()
         self._published = 0
@@ -375,7 +409,7 @@ class Shared:
                 log.error("shared %s: cannot store a delta (%s); the writes stay pending", self.channel, exc)
                 self._flush_handle = asyncio.get_running_loop().call_later(1.0, self._flush_now)
                 break
-            replica.commit_local(cid, delta)
+            self._dispatch(replica.commit_local(cid, delta), "local")
             self.counters.deltas_made += 1
             made.append(cid)
         if made:
@@ -384,6 +418,12 @@ class Shared:
             if self._host.bridge.running:
                 self._host.bridge.run_sync_soon(self.bitswap.blocks_added, [multihash_of(c) for c in made])
             self._publish_wanted.set()
+
+    async def settle(self) -> None:
+        """Let a due flush run (one turn of the event loop) when ``batch_max`` writes are pending."""
+        replica = self._replica
+        if replica is not None and len(replica.pending) >= self.config.batch_max:
+            await asyncio.sleep(0)
 
     async def flush(self) -> None:
         """Make deltas of the pending writes now and publish the heads; returns once published."""
@@ -463,7 +503,10 @@ class Shared:
             self._walks.pop(walk.head, None)
 
     async def _catch_up(self, walk: _Walk) -> None:
-        """Fetch what ``walk.head`` needs (one bounded round), then apply it bottom-up."""
+        """Fetch what ``walk.head`` needs (one bounded round), then apply it bottom-up.
+
+        Walks run side by side and their DAGs overlap: a delta another walk is fetching is
+        awaited, not fetched again, and a delta decoded lately is taken from ``_decoded``."""
         from msuite.runtime.files.bitswap import FetchTimeout
 
         replica, blocks = self.replica, self._blocks
@@ -473,6 +516,7 @@ class Shared:
         graph: dict[bytes, Delta] = {}
         frontier = [walk.head]
         fetched = 0
+        loop = asyncio.get_running_loop()
         while frontier:
             todo = list(
                 dict.fromkeys(
@@ -481,44 +525,72 @@ class Shared:
                     if c not in graph and c not in self._rejected and replica.height_of(c) is None
                 )
             )  # a rejected delta is not fetched again: what builds on it is refused with it
-            missing = []
+            missing: list[bytes] = []
+            waiting: list[tuple[bytes, asyncio.Future[Delta]]] = []
             for cid in todo:
+                known = self._decoded.get(cid)
+                if known is not None:
+                    graph[cid] = known
+                    continue
+                inflight = self._fetching.get(cid)
+                if inflight is not None:
+                    waiting.append((cid, inflight))
+                    continue
                 block = blocks.get(cid)
                 if block is None:
                     missing.append(cid)
                 else:
-                    graph[cid] = self._decode(cid, block, walk.peer)
+                    graph[cid] = self._remember(cid, self._decode(cid, block, walk.peer))
+            remaining = deadline - time.monotonic()
             if missing:
                 if fetched >= limit:
                     self.counters.walks_cut += 1
                     self._retry_after.pop(walk.head, None)
-                    asyncio.get_running_loop().call_soon(self._rewalk, walk.head, walk.peer)
+                    loop.call_soon(self._rewalk, walk.head, walk.peer)
                     return
-                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise FetchTimeout(
                         _short(missing[0]), len(missing), self.config.walk_timeout.total_seconds()
                     )
+                futures: dict[bytes, asyncio.Future[Delta]] = {cid: loop.create_future() for cid in missing}
+                self._fetching.update(futures)
                 chunks = [missing[i : i + concurrency] for i in range(0, len(missing), concurrency)]
                 walk.fetching = len(missing)
                 try:
                     results = await asyncio.gather(
                         *(self._host.bridge.run(self.bitswap.fetch, chunk, remaining) for chunk in chunks)
                     )
+                    got: dict[bytes, bytes] = {}
+                    for result in results:
+                        got.update(result)
+                    for cid in missing:
+                        block = got.get(cid) or blocks.get(cid)
+                        if block is None:
+                            raise SharedError(f"delta {_short(cid)} was fetched but cannot be read back")
+                        graph[cid] = self._remember(cid, self._decode(cid, block, walk.peer))
+                        futures[cid].set_result(graph[cid])
+                except BaseException:
+                    for future in futures.values():
+                        if not future.done():
+                            future.set_exception(SharedError("another catch-up round could not fetch it"))
+                            future.exception()  # retrieved: the waiters, if any, raise it
+                    raise
                 finally:
                     walk.fetching = 0
-                got: dict[bytes, bytes] = {}
-                for result in results:
-                    got.update(result)
-                for cid in missing:
-                    block = got.get(cid) or blocks.get(cid)
-                    if block is None:
-                        raise SharedError(f"delta {_short(cid)} was fetched but cannot be read back")
-                    graph[cid] = self._decode(cid, block, walk.peer)
+                    for cid in missing:
+                        self._fetching.pop(cid, None)
                 fetched += len(missing)
                 self.counters.deltas_fetched += len(missing)
+            for cid, future in waiting:
+                graph[cid] = await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.001))
             frontier = [link for cid in todo for link in graph[cid].links]
         await self._apply(walk, graph)
+
+    def _remember(self, cid: bytes, delta: Delta) -> Delta:
+        self._decoded[cid] = delta
+        if len(self._decoded) > DECODED_KEPT:
+            del self._decoded[next(iter(self._decoded))]
+        return delta
 
     def _decode(self, cid: bytes, block: bytes, peer: str) -> Delta:
         try:
@@ -570,6 +642,7 @@ class Shared:
             if any(link in self._rejected for link in delta.links):
                 self._reject(cid, walk.peer, f"delta {_short(cid)} builds on a rejected delta")
                 continue
+            self._decoded.pop(cid, None)
             try:
                 changes = replica.apply(cid, delta)
             except DeltaError as exc:

@@ -54,7 +54,7 @@ def base_map() -> dict[str, Any]:
         "v": 1,
         "height": 2,
         "node": "12D3KooWnode",
-        "links": [cid_obj(LINK)],
+        "links": [LINK],
         "ops": [[KEY, RECORD, [REMOVED]], [KEY + b"y", None, []]],
     }
 
@@ -108,11 +108,11 @@ def test_the_block_is_the_documented_map() -> None:
         "v": 1,
         "height": 2,
         "node": "n",
-        "links": [cid_obj(LINK)],
+        "links": [LINK],
         "ops": [[KEY, None, [REMOVED]]],
     }
-    # links are IPLD links (CID objects), superseded deltas are plain bytes
-    assert isinstance(data["links"][0], CID)
+    # every CID is plain bytes, not an IPLD link (see the module: decoding links was the cost)
+    assert isinstance(data["links"][0], bytes) and not isinstance(data["links"][0], CID)
     assert isinstance(data["ops"][0][2][0], bytes)
 
 
@@ -196,7 +196,7 @@ def _ops(value: Any) -> Callable[[dict[str, Any]], None]:
     return _set("ops", value)
 
 
-MANY_LINKS = [cid_obj(make_cid(DAG_CBOR, i.to_bytes(4, "big"))) for i in range(MAX_LINKS + 1)]
+MANY_LINKS = [make_cid(DAG_CBOR, i.to_bytes(4, "big")) for i in range(MAX_LINKS + 1)]
 MANY_REMOVED = [make_cid(DAG_CBOR, b"r" + i.to_bytes(4, "big")) for i in range(MAX_REMOVED + 1)]
 
 MAP_CASES: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -228,13 +228,13 @@ MAP_CASES: dict[str, Callable[[dict[str, Any]], None]] = {
     "links-null": _set("links", None),
     "links-a-cid-not-a-list": _set("links", cid_obj(LINK)),
     "links-map": _set("links", {"a": cid_obj(LINK)}),
-    "link-as-bytes": _set("links", [LINK]),
+    "link-as-cid-object": _set("links", [cid_obj(LINK)]),
     "link-as-str": _set("links", [str(cid_obj(LINK))]),
     "link-int": _set("links", [1]),
     "link-null": _set("links", [None]),
-    "link-cidv0": _set("links", [cid_obj(LINK[2:])]),
-    "link-raw-codec": _set("links", [cid_obj(make_cid(RAW, b"a parent delta"))]),
-    "link-dag-pb": _set("links", [cid_obj(make_cid(DAG_PB, b"a parent delta"))]),
+    "link-cidv0": _set("links", [LINK[2:]]),
+    "link-raw-codec": _set("links", [(make_cid(RAW, b"a parent delta"))]),
+    "link-dag-pb": _set("links", [(make_cid(DAG_PB, b"a parent delta"))]),
     "too-many-links": _set("links", MANY_LINKS),
     # height and links together
     "height-1-with-links": _set("height", 1),
@@ -305,7 +305,7 @@ def test_version_must_be_the_integer_1() -> None:
 def test_heads_version_must_be_the_integer_1() -> None:
     for version in (True, 1.0):
         with pytest.raises(DeltaError):
-            decode_heads(dag_cbor.encode({"v": version, "heads": [[cid_obj(LINK), 1]]}))
+            decode_heads(dag_cbor.encode({"v": version, "heads": [[LINK, 1]]}))
 
 
 def test_an_oversized_block_is_refused_before_it_is_hashed_or_decoded() -> None:
@@ -354,7 +354,7 @@ def heads_map(entries: Any) -> dict[str, Any]:
 
 
 HEADS_CASES: dict[str, Any] = {
-    "not-a-map": [[cid_obj(LINK), 1]],
+    "not-a-map": [[LINK, 1]],
     "int": 1,
     "str": "heads",
     "v-missing": {"heads": []},
@@ -364,24 +364,24 @@ HEADS_CASES: dict[str, Any] = {
     "heads-null": heads_map(None),
     "heads-map": heads_map({"a": 1}),
     "heads-bytes": heads_map(LINK),
-    "too-many-heads": heads_map([[cid_obj(LINK), 1]] * (MAX_HEADS + 1)),
-    "entry-cid-only": heads_map([cid_obj(LINK)]),
-    "entry-one-item": heads_map([[cid_obj(LINK)]]),
-    "entry-three-items": heads_map([[cid_obj(LINK), 1, 2]]),
-    "entry-map": heads_map([{"cid": cid_obj(LINK), "height": 1}]),
-    "entry-cid-as-bytes": heads_map([[LINK, 1]]),
+    "too-many-heads": heads_map([[LINK, 1]] * (MAX_HEADS + 1)),
+    "entry-cid-only": heads_map([LINK]),
+    "entry-one-item": heads_map([[LINK]]),
+    "entry-three-items": heads_map([[LINK, 1, 2]]),
+    "entry-map": heads_map([{"cid": LINK, "height": 1}]),
+    "entry-cid-as-object": heads_map([[cid_obj(LINK), 1]]),
     "entry-cid-as-str": heads_map([[str(cid_obj(LINK)), 1]]),
-    "entry-cidv0": heads_map([[cid_obj(LINK[2:]), 1]]),
-    "entry-raw-codec": heads_map([[cid_obj(make_cid(RAW, b"x")), 1]]),
-    "entry-dag-pb": heads_map([[cid_obj(make_cid(DAG_PB, b"x")), 1]]),
-    "height-0": heads_map([[cid_obj(LINK), 0]]),
-    "height-negative": heads_map([[cid_obj(LINK), -1]]),
-    "height-str": heads_map([[cid_obj(LINK), "1"]]),
-    "height-float": heads_map([[cid_obj(LINK), 1.0]]),
-    "height-bool": heads_map([[cid_obj(LINK), True]]),
-    "height-null": heads_map([[cid_obj(LINK), None]]),
-    "height-over-max": heads_map([[cid_obj(LINK), MAX_HEIGHT + 1]]),
-    "one-bad-after-good": heads_map([[cid_obj(LINK), 1], [cid_obj(LINK), 0]]),
+    "entry-cidv0": heads_map([[LINK[2:], 1]]),
+    "entry-raw-codec": heads_map([[(make_cid(RAW, b"x")), 1]]),
+    "entry-dag-pb": heads_map([[(make_cid(DAG_PB, b"x")), 1]]),
+    "height-0": heads_map([[LINK, 0]]),
+    "height-negative": heads_map([[LINK, -1]]),
+    "height-str": heads_map([[LINK, "1"]]),
+    "height-float": heads_map([[LINK, 1.0]]),
+    "height-bool": heads_map([[LINK, True]]),
+    "height-null": heads_map([[LINK, None]]),
+    "height-over-max": heads_map([[LINK, MAX_HEIGHT + 1]]),
+    "one-bad-after-good": heads_map([[LINK, 1], [LINK, 0]]),
 }
 
 
