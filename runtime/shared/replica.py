@@ -46,7 +46,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from msuite.runtime.store.kv import KV, Prefixed
+from msuite.runtime.store.kv import KV, Prefixed, WriteSet
 
 from .delta import MAX_LINKS, MAX_OPS, MAX_REMOVED, Delta, DeltaError, Op, encode_delta
 
@@ -278,16 +278,8 @@ class Replica:
             return []
         if not local:
             self.check(delta)
-        puts: dict[bytes, bytes] = {}
-        deletes: set[bytes] = set()
-
-        def put(key: bytes, value: bytes) -> None:
-            puts[key] = value
-            deletes.discard(key)
-
-        def drop(key: bytes) -> None:
-            puts.pop(key, None)
-            deletes.add(key)
+        writes = WriteSet()
+        put, drop = writes.put, writes.drop
 
         changes: list[Change] = []
         for op in delta.ops:
@@ -325,7 +317,7 @@ class Replica:
         for link in delta.links:
             drop(_H + link)
         put(_H + cid, height)
-        self.kv.write(list(puts.items()), list(deletes))
+        writes.write(self.kv)
         for link in delta.links:
             self.heads.pop(link, None)
         self.heads[cid] = delta.height

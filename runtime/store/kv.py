@@ -20,7 +20,7 @@ from typing import Protocol
 
 from msuite import MsuiteError
 
-__all__ = ["KV", "KVError", "LevelDB", "Memory", "Prefixed", "Snapshot", "prefix_end"]
+__all__ = ["KV", "KVError", "LevelDB", "Memory", "Prefixed", "Snapshot", "WriteSet", "prefix_end"]
 
 
 class KVError(MsuiteError):
@@ -63,6 +63,28 @@ def prefix_end(prefix: bytes) -> bytes | None:
     if not trimmed:
         return None
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+class WriteSet:
+    """Puts and deletes gathered for one atomic ``write``; the last change of a key wins."""
+
+    __slots__ = ("deletes", "puts")
+
+    def __init__(self) -> None:
+        self.puts: dict[bytes, bytes] = {}
+        self.deletes: set[bytes] = set()
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.puts[key] = value
+        self.deletes.discard(key)
+
+    def drop(self, key: bytes) -> None:
+        self.puts.pop(key, None)
+        self.deletes.add(key)
+
+    def write(self, kv: KV) -> None:
+        """Apply everything gathered to ``kv`` in one write."""
+        kv.write(list(self.puts.items()), list(self.deletes))
 
 
 # --------------------------------------------------------------------------- LevelDB

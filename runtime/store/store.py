@@ -39,7 +39,7 @@ from typing import Any, Literal, TypeVar
 from msuite import MsuiteError
 
 from .items import Codec, codec_for, new_id
-from .kv import KV, Snapshot
+from .kv import KV, Snapshot, WriteSet
 
 __all__ = [
     "AlreadyExists",
@@ -306,17 +306,9 @@ class Store:
     def _apply(self, ops: Sequence[_Op]) -> builtins.list[Any]:
         """Check every operation against the store and the earlier ones, then write once."""
         pending: dict[bytes, bytes | None] = {}
-        puts: dict[bytes, bytes] = {}
-        deletes: set[bytes] = set()
+        changes = WriteSet()
+        put, drop = changes.put, changes.drop
         results: builtins.list[Any] = []
-
-        def put(key: bytes, value: bytes) -> None:
-            puts[key] = value
-            deletes.discard(key)
-
-        def drop(key: bytes) -> None:
-            puts.pop(key, None)
-            deletes.add(key)
 
         for op in ops:
             space, codec = op.space, op.space.codec
@@ -347,7 +339,7 @@ class Store:
             put(space.updated + _time(now) + raw_id, b"")
             pending[record] = value
             results.append(stored)
-        self._kv.write(list(puts.items()), list(deletes))
+        changes.write(self._kv)
         return results
 
     def _decode(self, codec: Codec[T], id: str, value: bytes) -> T:
