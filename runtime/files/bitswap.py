@@ -74,6 +74,9 @@ TARGET_MESSAGE = 1024 * 1024
 STALL = 5.0
 """Seconds a peer may leave the blocks asked of it unanswered before they are asked elsewhere."""
 
+SLOW = 30.0
+"""Seconds a peer that stalled is asked for blocks last (unless it answers meanwhile)."""
+
 TICK = 1.0
 """Seconds between two looks at stalled and unserved wants."""
 
@@ -160,6 +163,9 @@ class _Peer:
     """When it last answered us (a block or a presence), or when we last asked it while idle."""
     useful: bool = False
     """It has answered HAVE or sent a block."""
+    slow_until: float = 0.0
+    """It left blocks unanswered for ``STALL`` seconds: until then, it is asked for blocks only
+    when no other peer can be (a peer cut off from us keeps its connection for a while)."""
     speaks: bool = True
     """False once a stream to it could not be opened: it does not run Bitswap."""
     gone: bool = False
@@ -273,11 +279,14 @@ class Bitswap:
 
     # ------------------------------------------------------------------ fetching
 
-    async def fetch(self, cids: Sequence[bytes], timeout: float) -> dict[bytes, bytes]:
+    async def fetch(
+        self, cids: Sequence[bytes], timeout: float, *, prefer: str | None = None
+    ) -> dict[bytes, bytes]:
         """Return once every block of ``cids`` is in the blockstore, with the blocks that arrived
         for this call by CID (checked against their CID as they arrived, so the caller need not
         read and hash them again); :class:`FetchTimeout` after ``timeout`` seconds, naming the
-        first block still missing."""
+        first block still missing. ``prefer``: a peer likely to hold the blocks (say, the one
+        that announced them), asked first when it is connected, not slow and has room."""
         wants: list[_Want] = []
         new: list[_Want] = []
         for cid in cids:
@@ -293,6 +302,13 @@ class Bitswap:
         if not wants:
             return {}
         self.fetches += 1
+        favourite = self._peers.get(prefer) if prefer is not None else None
+        if favourite is not None and favourite.speaks and not favourite.gone:
+            now = time.monotonic()
+            for want in new:
+                if favourite.slow_until > now or favourite.inflight >= self.per_peer:
+                    break
+                self._give(favourite, want)
         self._assign(new)
         try:
             with trio.fail_after(timeout):
@@ -329,11 +345,15 @@ class Bitswap:
 
     def _assign(self, wants: Sequence[_Want]) -> None:
         """Ask peers for ``wants`` (see the module); what no peer can take now waits in the backlog."""
-        peers = self._candidates()
+        now = time.monotonic()
+        # peers that stalled lately come last, and are given blocks only when nobody else can
+        peers = sorted(self._candidates(), key=lambda p: p.slow_until > now)
         for want in wants:
             if want.done.is_set() or want.assigned is not None:
                 continue
             known = [p for p in peers if p.useful and p.id not in want.dont_have]
+            brisk = [p for p in known if p.slow_until <= now]
+            known = brisk or known
             free = [p for p in known if p.inflight < self.per_peer]
             if free:
                 self._give(min(free, key=lambda p: p.inflight), want)
@@ -415,6 +435,7 @@ class Bitswap:
             for peer_id in stalled:
                 log.info("%s left blocks unanswered for %g s; asking other peers", peer_id, STALL)
                 self._peers[peer_id].heard = now
+                self._peers[peer_id].slow_until = now + SLOW
             if retry:
                 self._assign(retry)
 
@@ -594,6 +615,7 @@ class Bitswap:
 
     def _on_presence(self, peer: _Peer, cid: bytes, have: bool) -> None:
         peer.heard = time.monotonic()
+        peer.slow_until = 0.0
         if have and not peer.useful:
             # a provider, even when another peer's copy came first: the rest of the DAG is
             # likely there too, so it takes a share of the blocks waiting for a free peer
@@ -618,6 +640,7 @@ class Bitswap:
     def _on_blocks(self, peer: _Peer, blocks: list[tuple[bytes, bytes]], *, legacy: bool) -> None:
         stats = self.stats[peer.id]
         peer.heard = time.monotonic()
+        peer.slow_until = 0.0
         arrived: list[bytes] = []
         for block_prefix, data in blocks:
             try:

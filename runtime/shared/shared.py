@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,8 +63,9 @@ T = TypeVar("T")
 RESERVED_PREFIX = "msuite."
 """Namespaces starting with this are msuite's own (the ACL lives in ``msuite.acl``)."""
 
-WALKS = 4
-"""DAG walks (one per unknown head) running at once."""
+WALKS = 256
+"""Most catch-up rounds (one per unknown head) at once; a head heard beyond that is taken up when
+it is announced again. Rounds waiting for a delta nobody serves hold no other round up."""
 
 PEER_REBROADCAST_DELAY = 1.0
 """Seconds after a peer connects before the heads are published again (its mesh forms first)."""
@@ -278,7 +280,6 @@ class Shared:
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._walks: dict[bytes, _Walk] = {}
-        self._walk_slots = asyncio.Semaphore(WALKS)
         self._retry_after: dict[bytes, float] = {}
         self._rejected: dict[bytes, None] = {}
         self._fetching: dict[bytes, asyncio.Future[Delta]] = {}
@@ -482,7 +483,7 @@ class Shared:
             if replica.height_of(cid) is not None or cid in self._rejected:
                 continue
             missing = True
-            if cid in self._walks or self._retry_after.get(cid, 0.0) > now:
+            if cid in self._walks or self._retry_after.get(cid, 0.0) > now or len(self._walks) >= WALKS:
                 continue
             walk = self._walks[cid] = _Walk(cid, peer)
             walk.task = asyncio.get_running_loop().create_task(self._walk(walk), name="msuite-shared-walk")
@@ -491,8 +492,7 @@ class Shared:
 
     async def _walk(self, walk: _Walk) -> None:
         try:
-            async with self._walk_slots:
-                await self._catch_up(walk)
+            await self._catch_up(walk)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -557,8 +557,9 @@ class Shared:
                 chunks = [missing[i : i + concurrency] for i in range(0, len(missing), concurrency)]
                 walk.fetching = len(missing)
                 try:
+                    fetch = functools.partial(self.bitswap.fetch, prefer=walk.peer)  # it holds them
                     results = await asyncio.gather(
-                        *(self._host.bridge.run(self.bitswap.fetch, chunk, remaining) for chunk in chunks)
+                        *(self._host.bridge.run(fetch, chunk, remaining) for chunk in chunks)
                     )
                     got: dict[bytes, bytes] = {}
                     for result in results:
