@@ -23,8 +23,10 @@ order of the configurations; medians are reported.
    "not within", not as an error; failure counters of ``status()`` that grow
    during a measurement (walk failures, bad deltas, ...) are shown.
 2. **batch_delay trade-off**: 0s, 10ms, 50ms, N = 1,000, with the writes
-   back to back (no await yields to the event loop between two creates, so
-   the pending writes only go out after the last one) and paced (an
+   back to back (no await yields to the event loop between two creates,
+   except the turn a write takes when ``batch_max`` writes are pending, so
+   the writes go out in full deltas as they are made, the rest after the
+   last one) and paced (an
    ``await asyncio.sleep(0)`` after each create: one event-loop turn per
    write, as a service handling one request per turn). The 10ms back-to-back
    row is part 1's N = 1,000 measurement.
