@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import queue
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,16 +202,18 @@ def test_up_takes_the_manifest_as_a_positional_file_from_another_folder(scaffold
         up.kill()
 
 
-def test_up_refuses_subsystems_it_does_not_build_yet(scaffold: Path) -> None:
+def test_up_runs_the_shared_store(scaffold: Path) -> None:
     manifest = scaffold / "msuite.yaml"
-    manifest.write_text(manifest.read_text() + "p2p: true\nstorage:\n  shared: {channel: c}\n")
-    result = subprocess.run(
-        [*MSUITE, "up"], check=False, cwd=scaffold, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 1
-    assert re.search(
-        r"msuite.yaml:\d+:3: storage.shared: the shared CRDT store is not built by msuite", result.stderr
-    )
+    manifest.write_text(manifest.read_text() + "p2p: {port: 0}\nstorage:\n  shared: {channel: c}\n")
+    up = Up(scaffold)
+    try:
+        listeners = up.wait_ready(4)
+        with urllib.request.urlopen(f"{listeners['http']}/status", timeout=10) as response:
+            entry = json.loads(response.read())["shared"]
+        assert (entry["state"], entry["channel"], entry["heads"]) == ("running", "c", 0)
+        assert up.stop() == 0, up.stderr()
+    finally:
+        up.kill()
 
 
 def test_up_names_a_taken_port_and_its_line(scaffold: Path) -> None:
