@@ -195,6 +195,24 @@ def _auth_issues(m: Manifest) -> Iterator[Issue]:
             yield Issue(("auth", "acl", resource), ladder.unknown(role) + "; the ladder is auth.roles")
     if m.auth.jwt is not None:
         yield from _jwt_issues(m.auth.jwt)
+    outgoing = m.auth.outgoing
+    if outgoing is not None:
+        at: Path = ("auth", "outgoing")
+        if (outgoing.role is None) == (outgoing.token is None):
+            yield Issue(at, "auth.outgoing has exactly one of role (mint a token) and token (a fixed one)")
+        elif outgoing.role is not None:
+            if outgoing.role not in ladder:
+                yield Issue((*at, "role"), ladder.unknown(outgoing.role) + "; the ladder is auth.roles")
+            if m.auth.jwt is None or not _can_sign(m.auth.jwt):
+                yield Issue(
+                    (*at, "role"),
+                    "minting a token needs a signing key in auth.jwt (a secret, or a key with a secret "
+                    "or a private key)",
+                )
+
+
+def _can_sign(jwt: JWT) -> bool:
+    return jwt.secret is not None or any(k.secret is not None or k.private_key is not None for k in jwt.keys)
 
 
 def _jwt_issues(jwt: JWT) -> Iterator[Issue]:

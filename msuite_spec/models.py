@@ -61,6 +61,7 @@ __all__ = [
     "Logging",
     "Manifest",
     "Metrics",
+    "Outgoing",
     "ServerTLS",
     "Service",
     "SharedStore",
@@ -419,6 +420,29 @@ class JWT(Section):
     _secret_length = field_validator("secret")(_check_secret_length)
 
 
+class Outgoing(Section):
+    """The credential this node presents when it calls other nodes' services by name."""
+
+    role: RoleName | None = Field(
+        None,
+        description="Mint a token for this node with this role: signed with `auth.jwt`'s signing key, "
+        "subject the node's name, renewed before it expires.",
+    )
+    ttl: Duration = Field(
+        timedelta(minutes=5), description="Lifetime of a minted token, e.g. `5m` (at least `10s`)."
+    )
+    token: SecretStr | None = Field(
+        None, description='A token to present as it is; usually `"${ENV_VAR}"`. Never printed.'
+    )
+
+    @field_validator("ttl")
+    @classmethod
+    def _long_enough(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=10):
+            raise ValueError("must be at least 10s")
+        return value
+
+
 class Auth(Section):
     """Authentication and access control."""
 
@@ -428,6 +452,11 @@ class Auth(Section):
         max_length=64,
         description="The role ladder, lowest first: a token's role may use what any lower role may. "
         "`none`, the role of a caller without a token, is always below the first and is not listed.",
+    )
+    outgoing: Outgoing | None = Field(
+        None,
+        description="What this node presents when it calls services by name (`node.grpc.client`): "
+        "a token it mints (`role`) or a fixed `token`.",
     )
     acl: dict[str, str] = Field(
         default_factory=dict,

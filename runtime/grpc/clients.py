@@ -62,12 +62,15 @@ class GrpcClients:
         options: list[tuple[str, Any]] | None = None,
         base_dir: Path | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        named_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         p2p: Callable[[str], str | None] | None = None,
         tls: ClientMaterial | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
         """``tls`` (``discovery.tls``, checked at build) secures the channels to the static
-        ``host:port`` addresses."""
+        ``host:port`` addresses. ``named_interceptors`` run, after ``interceptors``, on the
+        channels of calls by name only (the node's own credential), never on
+        :meth:`own_channel`'s."""
         self.requires = requires
         self._static = {name: target_of(address, base_dir) for name, address in static.items()}
         self._tls = tls
@@ -78,8 +81,9 @@ class GrpcClients:
         self._own_target = own_target
         self._options = options or []
         self._interceptors = list(interceptors) or None
+        self._named_interceptors = [*interceptors, *named_interceptors] or None
         self._p2p = p2p
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
         self._closed = False
 
     def serve_locally(self, services: Collection[str], target: Callable[[], str]) -> None:
@@ -105,31 +109,31 @@ class GrpcClients:
         raise ServiceNotFound(f"no address for service {service!r}: tried " + "; ".join(tried))
 
     def channel(self, service: str) -> grpc.aio.Channel:
-        """A channel to ``service`` (cached; closed with the node)."""
-        return self.channel_to(self.resolve(service))
+        """A channel to ``service`` (cached; closed with the node); its calls carry the node's
+        credential (``auth.outgoing``) when they carry no ``authorization`` of their own."""
+        return self.channel_to(self.resolve(service), named=True)
 
     client = channel
 
-    def channel_to(self, target: str) -> grpc.aio.Channel:
-        """A cached channel to a grpc target."""
+    def channel_to(self, target: str, *, named: bool = False) -> grpc.aio.Channel:
+        """A cached channel to a grpc target (``named``: with the node's credential)."""
         if self._closed:
             raise NodeError("the node's clients are closed")
-        channel = self._channels.get(target)
+        channel = self._channels.get((target, named))
         if channel is None:
             import grpc.aio  # here, not at import: a node that never dials needs no grpc
 
+            interceptors = self._named_interceptors if named else self._interceptors
             if self._tls is not None and target in self._secure:
                 channel = grpc.aio.secure_channel(
                     target,
                     self._tls.grpc_credentials(),
                     options=self._options,
-                    interceptors=self._interceptors,
+                    interceptors=interceptors,
                 )
             else:
-                channel = grpc.aio.insecure_channel(
-                    target, options=self._options, interceptors=self._interceptors
-                )
-            self._channels[target] = channel
+                channel = grpc.aio.insecure_channel(target, options=self._options, interceptors=interceptors)
+            self._channels[(target, named)] = channel
         return channel
 
     def own_channel(self) -> grpc.aio.Channel:
@@ -151,5 +155,5 @@ class GrpcClients:
         return {
             "static": dict(self._static),
             "tls": sorted(self._secure),
-            "open_channels": sorted(self._channels),
+            "open_channels": sorted({target for target, _named in self._channels}),
         }

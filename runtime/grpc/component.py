@@ -71,10 +71,20 @@ def _build_clients(context: BuildContext) -> GrpcClients:
         from msuite.runtime.p2p.host import P2PHost
 
         p2p = context.use("p2p", P2PHost)
+    named: list[Any] = []
+    outgoing = manifest.auth.outgoing if manifest.auth is not None else None
+    if outgoing is not None:
+        from msuite.runtime.auth.component import AuthComponent
+        from msuite.runtime.auth.outgoing import Credential, OutgoingAuth
+
+        auth = context.use("auth", AuthComponent)
+        assert auth is not None  # auth.outgoing is part of auth:
+        named.append(OutgoingAuth(Credential(outgoing, manifest.name, lambda: auth.current.jwt)))
     return GrpcClients(
         manifest.discovery.static,
         base_dir=manifest.base_dir,
         interceptors=tracing.client_interceptors() if tracing is not None else (),
+        named_interceptors=named,
         p2p=p2p.grpc_target if p2p is not None else None,
         tls=tls,
         requires=context.dependencies,
@@ -88,7 +98,7 @@ def _grpc(component: GrpcClients, built: Mapping[str, Any]) -> GrpcAccess:
 CLIENTS = ComponentSpec(
     "clients",
     _build_clients,
-    uses=("tracing", "p2p"),
+    uses=("tracing", "p2p", "auth"),
     accessors={"grpc": _grpc},
     extras=_GRPC_EXTRAS,
 )
