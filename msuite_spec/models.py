@@ -317,7 +317,8 @@ class P2P(Section):
     )
     bootstrap: tuple[Multiaddr, ...] = Field(
         (),
-        description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs.",
+        description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs. An "
+        'empty entry is skipped, so `["${SEED:-}"]` works with and without `SEED`.',
     )
     protocols: ProtocolLimits = Field(
         default_factory=ProtocolLimits, description="Limits of request/response protocols between peers."
@@ -331,6 +332,13 @@ class P2P(Section):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         examples=["notes"],
     )
+
+    @field_validator("bootstrap", mode="before")
+    @classmethod
+    def _skip_empty(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(entry for entry in value if entry != "")
+        return value
 
 
 # --------------------------------------------------------------------------- auth

@@ -68,3 +68,12 @@ def test_secret_from_the_environment_never_shows_in_errors() -> None:
         loads_manifest("name: x\nauth:\n  jwt: {secret: '${JWT}'}\n", env={"JWT": secret})
     assert secret not in str(info.value)
     assert "auth.jwt.secret" in str(info.value)
+
+
+def test_an_empty_bootstrap_entry_is_skipped_so_a_seed_may_come_from_the_environment() -> None:
+    from msuite.spec import loads_manifest
+
+    text = 'name: x\np2p:\n  bootstrap: ["${SEED:-}"]\n'
+    seed = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWMBAX9jnp1Pkzb89fRiMafXqCx7jc4yX72abBJpk1PN6s"
+    assert loads_manifest(text, file="m.yaml", env={}).p2p.bootstrap == ()  # type: ignore[union-attr]
+    assert loads_manifest(text, file="m.yaml", env={"SEED": seed}).p2p.bootstrap == (seed,)  # type: ignore[union-attr]
