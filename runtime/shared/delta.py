@@ -22,7 +22,9 @@ cost is that generic IPLD tools see these references as bytes and do not
 follow them; the shared store's own walk is the only reader.
 
 A **heads** message, published on the channel's topic, names the sender's
-current heads and their heights: ``{"v": 1, "heads": [[cid bytes, height], ...]}``.
+current heads and their heights: ``{"v": 1, "heads": [[cid bytes, height], ...]}``;
+with ``"ask": true`` it also asks every node that hears it to announce its
+heads at once (``SharedStore.sync``).
 
 Everything from a peer is checked here against the limits below before any
 of it is used; :class:`DeltaError` says what is wrong.
@@ -43,6 +45,7 @@ __all__ = [
     "Delta",
     "DeltaError",
     "Op",
+    "decode_announcement",
     "decode_delta",
     "decode_heads",
     "encode_delta",
@@ -170,15 +173,25 @@ def decode_delta(cid: bytes, block: bytes) -> Delta:
     return Delta(height, links, tuple(ops), node)
 
 
-def encode_heads(heads: list[tuple[bytes, int]]) -> bytes:
-    """The announcement of ``heads`` (``(cid, height)`` pairs, at most :data:`MAX_HEADS`)."""
+def encode_heads(heads: list[tuple[bytes, int]], *, ask: bool = False) -> bytes:
+    """The announcement of ``heads`` (``(cid, height)`` pairs, at most :data:`MAX_HEADS`);
+    ``ask``: the receivers should announce theirs now."""
     import dag_cbor
 
-    return dag_cbor.encode({"v": 1, "heads": [[cid, height] for cid, height in heads[:MAX_HEADS]]})
+    message: dict[str, Any] = {"v": 1, "heads": [[cid, height] for cid, height in heads[:MAX_HEADS]]}
+    if ask:
+        message["ask"] = True
+    return dag_cbor.encode(message)
 
 
 def decode_heads(data: bytes) -> list[tuple[bytes, int]]:
     """The ``(cid, height)`` pairs of an announcement; :class:`DeltaError` when it is not one."""
+    return decode_announcement(data)[0]
+
+
+def decode_announcement(data: bytes) -> tuple[list[tuple[bytes, int]], bool]:
+    """The ``(cid, height)`` pairs of an announcement and whether it asks for ours;
+    :class:`DeltaError` when it is not one."""
     import dag_cbor
 
     if len(data) > 64 * 1024:
@@ -199,4 +212,7 @@ def decode_heads(data: bytes) -> list[tuple[bytes, int]]:
         if not isinstance(entry, list) or len(entry) != 2:
             raise DeltaError("a head is not [CID, height]")
         out.append((_raw_cid(entry[0], "a head"), _int(entry[1], "a head's height", 1, MAX_HEIGHT)))
-    return out
+    ask = message.get("ask", False)
+    if type(ask) is not bool:
+        raise DeltaError("ask is not true or false")
+    return out, ask

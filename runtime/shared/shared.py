@@ -41,7 +41,7 @@ from msuite.runtime.errors import NodeError
 from msuite.runtime.p2p.faults import PeerLogLimit
 from msuite.runtime.store.store import Batch, Store, _namespace_key
 
-from .delta import Delta, DeltaError, decode_delta, decode_heads, encode_heads
+from .delta import Delta, DeltaError, decode_announcement, decode_delta, encode_heads
 from .replica import Change, Replica, parse_record_key
 
 if TYPE_CHECKING:
@@ -54,7 +54,16 @@ if TYPE_CHECKING:
     from msuite.runtime.store.kv import Snapshot
     from msuite.spec import Manifest
 
-__all__ = ["RESERVED_PREFIX", "ItemKey", "OnChange", "Shared", "SharedError", "SharedStore", "topic_for"]
+__all__ = [
+    "RESERVED_PREFIX",
+    "ItemKey",
+    "OnChange",
+    "Shared",
+    "SharedError",
+    "SharedStore",
+    "SyncTimeout",
+    "topic_for",
+]
 
 log = logging.getLogger("msuite.shared")
 
@@ -84,6 +93,10 @@ class SharedError(NodeError):
     """The shared store cannot do what was asked (the message says why)."""
 
 
+class SyncTimeout(SharedError, TimeoutError):
+    """:meth:`SharedStore.sync` ran out of time before every node's heads were applied here."""
+
+
 class ItemKey(NamedTuple):
     """Which item changed: its class's store namespace and its id."""
 
@@ -108,6 +121,8 @@ class _PeerSync:
     """When its last announcement arrived (wall clock)."""
     synced: float = 0.0
     """When every head it announced was last applied here (wall clock)."""
+    waiting: set[bytes] = field(default_factory=set)
+    """Heads of its last announcement not applied here yet."""
 
 
 @dataclass
@@ -185,6 +200,14 @@ class SharedStore(Store):
     async def flush(self) -> None:
         """Send the writes made so far to the channel now (instead of after ``batch_delay``)."""
         await self._shared.flush()
+
+    async def sync(self, timeout: float = 5.0) -> None:
+        """Catch up with the channel now: return once every write the other reachable nodes had
+        acknowledged when this was called (pending ones included: the request makes them send
+        them) is applied here, in every namespace. :class:`SyncTimeout` after ``timeout``
+        seconds, naming the nodes that did not answer or whose writes could not be fetched."""
+        await self._shared.flush()
+        await self._shared.sync(timeout)
 
     # a write returns after one turn of the event loop when ``batch_max`` writes are pending,
     # so a loop of writes that never awaits anything else still sends full deltas as it goes
@@ -288,6 +311,8 @@ class Shared:
         """Deltas decoded lately and not applied yet (oldest first, at most ``DECODED_KEPT``)."""
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._publish_wanted = asyncio.Event()
+        self._synced = asyncio.Event()
+        """Set whenever a peer's announced heads are all applied here (``sync`` waits for it)."""
         self._published = 0
         self._publish_done = asyncio.Condition()
         self._log_limit = PeerLogLimit()
@@ -433,6 +458,38 @@ class Shared:
         self._flush_now()
         await self._publish_heads()
 
+    async def sync(self, timeout: float = 5.0) -> None:
+        """Return once this node has applied every head the channel's other nodes announce
+        after this call: it publishes its heads asking each node on the topic to announce its
+        own at once, then waits for those announcements and for what they name to be applied.
+        :class:`SyncTimeout` after ``timeout`` seconds, naming the nodes not caught up with."""
+        began = time.time()
+        peers = self._host.pubsub.peers(self.topic)
+        heads = sorted(self.replica.heads.items(), key=lambda item: (-item[1], item[0]))
+        await self._host.pubsub.publish(self.topic, encode_heads(heads, ask=True))
+
+        def behind() -> list[str]:
+            out = []
+            for peer in peers:
+                sync = self.counters.by_peer.get(peer)
+                if sync is None or sync.heard < began or sync.waiting:
+                    out.append(peer)
+            return out
+
+        deadline = time.monotonic() + timeout
+        while lagging := behind():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SyncTimeout(
+                    f"shared {self.channel}: not in step with {len(lagging)} of {len(peers)} nodes "
+                    f"after {timeout:g} s ({', '.join(sorted(lagging)[:3])}"
+                    + (", ..." if len(lagging) > 3 else "")
+                    + ")"
+                )
+            self._synced.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._synced.wait(), min(left, 0.05))
+
     # ------------------------------------------------------------------ announcing
 
     async def _publish_heads(self) -> None:
@@ -471,24 +528,31 @@ class Shared:
         sync = self.counters.by_peer.setdefault(peer, _PeerSync())
         sync.heard = time.time()
         try:
-            heads = decode_heads(message.data)
+            heads, ask = decode_announcement(message.data)
         except DeltaError as exc:
             self.counters.bad_messages += 1
             self._warn(peer, f"a heads message that does not decode ({exc})")
             return
+        if ask:  # a node wants to catch up now: send what is pending here too, then the heads
+            if self.replica.pending:
+                if self._flush_handle is not None:
+                    self._flush_handle.cancel()
+                self._flush_now()
+            self._publish_wanted.set()
         replica = self.replica
-        missing = False
+        sync.waiting = set()
         now = time.monotonic()
         for cid, _height in heads:
             if replica.height_of(cid) is not None or cid in self._rejected:
                 continue
-            missing = True
+            sync.waiting.add(cid)
             if cid in self._walks or self._retry_after.get(cid, 0.0) > now or len(self._walks) >= WALKS:
                 continue
             walk = self._walks[cid] = _Walk(cid, peer)
             walk.task = asyncio.get_running_loop().create_task(self._walk(walk), name="msuite-shared-walk")
-        if not missing:
+        if not sync.waiting:
             sync.synced = time.time()
+            self._synced.set()
 
     async def _walk(self, walk: _Walk) -> None:
         try:
@@ -650,8 +714,13 @@ class Shared:
                 self._reject(cid, walk.peer, f"delta {_short(cid)} from {delta.node} is refused: {exc}")
                 continue
             self._dispatch(changes, delta.node)
-        if replica.height_of(walk.head) is not None:
-            self.counters.by_peer.setdefault(walk.peer, _PeerSync()).synced = time.time()
+        now = time.time()
+        for sync in self.counters.by_peer.values():
+            if sync.waiting:
+                sync.waiting = {cid for cid in sync.waiting if replica.height_of(cid) is None}
+                if not sync.waiting:
+                    sync.synced = now
+                    self._synced.set()
 
     # ------------------------------------------------------------------ callbacks
 

@@ -177,3 +177,39 @@ async def test_big_items_are_refused_and_a_big_batch_is_split_into_deltas_that_f
         assert a.component("shared").status()["deltas"] >= 3  # 4 MB in deltas of at most 2 MiB
         await until(lambda: count(b), 8, timeout=10)
         assert await state(b) == await state(a)
+
+
+async def test_sync_returns_once_every_write_acknowledged_elsewhere_is_applied_here(tmp_path: Path) -> None:
+    from msuite.runtime.shared.shared import SyncTimeout
+
+    async with nodes(3, tmp_path, batch_delay="5s") as (a, b, c):
+        for i in range(20):
+            await a.shared("app").create(Note(id=f"a{i}", text="x"))  # pending on a: 5 s batch delay
+        await b.shared("other").create(Note(id="b", text="y"))
+        began = time.monotonic()
+        await c.shared("app").sync(timeout=5)
+        assert time.monotonic() - began < 2
+        assert await count(c) == 20 and await state(c, "other") == {"b": "y"}
+        assert a.component("shared").status()["pending_writes"] == 0  # the request made a send
+        # a node on the topic that never answers (it does not run the shared store): sync says so
+        from msuite.runtime.node import Node
+        from msuite.spec import Manifest
+
+        mute = Node(
+            Manifest.model_validate(
+                {"name": "mute", "repo": ":memory:", "p2p": {"port": 0, "bootstrap": [c.p2p.addrs[0]]}}
+            )
+        )
+        async with mute:
+
+            async def ignore(message: Any) -> None:
+                pass
+
+            await mute.p2p.pubsub.subscribe("msuite/test/shared", ignore)
+            await until(lambda: _peers_of(c), 3, timeout=10)
+            with pytest.raises(SyncTimeout, match="not in step with 1 of 3 nodes"):
+                await c.shared("app").sync(timeout=0.5)
+
+
+async def _peers_of(node: Any) -> int:
+    return len(node.p2p.pubsub.peers("msuite/test/shared"))
