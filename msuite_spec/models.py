@@ -315,7 +315,7 @@ class P2P(Section):
         description="Private key file (libp2p protobuf encoding), relative to the manifest's "
         "folder; default: keys/node.key in the repository, created on first start and kept.",
     )
-    bootstrap: tuple[Multiaddr, ...] = Field(
+    bootstrap: tuple[Multiaddr | Literal[""], ...] = Field(
         (),
         description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs. An "
         'empty entry is skipped, so `["${SEED:-}"]` works with and without `SEED`.',
