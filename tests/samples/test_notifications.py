@@ -54,7 +54,7 @@ class Received:
     def body(self) -> str:
         part = self.message.get_body(("plain",))
         assert part is not None
-        return str(part.get_content())  # type: ignore[attr-defined]
+        return str(part.get_content())
 
 
 class SmtpServer:
@@ -70,8 +70,9 @@ class SmtpServer:
 
     async def start(self, port: int = 0) -> int:
         self._server = await asyncio.start_server(self._session, "127.0.0.1", port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+        bound: int = self._server.sockets[0].getsockname()[1]
+        self.port = bound
+        return bound
 
     async def close(self) -> None:
         if self._server is not None:
@@ -91,7 +92,7 @@ class SmtpServer:
             writer.write("".join(f"{line}\r\n" for line in lines).encode())
 
         secure, authenticated = False, self.login is None
-        sender, recipients = "", []
+        sender, recipients = "", list[str]()
         say("220 test ESMTP")
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             while line := (await reader.readline()).decode().rstrip("\r\n"):
@@ -427,7 +428,7 @@ async def test_msuite_up_serves_the_sample_through_the_http_gateway(
     from msuite.runtime.auth import JWTAuth
 
     auth = load_manifest(sample / "msuite.yaml").auth
-    assert auth is not None
+    assert auth is not None and auth.jwt is not None
     jwt = JWTAuth(auth.jwt, roles=auth.ladder)
     service, user = jwt.issue("auth", "service"), jwt.issue("ann", "user")
 
