@@ -150,6 +150,7 @@ class Replica:
         """Local writes not yet in a delta, oldest first."""
         self._seq = 0
         self.applied = 0
+        self._total: int | None = None
         """Deltas applied since the replica opened (local and remote)."""
         self.conflicts = 0
         """Writes that met a concurrent write of the same key (the merge rule picked the winner)."""
@@ -175,11 +176,14 @@ class Replica:
         return None if value is None else int.from_bytes(value, "big")
 
     def count_applied(self) -> int:
-        snap = self.kv.snapshot()
-        try:
-            return sum(1 for _ in snap.keys(_A))
-        finally:
-            snap.close()
+        """Every delta applied here, ever (counted once at open, then kept up)."""
+        if self._total is None:
+            snap = self.kv.snapshot()
+            try:
+                self._total = sum(1 for _ in snap.keys(_A))
+            finally:
+                snap.close()
+        return self._total
 
     # ------------------------------------------------------------------ local writes
 
@@ -322,4 +326,6 @@ class Replica:
             self.heads.pop(link, None)
         self.heads[cid] = delta.height
         self.applied += 1
+        if self._total is not None:
+            self._total += 1
         return changes
