@@ -58,7 +58,11 @@ def _range(header: str, size: int) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
-def add_routes(router: web.UrlDispatcher, files: Files) -> None:
+class _TooLarge(Exception):
+    pass
+
+
+def add_routes(router: web.UrlDispatcher, files: Files, *, max_body_size: int | None = None) -> None:
     """Register the file routes on ``router``."""
 
     async def get(request: web.Request) -> web.StreamResponse:
@@ -126,15 +130,22 @@ def add_routes(router: web.UrlDispatcher, files: Files) -> None:
 
     async def post(request: web.Request) -> web.Response:
         size = 0
+        too_large = f"the body is over http.max_body_size ({max_body_size} bytes)"
+        if max_body_size is not None and (request.content_length or 0) > max_body_size:
+            return _error(413, too_large)
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal size
             async for piece in request.content.iter_chunked(PIECE):
                 size += len(piece)
+                if max_body_size is not None and size > max_body_size:
+                    raise _TooLarge  # a chunked body: counted as it comes (nothing is pinned)
                 yield piece
 
         try:
             cid = await files.add(body())
+        except _TooLarge:
+            return _error(413, too_large)
         except FilesError as exc:
             return _error(400, str(exc))
         return web.json_response({"cid": str(cid), "size": size}, status=201)

@@ -58,7 +58,7 @@ def _build(context: BuildContext) -> HttpServer:
 
         files = context.use("files", Files)
         if files is not None:
-            add_routes(server.router, files)
+            add_routes(server.router, files, max_body_size=manifest.http.max_body_size)
     return server
 
 

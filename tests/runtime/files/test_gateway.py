@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from msuite.runtime.node import Node
+from msuite.spec import Manifest
 
 from .content import content
 from .test_files import VECTORS, nodes
@@ -88,3 +91,26 @@ async def test_directories_paths_and_errors(tmp_path: Path) -> None:
         async with http.get(url(b, f"/ipfs/{missing}")) as response:
             assert response.status == 504
             assert missing in (await response.json())["error"]
+
+
+async def test_an_upload_over_max_body_size_is_413_whether_its_length_is_given_or_not(tmp_path: Path) -> None:
+    from .test_files import manifest
+
+    data = manifest("small", tmp_path).model_dump(mode="json", exclude_unset=True)
+    data["http"] = {"port": 0, "max_body_size": "1MiB"}
+    big = content(3 * 1024 * 1024)
+
+    async def chunks() -> Any:
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    async with Node(Manifest.model_validate(data)) as node, aiohttp.ClientSession() as http:
+        async with http.post(url(node, "/ipfs"), data=io.BytesIO(big)) as response:  # a Content-Length
+            assert response.status == 413
+        async with http.post(url(node, "/ipfs"), data=chunks()) as response:  # chunked
+            assert response.status == 413
+            assert "max_body_size" in (await response.json())["error"]
+        assert await node.files.pins() == []
+        at_limit = io.BytesIO(big[: 1024 * 1024])
+        async with http.post(url(node, "/ipfs"), data=at_limit) as response:
+            assert response.status == 201
