@@ -311,6 +311,8 @@ class Shared:
         """Deltas decoded lately and not applied yet (oldest first, at most ``DECODED_KEPT``)."""
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._publish_wanted = asyncio.Event()
+        self._asked = False
+        """A node asked for the heads (``sync``): the next announcement goes out even if empty."""
         self._synced = asyncio.Event()
         """Set whenever a peer's announced heads are all applied here (``sync`` waits for it)."""
         self._published = 0
@@ -492,9 +494,11 @@ class Shared:
 
     # ------------------------------------------------------------------ announcing
 
-    async def _publish_heads(self) -> None:
+    async def _publish_heads(self, *, even_none: bool = False) -> None:
+        """Announce the heads; with none, only when ``even_none`` (an answer to a ``sync``:
+        the asker waits to hear from every node, a node that never wrote included)."""
         heads = sorted(self.replica.heads.items(), key=lambda item: (-item[1], item[0]))
-        if not heads:
+        if not heads and not even_none:
             return
         try:
             await self._host.pubsub.publish(self.topic, encode_heads(heads))
@@ -506,7 +510,8 @@ class Shared:
         while True:
             await self._publish_wanted.wait()
             self._publish_wanted.clear()
-            await self._publish_heads()
+            answer, self._asked = self._asked, False
+            await self._publish_heads(even_none=answer)
 
     async def _rebroadcaster(self) -> None:
         interval = self.config.rebroadcast.total_seconds()
@@ -538,6 +543,7 @@ class Shared:
                 if self._flush_handle is not None:
                     self._flush_handle.cancel()
                 self._flush_now()
+            self._asked = True
             self._publish_wanted.set()
         replica = self.replica
         sync.waiting = set()

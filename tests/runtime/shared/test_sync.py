@@ -213,3 +213,11 @@ async def test_sync_returns_once_every_write_acknowledged_elsewhere_is_applied_h
 
 async def _peers_of(node: Any) -> int:
     return len(node.p2p.pubsub.peers("msuite/test/shared"))
+
+
+async def test_sync_hears_from_a_node_that_never_wrote(tmp_path: Path) -> None:
+    async with nodes(2, tmp_path) as (a, b):
+        began = time.monotonic()
+        await a.shared("app").sync(timeout=3)  # b has no heads: it must still answer
+        assert time.monotonic() - began < 2
+        await b.shared("app").sync(timeout=3)
