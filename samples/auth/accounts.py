@@ -56,15 +56,6 @@ class EmailIndex(BaseModel):
     user_id: str
 
 
-class AuthNode(BaseModel):
-    """One per auth node that ever started (item namespace ``nodes``): see ``Auth.on_start``."""
-
-    store_namespace: ClassVar[str] = "nodes"
-    id: str  # the node's peer id
-    created: datetime | None = None
-    updated: datetime | None = None
-
-
 def normalize_email(email: str) -> str:
     return email.strip().lower()
 

@@ -23,7 +23,6 @@ from accounts import (
     CODE_ATTEMPTS,
     CODE_TTL,
     MIN_PASSWORD,
-    AuthNode,
     EmailIndex,
     User,
     check_password,
@@ -71,13 +70,6 @@ class Auth(auth_pb2_grpc.AuthServicer):
         # its own item namespace ``emails``): a batch writes to one store, and registration
         # writes the user and its email together.
         self.store = self.node.shared("users")
-        # Workaround (msuite bug, reported with the sample): a node of the channel that holds no
-        # write at all never answers `sync`, so every sync against it times out. Writing one item
-        # at start gives this node something to announce; the others get theirs by fetching it.
-        peer = self.node.p2p.peer_id
-        if not await self.store.exists(AuthNode, peer):
-            await self.store.create(AuthNode(id=peer))
-        await self.store.flush()
 
     # ------------------------------------------------------------------ open methods
 
