@@ -6,8 +6,9 @@ Each service is a ``msuite up`` process in its sample's folder. notifications
 starts first (the seed); auth and cdn bootstrap to it (``SAMPLES_SEED``) and
 join the channel ``samples``. ``--two`` adds a second auth and a second cdn
 node. Each node's pid is printed as ``<node> pid <pid>``, each readiness line
-as ``<node> ready <listener> <address> (<ms> ms)``, then ``all ready``;
-Ctrl-C (or SIGTERM) stops them all, newest first.
+as ``<node> ready <listener> <address> (<ms> ms)``, then ``all ready``. A
+node that ends on its own is reported and the others keep serving; Ctrl-C
+(or SIGTERM) stops them all, newest first (and the Redis it started).
 
 - ``SAMPLES_JWT_SECRET``: taken from the environment, else a fresh random one
   for this run (printed, so you can mint tokens with it).
@@ -173,11 +174,15 @@ def main() -> int:
             start(sample, index)
         with out:
             print("all ready", flush=True)
-        while all(node.process.poll() is None for node in started):
+        reported: set[str] = set()
+        while len(reported) < len(started):  # a node that ends is reported; the others serve on
+            for node in started:
+                code = node.process.poll()
+                if code is not None and node.name not in reported:
+                    reported.add(node.name)
+                    with out:
+                        print(f"{node.name} ended (exit status {code}); the others keep running", flush=True)
             time.sleep(0.2)
-        gone = [node.name for node in started if node.process.poll() is not None]
-        with out:
-            print(f"stopped on its own: {', '.join(gone)}; stopping the rest", flush=True)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -185,6 +190,8 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop request must not cut the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for node in reversed(started):
             if node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)
