@@ -639,6 +639,15 @@ class P2PHost:
 
     # called by the notifee, in the trio thread
     def _peer_changed(self, peer_id: str, addrs: list[str], connected: bool) -> None:
+        if peer_id == self.peer_id:  # another node holds this node's key: not a peer
+            if connected:
+                log.error(
+                    "a node at %s has this node's own peer id %s: two nodes share one key (a copied "
+                    "repository, or the same p2p.key); give each node its own repository",
+                    ", ".join(addrs) or "an unknown address",
+                    peer_id,
+                )
+            return
         peers = dict(self._peers)
         if connected:
             peers[peer_id] = PeerInfo(id=peer_id, addrs=addrs, since=time.time())

@@ -601,3 +601,18 @@ async def test_the_signed_peer_record_is_checked_once_per_peer_not_per_message()
             await a.p2p.pubsub.publish("records", b"m%d" % index)
         await eventually(lambda: len(heard) == 50, timeout=10)
     assert len(checked) <= 1  # at most the first RPC of a peer it had not sent to before
+
+
+async def test_two_nodes_with_one_key_are_reported_not_listed_as_peers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = tmp_path / "shared.key"
+    key.write_bytes(encode_private_key(1, bytes(range(32))))
+    key.chmod(0o600)
+    caplog.set_level(logging.ERROR, logger="msuite.p2p")
+    async with nodes(manifest("a", tmp_path / "a", key=str(key))) as (a,):
+        async with nodes(manifest("b", tmp_path / "b", key=str(key), bootstrap=a.p2p.addrs)) as (b,):
+            assert a.p2p.peer_id == b.p2p.peer_id
+            await eventually(lambda: "has this node's own peer id" in caplog.text, timeout=10)
+            assert a.p2p.peers() == [] and b.p2p.peers() == []
+    assert "a copied repository" in caplog.text
