@@ -610,9 +610,11 @@ async def test_two_nodes_with_one_key_are_reported_not_listed_as_peers(
     key.write_bytes(encode_private_key(1, bytes(range(32))))
     key.chmod(0o600)
     caplog.set_level(logging.ERROR, logger="msuite.p2p")
-    async with nodes(manifest("a", tmp_path / "a", key=str(key))) as (a,):
-        async with nodes(manifest("b", tmp_path / "b", key=str(key), bootstrap=a.p2p.addrs)) as (b,):
-            assert a.p2p.peer_id == b.p2p.peer_id
-            await eventually(lambda: "has this node's own peer id" in caplog.text, timeout=10)
-            assert a.p2p.peers() == [] and b.p2p.peers() == []
+    async with (
+        nodes(manifest("a", tmp_path / "a", key=str(key))) as (a,),
+        nodes(manifest("b", tmp_path / "b", key=str(key), bootstrap=a.p2p.addrs)) as (b,),
+    ):
+        assert a.p2p.peer_id == b.p2p.peer_id
+        await eventually(lambda: "has this node's own peer id" in caplog.text, timeout=10)
+        assert a.p2p.peers() == [] and b.p2p.peers() == []
     assert "a copied repository" in caplog.text
