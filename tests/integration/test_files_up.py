@@ -16,6 +16,7 @@ p2p:
   port: 0
 {bootstrap}http:
   port: 0
+  max_body_size: 64MiB   # uploads to /ipfs are request bodies (1 MiB by default)
 files: true
 """
 
