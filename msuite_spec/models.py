@@ -102,6 +102,11 @@ def _boolean_too(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [*schema.get("anyOf", []), {"type": "boolean"}]
 
 
+def _empty_entries_too(schema: dict[str, Any]) -> None:
+    """JSON Schema of a list whose empty-string entries are skipped (``["${SEED:-}"]``)."""
+    schema["items"] = {"anyOf": [schema["items"], {"const": "", "type": "string"}]}
+
+
 def _true_means_defaults(value: Any) -> Any:
     """``key: true`` turns a section on with its defaults; ``false`` turns it off."""
     if value is True:
@@ -315,8 +320,9 @@ class P2P(Section):
         description="Private key file (libp2p protobuf encoding), relative to the manifest's "
         "folder; default: keys/node.key in the repository, created on first start and kept.",
     )
-    bootstrap: tuple[Multiaddr | Literal[""], ...] = Field(
+    bootstrap: tuple[Multiaddr, ...] = Field(
         (),
+        json_schema_extra=_empty_entries_too,
         description="Peers to dial at start and keep connected, as multiaddrs with /p2p/ IDs. An "
         'empty entry is skipped, so `["${SEED:-}"]` works with and without `SEED`.',
     )

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from msuite import MsuiteError
+
 from .bitswap import FetchError, FetchTimeout
 from .files import FilesError, NotFound
 
@@ -58,8 +60,8 @@ def _range(header: str, size: int) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(MsuiteError):
+    """A request body went over ``http.max_body_size`` while it was read (answered 413)."""
 
 
 def add_routes(router: web.UrlDispatcher, files: Files, *, max_body_size: int | None = None) -> None:

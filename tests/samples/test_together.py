@@ -78,8 +78,12 @@ class Deployment:
         self.lines: queue.Queue[str] = queue.Queue()
         self.http: dict[str, str] = {}
         self.pids: dict[str, int] = {}
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._drain, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -121,6 +125,11 @@ class Deployment:
         for pid in self.pids.values():  # nothing may outlive the test
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def call(
