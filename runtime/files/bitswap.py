@@ -520,8 +520,14 @@ class Bitswap:
                     ID.from_base58(peer.id), [TProtocol(p) for p in PROTOCOLS]
                 )
         except Exception as exc:
-            log.debug("no bitswap stream to %s: %s", peer.id, exc)
-            peer.speaks = False
+            from msuite.runtime.p2p.compat.streams import protocols_refused
+
+            if protocols_refused(exc):  # it does not run Bitswap: never asked again
+                log.debug("%s does not speak bitswap: %s", peer.id, exc)
+                peer.speaks = False
+            else:  # a passing failure (a timeout, a reset): asked last for a while, then again
+                log.info("no bitswap stream to %s for now: %s", peer.id, exc)
+                peer.slow_until = time.monotonic() + SLOW
             peer.entries.clear()
             peer.presences.clear()
             peer.blocks.clear()
@@ -580,6 +586,9 @@ class Bitswap:
     def _queue_entry(self, peer: _Peer, entry: Entry) -> None:
         peer.entries[entry.cid] = entry
         peer.wake.set()
+        if not peer.sender and peer.speaks and not peer.gone and self._nursery is not None:
+            peer.sender = True  # its sender ended when a stream could not be opened: try again
+            self._nursery.start_soon(self._send_loop, peer)
 
     # ------------------------------------------------------------------ receiving
 

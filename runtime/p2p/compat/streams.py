@@ -36,6 +36,7 @@ __all__ = [
     "WholeWriteStream",
     "adjust_streams",
     "batch_yamux_credit",
+    "protocols_refused",
     "read",
     "write",
 ]
@@ -339,3 +340,23 @@ register(
     "(pubsub peers then read garbage)",
     verified=("0.8.1",),
 )
+
+
+def protocols_refused(error: BaseException) -> bool:
+    """Whether opening a stream failed because the peer refused every protocol offered (it does
+    not run the service), not for a passing reason (a timeout, a reset, a closed connection).
+
+    py-libp2p 0.8 raises ``StreamFailure`` from a ``MultiselectClientError`` either way; only the
+    message tells them apart (``protocols not supported: ...`` when every one was refused)."""
+    from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
+
+    seen: BaseException | None = error
+    for _ in range(8):  # the cause chain, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, ProtocolNotSupportedError):
+            return True
+        if isinstance(seen, MultiselectClientError) and str(seen).startswith("protocols not supported"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

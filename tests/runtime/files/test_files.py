@@ -322,3 +322,31 @@ async def test_a_block_the_disk_refuses_fails_the_get_at_once(tmp_path: Path) ->
             await b.files.cat(cid)
         assert time.monotonic() - began < 10  # not the 30 s timeout
         assert b.files.bitswap.wanted() == []
+
+
+async def test_a_peer_without_bitswap_is_told_apart_from_one_that_failed_for_a_while(tmp_path: Path) -> None:
+    from libp2p.host.exceptions import StreamFailure
+    from libp2p.protocol_muxer.exceptions import MultiselectClientError
+
+    from msuite.runtime.p2p.compat.streams import protocols_refused
+
+    data = content(600_000)
+    async with nodes(2, tmp_path) as (a, b):
+        plain = Node(
+            Manifest.model_validate(
+                {"name": "plain", "repo": ":memory:", "p2p": {"port": 0, "bootstrap": [a.p2p.addrs[0]]}}
+            )
+        )
+        async with plain:  # p2p only: no Bitswap handler
+            await eventually(lambda: plain.p2p.peer_id in {p["id"] for p in a.p2p.peers()}, timeout=10)
+            cid = await b.files.add(data)
+            assert await read_all(a, cid) == data  # asked of every peer, served by b
+            peer = a.files.bitswap._peers[plain.p2p.peer_id]
+            await eventually(lambda: not peer.speaks, timeout=10)
+            assert peer.slow_until == 0.0  # refused, not slow: it is never asked again
+    timed_out = StreamFailure("failed to open a stream")
+    timed_out.__cause__ = MultiselectClientError("response timed out after 5s, protocols tried: [...]")
+    assert not protocols_refused(timed_out)
+    refused = StreamFailure("failed to open a stream")
+    refused.__cause__ = MultiselectClientError("protocols not supported: tried ['/ipfs/bitswap/1.2.0']")
+    assert protocols_refused(refused)
