@@ -156,6 +156,34 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     generate.set_defaults(run=_generate)
 
+    token = commands.add_parser(
+        "token",
+        help="print a JWT signed with the manifest's auth.jwt key (for testing and scripts)",
+        description="Load the manifest as `msuite up` does and print, alone on stdout, a token its "
+        "node would issue: signed with auth.jwt's signing key, for --sub with --role (a role of "
+        "auth.roles), valid --ttl (default: auth.jwt.ttl). TOKEN=$(msuite token --sub ann --role "
+        "user) keeps it in a variable.",
+    )
+    _add_manifest_arguments(token, many=False)
+    token.add_argument("--sub", required=True, metavar="SUBJECT", help="the token's subject (sub claim)")
+    token.add_argument(
+        "--role",
+        required=True,
+        metavar="ROLE",
+        help="the token's role, a role of the manifest's ladder (auth.roles); required, never a default",
+    )
+    token.add_argument(
+        "--ttl", metavar="DURATION", help="lifetime, e.g. 15m or 2h (default: the manifest's auth.jwt.ttl)"
+    )
+    token.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a string in the token's meta claim (repeatable)",
+    )
+    token.set_defaults(run=_token)
+
     schema = commands.add_parser("schema", help="print the manifest's JSON Schema")
     schema.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     schema.set_defaults(run=_schema)
@@ -209,6 +237,16 @@ def _up(args: argparse.Namespace) -> int:
 
     file: str = args.manifests[0]
     return up(file, began=_BEGAN, overrides=args.overrides)
+
+
+# --------------------------------------------------------------------------- token
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .token import token
+
+    file: str = args.manifests[0]
+    return token(file, subject=args.sub, role=args.role, ttl=args.ttl, meta=args.meta)
 
 
 # --------------------------------------------------------------------------- validate

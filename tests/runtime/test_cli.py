@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import filecmp
 import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from msuite.spec import manifest_schema_text
+from msuite.spec import load_manifest, manifest_schema_text
 from tests.helpers import REPO
 
 BAD = "name: n\ngrcp: {}\nhttp: {port: 70000}\n"
@@ -321,3 +324,203 @@ def test_validate_in_ci_without_secrets_checks_everything_else(tmp_path: Path) -
     assert caught.returncode == 1
     assert "http.prot: unknown key 'prot'; did you mean 'port'?" in caught.stderr
     assert "MSUITE_TEST_UNSET_SECRET" not in caught.stderr
+
+
+# --------------------------------------------------------------------------- token
+
+TOKEN_SECRET = "t" * 40
+TOKEN_MANIFEST = (
+    'name: tokens\nrepo: ":memory:"\nauth:\n'
+    '  jwt: {secret: "${MSUITE_TEST_TOKEN_SECRET}", ttl: 1h}\n'
+    "  roles: [user, service, admin]\n"
+)
+
+
+def verifier(manifest: Path, env: dict[str, str] | None = None) -> Any:
+    """The JWTAuth a node of ``manifest`` verifies its tokens with."""
+    from msuite.runtime.auth import JWTAuth
+
+    loaded = load_manifest(manifest, env=env or {})
+    assert loaded.auth is not None and loaded.auth.jwt is not None
+    return JWTAuth(loaded.auth.jwt, roles=loaded.auth.ladder, base_dir=loaded.base_dir)
+
+
+def claims_of(token: str, part: int = 1) -> dict[str, Any]:
+    text = token.split(".")[part]
+    loaded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    return loaded
+
+
+@pytest.mark.parametrize("form", MANIFEST_FORMS)
+def test_token_prints_only_a_token_the_node_verifies(
+    tmp_path: Path, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MSUITE_TEST_TOKEN_SECRET", TOKEN_SECRET)
+    args, cwd = name_the_manifest(tmp_path, form)
+    chosen = tmp_path / "chosen" / "msuite.yaml"
+    chosen.write_text(TOKEN_MANIFEST)
+    before = int(time.time())
+    result = msuite("token", *args, "--sub", "ann", "--role", "service", "--meta", "team=ops", cwd=cwd)
+    after = int(time.time())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    token, newline = result.stdout[:-1], result.stdout[-1:]
+    assert newline == "\n" and "\n" not in token
+    principal = verifier(chosen, {"MSUITE_TEST_TOKEN_SECRET": TOKEN_SECRET}).verify(token)
+    assert (principal.subject, principal.role, dict(principal.meta)) == ("ann", "service", {"team": "ops"})
+    claims = claims_of(token)
+    assert claims["exp"] - claims["iat"] == 3600  # auth.jwt.ttl
+    assert before + 3600 <= claims["exp"] <= after + 3600
+    assert TOKEN_SECRET not in result.stdout
+
+
+def test_token_ttl_overrides_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSUITE_TEST_TOKEN_SECRET", TOKEN_SECRET)
+    (tmp_path / "msuite.yaml").write_text(TOKEN_MANIFEST)
+    result = msuite("token", "--sub", "svc", "--role", "admin", "--ttl", "1m30s", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    claims = claims_of(result.stdout.strip())
+    assert claims["exp"] - claims["iat"] == 90
+    assert (claims["sub"], claims["role"]) == ("svc", "admin")
+    assert "meta" not in claims
+
+
+def write_private_key(path: Path, kind: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ed25519.Ed25519PrivateKey.generate()
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+@pytest.mark.parametrize(("kind", "alg"), [("rsa", "RS256"), ("ed25519", "EdDSA")])
+def test_token_signs_with_a_private_key_relative_to_the_manifest(tmp_path: Path, kind: str, alg: str) -> None:
+    node = tmp_path / "node"
+    (node / "keys").mkdir(parents=True)
+    write_private_key(node / "keys" / "signer.pem", kind)
+    manifest = node / "msuite.yaml"
+    manifest.write_text(
+        'name: keyed\nrepo: ":memory:"\nauth:\n  jwt:\n    keys:\n'
+        "      - {kid: signer, private_key: keys/signer.pem}\n"
+    )
+    # run from another folder: the key is found beside the manifest, as the node finds it
+    result = msuite(
+        "token", "node/msuite.yaml", "--sub", "ann", "--role", "authenticated_write", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert claims_of(token, 0) == {"alg": alg, "typ": "JWT", "kid": "signer"}
+    principal = verifier(manifest).verify(token)
+    assert (principal.subject, principal.role) == ("ann", "authenticated_write")
+    claims = claims_of(token)
+    assert claims["exp"] - claims["iat"] == 24 * 3600  # the default auth.jwt.ttl
+
+
+def test_token_needs_a_key_that_can_sign(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    (tmp_path / "partner.pem").write_bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "verifies.yaml").write_text(
+        'name: v\nrepo: ":memory:"\nauth:\n  jwt:\n'
+        "    keys:\n      - {kid: partner, public_key: partner.pem}\n"
+        "    jwks_url: https://idp.example/jwks.json\n"
+    )
+    (tmp_path / "open.yaml").write_text('name: o\nrepo: ":memory:"\n')
+    verifies = msuite("token", "verifies.yaml", "--sub", "ann", "--role", "admin", cwd=tmp_path)
+    assert verifies.returncode == 1
+    assert verifies.stdout == ""
+    assert verifies.stderr.splitlines() == [
+        "verifies.yaml:5:5: auth.jwt: no key can sign tokens (auth.jwt.keys, auth.jwt.jwks_url only "
+        "verify): msuite token needs auth.jwt.secret, or a key of auth.jwt.keys with a secret or a private_key"
+    ]
+    without_auth = msuite("token", "-f", "open.yaml", "--sub", "ann", "--role", "admin", cwd=tmp_path)
+    assert without_auth.returncode == 1
+    assert without_auth.stdout == ""
+    assert without_auth.stderr.splitlines() == [
+        "open.yaml:1:1: auth.jwt: msuite token needs auth.jwt with a key that can sign "
+        "(a secret, or a key with a secret or a private_key)"
+    ]
+
+
+def test_token_refuses_a_role_off_the_ladder_with_did_you_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MSUITE_TEST_TOKEN_SECRET", TOKEN_SECRET)
+    (tmp_path / "msuite.yaml").write_text(TOKEN_MANIFEST)
+    result = msuite("token", "--sub", "ann", "--role", "admn", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "msuite: error: --role: unknown role 'admn'; did you mean 'admin'? "
+        "(roles, lowest first: none, user, service, admin)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sub", ""], "--sub: a token's subject is a non-empty string"),
+        (["--sub", "a", "--ttl", "0s"], "--ttl '0s': a token's ttl must be positive"),
+        (["--sub", "a", "--ttl", "15"], "--ttl '15': not a duration: write a number and a unit"),
+        (["--sub", "a", "--meta", "team"], "--meta 'team': write KEY=VALUE, e.g. --meta team=ops"),
+        (["--sub", "a", "--meta", "k=1", "--meta", "k=2"], "--meta 'k' is given twice"),
+    ],
+    ids=["empty sub", "zero ttl", "ttl without unit", "meta without =", "meta twice"],
+)
+def test_token_usage_errors_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.setenv("MSUITE_TEST_TOKEN_SECRET", TOKEN_SECRET)
+    (tmp_path / "msuite.yaml").write_text(TOKEN_MANIFEST)
+    result = msuite("token", *args, "--role", "user", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"msuite: error: {message}")
+
+
+def test_token_requires_sub_and_role(tmp_path: Path) -> None:
+    for args in (["--sub", "ann"], ["--role", "user"]):
+        result = msuite("token", *args, cwd=tmp_path)
+        assert result.returncode == 2
+        assert "the following arguments are required" in result.stderr
+
+
+def test_token_with_an_unset_variable_fails_like_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The samples read SAMPLES_JWT_SECRET; unset, token says what `msuite up` says."""
+    monkeypatch.delenv("SAMPLES_JWT_SECRET", raising=False)
+    sample = tmp_path / "msuite.yaml"
+    sample.write_text(
+        'name: sample\nrepo: ":memory:"\nauth:\n  jwt: {secret: "${SAMPLES_JWT_SECRET}"}\n'
+        "  roles: [user, service, admin]\n"
+    )
+    token = msuite("token", "--sub", "ann", "--role", "user", cwd=tmp_path)
+    up = msuite("up", cwd=tmp_path)
+    assert token.returncode == up.returncode == 1
+    assert token.stdout == ""
+    assert token.stderr == up.stderr
+    assert token.stderr.splitlines() == [
+        "msuite.yaml:4:17: auth.jwt.secret: environment variable SAMPLES_JWT_SECRET is not set "
+        "(write ${SAMPLES_JWT_SECRET:-default} to give a default)"
+    ]
+
+
+def test_token_never_prints_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "msuite.yaml").write_text(TOKEN_MANIFEST)
+    for secret, args in (
+        (TOKEN_SECRET, ["--role", "admin"]),
+        (TOKEN_SECRET, ["--role", "root"]),
+        ("too-short-to-sign-with", ["--role", "user"]),  # refused by the manifest's rules
+    ):
+        monkeypatch.setenv("MSUITE_TEST_TOKEN_SECRET", secret)
+        result = msuite("token", "--sub", "ann", *args, cwd=tmp_path)
+        assert secret not in result.stdout + result.stderr
+        assert result.stderr or result.returncode == 0
