@@ -109,6 +109,8 @@ class PeerStats:
     rejected: int = 0
     """Blocks matching no wanted CID (bytes that don't hash to what was asked)."""
     bad_messages: int = 0
+    presences_dropped: int = 0
+    """HAVE/DONT_HAVE answers dropped: the peer asked more than it read."""
 
     def snapshot(self) -> dict[str, int]:
         return {
@@ -119,6 +121,7 @@ class PeerStats:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "bad_messages": self.bad_messages,
+            "presences_dropped": self.presences_dropped,
         }
 
 
@@ -195,6 +198,8 @@ class Bitswap:
         self.max_block = max_block
         self.max_entries = max_entries
         self.max_ledger = max_ledger
+        self.max_presences = 8 * max_entries
+        """HAVE and DONT_HAVE answers queued for one peer at most (beyond: dropped, counted)."""
         self.per_peer = per_peer
         self._notify = on_blocks
         self._host: IHost | None = None
@@ -472,15 +477,23 @@ class Bitswap:
                 continue
             if self.store.has(entry.cid):
                 if entry.want_have:
-                    peer.presences.append((entry.cid, True))
+                    self._answer(peer, entry.cid, True)
                 else:
                     peer.blocks[key] = entry.cid
                 continue
             if entry.send_dont_have:
-                peer.presences.append((entry.cid, False))
+                self._answer(peer, entry.cid, False)
             if key in peer.ledger or len(peer.ledger) < self.max_ledger:
                 peer.ledger[key] = entry
         peer.wake.set()
+
+    def _answer(self, peer: _Peer, cid: bytes, have: bool) -> None:
+        """Queue HAVE or DONT_HAVE for ``peer``, unless ``max_presences`` wait already (a peer
+        that asks and does not read: the answers are dropped and counted; it may ask again)."""
+        if len(peer.presences) >= self.max_presences:
+            self.stats[peer.id].presences_dropped += 1
+            return
+        peer.presences.append((cid, have))
 
     async def _send_loop(self, peer: _Peer) -> None:
         """Send what is queued for ``peer`` on the stream we opened to it, until it leaves."""
