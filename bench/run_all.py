@@ -504,10 +504,12 @@ def run(bench: Bench, arguments: list[str], timeout: float, verbose: bool) -> Ou
 
 
 def figure(value: float | None, unit: str) -> str:
-    """``value`` with three significant figures (all digits from 100 up) and its unit."""
+    """``value`` with its unit: no decimals from 100 up (and for counts), 1 from 10, 2 from 1, else 3."""
     if value is None:
         return "-"
-    digits = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    size = abs(value)
+    places = 0 if size >= 100 or unit == "" else 1 if size >= 10 else 2 if size >= 1 else 3
+    digits = f"{value:,.{places}f}"
     return f"{digits}{unit}" if unit in ("/s", "%", "") else f"{digits} {unit}"
 
 
