@@ -244,6 +244,14 @@ def _is_bad(path: Path, doc: YamlDocument) -> bool:
     return any(path[: len(bad)] == bad for bad in doc.bad_paths)
 
 
+def _override_value(text: str) -> Any:
+    """A ``--set`` value: a plain scalar, or a list written ``[a, b]`` (items without commas)."""
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [resolve_plain(item.strip()) for item in inner.split(",")] if inner else []
+    return resolve_plain(text)
+
+
 def _apply_overrides(doc: YamlDocument, overrides: Sequence[str]) -> tuple[dict[Path, int], list[Diagnostic]]:
     """Lay ``path=value`` settings over ``doc.data``: the paths set, with their flag's number."""
     flags: dict[Path, int] = {}
@@ -264,7 +272,7 @@ def _apply_overrides(doc: YamlDocument, overrides: Sequence[str]) -> tuple[dict[
             )
             continue
         try:
-            value = resolve_plain(raw.strip())
+            value = _override_value(raw.strip())
         except ValueError as exc:
             problems.append(Diagnostic("--set", number, len(key) + 2, format_path(path), str(exc)))
             continue

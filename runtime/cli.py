@@ -134,8 +134,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PATH=VALUE",
         dest="overrides",
-        help="lay a setting over the manifest, e.g. --set http.port=0 --set logging.level=debug "
-        "(repeatable; checked like the file)",
+        help="lay a setting over the manifest, e.g. --set http.port=0 --set logging.level=debug, "
+        "a list as --set 'p2p.bootstrap=[/ip4/...]' (repeatable; checked like the file)",
     )
     up.set_defaults(run=_up)
 

@@ -238,3 +238,16 @@ def test_set_flags_lay_settings_over_the_file_and_are_checked_like_it(tmp_path: 
     with pytest.raises(ManifestError) as caught:
         load_manifest(path, env={}, overrides=["repo=:memory:", "storage.kv=leveldb"])
     assert [(d.file, d.line, d.path) for d in caught.value.diagnostics] == [("--set", 2, "storage.kv")]
+
+
+def test_set_takes_a_list_as_brackets(tmp_path: Path) -> None:
+    path = write(tmp_path, b"name: x\np2p: true\n")
+    seed = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWMBAX9jnp1Pkzb89fRiMafXqCx7jc4yX72abBJpk1PN6s"
+    other = seed.replace("4001", "4002")
+    manifest = load_manifest(path, env={}, overrides=[f"p2p.bootstrap=[{seed}, {other}]"])
+    assert manifest.p2p is not None and manifest.p2p.bootstrap == (seed, other)
+    assert load_manifest(path, env={}, overrides=["p2p.bootstrap=[]"]).p2p.bootstrap == ()  # type: ignore[union-attr]
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path, env={}, overrides=["p2p.bootstrap=[nowhere]"])
+    ((diagnostic),) = caught.value.diagnostics
+    assert (diagnostic.file, diagnostic.line, diagnostic.path) == ("--set", 1, "p2p.bootstrap[0]")
