@@ -206,7 +206,6 @@ class SharedStore(Store):
         acknowledged when this was called (pending ones included: the request makes them send
         them) is applied here, in every namespace. :class:`SyncTimeout` after ``timeout``
         seconds, naming the nodes that did not answer or whose writes could not be fetched."""
-        await self._shared.flush()
         await self._shared.sync(timeout)
 
     # a write returns after one turn of the event loop when ``batch_max`` writes are pending,
@@ -315,8 +314,6 @@ class Shared:
         """A node asked for the heads (``sync``): the next announcement goes out even if empty."""
         self._synced = asyncio.Event()
         """Set whenever a peer's announced heads are all applied here (``sync`` waits for it)."""
-        self._published = 0
-        self._publish_done = asyncio.Condition()
         self._log_limit = PeerLogLimit()
         self.counters = _Counters()
         self.state = "stopped"
@@ -375,12 +372,9 @@ class Shared:
         if self.state == "stopped":
             return
         self.state = "stopping"
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if self._replica is not None and self._replica.pending:
+        if self._replica is not None:
             with contextlib.suppress(Exception):
-                self._flush_now()
+                self._flush_pending()
         if self._host.bridge.running and self._replica is not None and self._replica.heads:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._publish_heads(), timeout=min(grace, 2.0) or 0.5)
@@ -453,11 +447,19 @@ class Shared:
         if replica is not None and len(replica.pending) >= self.config.batch_max:
             await asyncio.sleep(0)
 
-    async def flush(self) -> None:
-        """Make deltas of the pending writes now and publish the heads; returns once published."""
+    def _flush_pending(self) -> None:
+        """Make deltas of the pending writes now, instead of when the scheduled flush is due."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush_now()
+
+    def _heads(self) -> list[tuple[bytes, int]]:
+        """The heads as announced: highest first, then by CID."""
+        return sorted(self.replica.heads.items(), key=lambda item: (-item[1], item[0]))
+
+    async def flush(self) -> None:
+        """Make deltas of the pending writes now and publish the heads; returns once published."""
+        self._flush_pending()
         await self._publish_heads()
 
     async def sync(self, timeout: float = 5.0) -> None:
@@ -467,8 +469,8 @@ class Shared:
         :class:`SyncTimeout` after ``timeout`` seconds, naming the nodes not caught up with."""
         began = time.time()
         peers = self._host.pubsub.peers(self.topic)
-        heads = sorted(self.replica.heads.items(), key=lambda item: (-item[1], item[0]))
-        await self._host.pubsub.publish(self.topic, encode_heads(heads, ask=True))
+        self._flush_pending()  # this node's own pending writes go out with the request
+        await self._host.pubsub.publish(self.topic, encode_heads(self._heads(), ask=True))
 
         def behind() -> list[str]:
             out = []
@@ -497,7 +499,7 @@ class Shared:
     async def _publish_heads(self, *, even_none: bool = False) -> None:
         """Announce the heads; with none, only when ``even_none`` (an answer to a ``sync``:
         the asker waits to hear from every node, a node that never wrote included)."""
-        heads = sorted(self.replica.heads.items(), key=lambda item: (-item[1], item[0]))
+        heads = self._heads()
         if not heads and not even_none:
             return
         try:
@@ -540,9 +542,7 @@ class Shared:
             return
         if ask:  # a node wants to catch up now: send what is pending here too, then the heads
             if self.replica.pending:
-                if self._flush_handle is not None:
-                    self._flush_handle.cancel()
-                self._flush_now()
+                self._flush_pending()
             self._asked = True
             self._publish_wanted.set()
         replica = self.replica
@@ -777,6 +777,8 @@ class Shared:
             "bad_messages": counters.bad_messages,
             "bad_deltas": counters.bad_deltas,
             "walk_failures": counters.walk_failures,
+            "walks_cut": counters.walks_cut,
+            "publish_failures": counters.publish_failures,
             "callback_errors": counters.callback_errors,
             "namespaces": sorted(self._stores),
             "peers": {
