@@ -277,10 +277,15 @@ class Bitswap:
         if peer is None:
             peer = self._peers[peer_id] = _Peer(peer_id, heard=time.monotonic())
             self.stats.setdefault(peer_id, PeerStats())
-        if not peer.sender and self._nursery is not None:
+        self._ensure_sender(peer)
+        return peer
+
+    def _ensure_sender(self, peer: _Peer) -> None:
+        """Run ``peer``'s sender unless it runs (it ends when a stream cannot be opened: the
+        next want or message for the peer starts it again) or the peer refused Bitswap."""
+        if not peer.sender and peer.speaks and not peer.gone and self._nursery is not None:
             peer.sender = True
             self._nursery.start_soon(self._send_loop, peer)
-        return peer
 
     # ------------------------------------------------------------------ fetching
 
@@ -599,9 +604,7 @@ class Bitswap:
     def _queue_entry(self, peer: _Peer, entry: Entry) -> None:
         peer.entries[entry.cid] = entry
         peer.wake.set()
-        if not peer.sender and peer.speaks and not peer.gone and self._nursery is not None:
-            peer.sender = True  # its sender ended when a stream could not be opened: try again
-            self._nursery.start_soon(self._send_loop, peer)
+        self._ensure_sender(peer)
 
     # ------------------------------------------------------------------ receiving
 
