@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,9 +77,6 @@ async def state(node: Node, namespace: str = "app") -> dict[str, str]:
 async def until(read: Any, expected: object, timeout: float) -> float:
     """Poll ``await read()`` every 10 ms until it equals ``expected``; how long that took.
     AssertionError with the last value read after ``timeout`` seconds."""
-    import asyncio
-    import time
-
     began = time.monotonic()
     while True:
         value = await read()
@@ -90,9 +89,6 @@ async def until(read: Any, expected: object, timeout: float) -> float:
 
 async def agree(started: list[Node], timeout: float, namespace: str = "app") -> dict[str, str]:
     """Poll until every node lists the same items; that state. AssertionError after ``timeout``."""
-    import asyncio
-    import time
-
     began = time.monotonic()
     while True:
         states = [await state(node, namespace) for node in started]
@@ -103,3 +99,18 @@ async def agree(started: list[Node], timeout: float, namespace: str = "app") -> 
                 f"the nodes still disagree after {timeout} s: {[len(s) for s in states]} items"
             )
         await asyncio.sleep(0.01)
+
+
+async def rebroadcast_heard(listener: Node, speaker: Node, timeout: float = 5.0) -> None:
+    """Wait until ``listener`` hears an announcement ``speaker`` makes from now on (a rebroadcast:
+    every later state a test asserts has had the chance to travel)."""
+    since = time.time()
+    by_peer = listener.component("shared").counters.by_peer
+    peer = speaker.p2p.peer_id
+    await eventually(lambda: peer in by_peer and by_peer[peer].heard > since, timeout=timeout)
+
+
+async def drained(store: Any) -> None:
+    """Wait until ``store``'s on_change callbacks have run for every change so far."""
+    await eventually(lambda: store._queue is None or store._queue.empty(), timeout=5)
+    await asyncio.sleep(0)  # the callback taken last has returned

@@ -3,7 +3,6 @@ applies on every node of the channel; the manifest's entries stay each node's ow
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from msuite.runtime.node import Node
 from msuite.spec import Manifest
 from tests.helpers import eventually
 
-from .nodes import mesh
+from .nodes import drained, mesh
 
 
 def manifest(
@@ -77,7 +76,7 @@ async def test_entries_added_before_sharing_move_to_the_shared_namespace(tmp_pat
         await eventually(lambda: b.auth.acl.required("/old/x") == "admin", timeout=3)
         await a.auth.acl.allow("/quick", "admin")
         assert await a.auth.acl.remove("/quick") is True  # right after: the table must not bring it back
-        await asyncio.sleep(0.2)  # the change callbacks of both writes have run
+        await drained(a.component("shared").namespace("msuite.acl", internal=True))  # both callbacks ran
         assert a.auth.acl.required("/quick") is None
     async with Node(manifest("a", tmp_path)) as again:  # alone now: the entry is in its shared replica
         assert again.auth.acl.required("/old/x") == "admin"

@@ -11,7 +11,7 @@ import pytest
 
 from msuite.runtime.shared.shared import ItemKey, SharedStore
 
-from .nodes import Note, agree, nodes, state, until
+from .nodes import Note, agree, drained, nodes, rebroadcast_heard, state, until
 
 
 async def test_three_nodes_converge_after_create_update_and_delete(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ async def test_another_channel_receives_nothing_and_namespaces_stay_apart(tmp_pa
         await until(lambda: state(b), {"x": "in app"}, timeout=3)
         await until(lambda: state(b, "other"), {"x": "in other"}, timeout=3)
         await a.shared("app").flush()
-        await asyncio.sleep(1.5)  # a rebroadcast (1 s) went out meanwhile
+        await rebroadcast_heard(b, a)  # a announced again: had c been on its topic, it had heard
         assert await state(c) == {"z": "channel two"} and await state(c, "other") == {}
         assert await state(a) == {"x": "in app"} and await state(b) == {"x": "in app"}
         # c stored none of channel one's deltas, and never heard of its topic's heads
@@ -101,7 +101,9 @@ async def test_on_change_fires_once_per_effective_change_local_and_remote(tmp_pa
         await until(lambda: state(b), {"x": "two"}, timeout=3)
         await store_a.delete(Note, "x")
         await until(lambda: state(b), {}, timeout=3)
-        await asyncio.sleep(1.5)  # rebroadcasts of the same heads change nothing
+        await rebroadcast_heard(b, a)  # the same heads again: they change nothing
+        await drained(b.shared("app"))
+        await drained(store_a)
         me = a.p2p.peer_id
         assert seen["a"] == [
             ("notes", "x", "one", "local"),
