@@ -38,7 +38,7 @@ AUTH = ROOT / "samples" / "auth"
 NOTIFICATIONS_PROTO = ROOT / "samples" / "notifications" / "protos" / "notifications.proto"
 SECRET = "samples-test-secret-" + "x" * 32
 ADMIN = "boss@example.com"
-SHARED_TOPIC = "msuite/samples/shared"
+SHARED_TOPIC = "msuite/auth/shared"
 NOTIFICATIONS = "notifications.v1.Notifications"
 
 STAND_IN = """\
