@@ -130,8 +130,14 @@ def main() -> int:
         )
         args.redis = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
-        while not _answers(args.redis) and time.monotonic() < deadline:
+        while not _answers(args.redis) and redis.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        if not _answers(args.redis):
+            print(f"the redis-server started for this run does not answer at {args.redis}", file=sys.stderr)
+            redis.kill()
+            redis.wait(10)
+            shutil.rmtree(scratch, ignore_errors=True)
+            return 1
         print(f"redis {args.redis} (started for this run)", flush=True)
     env["REDIS_URL"] = args.redis
     out = threading.Lock()
