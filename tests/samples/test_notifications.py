@@ -13,12 +13,11 @@ import email.policy
 import json
 import logging
 import shutil
-import socket
 import ssl
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -32,7 +31,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from msuite.runtime.node import Node
 from msuite.runtime.testing import Harness, running
 from msuite.spec import Manifest, load_manifest
+from tests.helpers import eventually
 from tests.integration.test_up import Up
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "notifications"
@@ -174,23 +175,9 @@ def pb(h: Harness) -> Any:
     return h.node.wiring.notifications__pb2  # type: ignore[union-attr]
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
-
-
 def loaded(module: str) -> Any:
     """A module of the sample node started last (its folder's modules are the ones loaded)."""
     return sys.modules[module]
-
-
-def free_port() -> int:
-    """A port nothing listens on (an SMTP server that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 # ---------------------------------------------------------------------------- in-process
@@ -294,7 +281,7 @@ async def test_a_user_registered_event_from_another_node_gets_the_welcome_mail(
         )
         async with Node(publisher) as other:
             topic = "msuite/samples/events/UserRegistered"
-            await wait_until(lambda: len(other.p2p.pubsub.mesh(topic)) >= 1)
+            await eventually(lambda: len(other.p2p.pubsub.mesh(topic)) >= 1, timeout=15)
             await other.events.publish(user_registered(user_id="u42", email="zoe@example.com", name="Zoë"))
             [mail] = await smtp.wait(1)
         assert mail.recipients == ["zoe@example.com"] and mail.message["Subject"] == WELCOME
