@@ -270,6 +270,25 @@ def _diagnostics_issues(m: Manifest) -> Iterator[Issue]:
             yield Issue(("diagnostics", "metrics"), "GET /metrics is served by the HTTP server: add http:")
         if m.diagnostics.profiling:
             yield Issue(("diagnostics", "profiling"), "/debug/ is served by the HTTP server: add http:")
+    tracing = m.diagnostics.tracing
+    if tracing is not None and tracing.otlp is not None:
+        otlp = tracing.otlp
+        if tracing.jaeger is not None:
+            yield Issue(
+                ("diagnostics", "tracing", "jaeger"),
+                "choose one exporter: jaeger (OpenTracing over UDP) or otlp (OpenTelemetry), not both",
+                at_key=True,
+            )
+        scheme, _, rest = otlp.endpoint.partition("://")
+        if otlp.protocol == "grpc" and "/" in rest.rstrip("/"):
+            yield Issue(
+                ("diagnostics", "tracing", "otlp", "endpoint"),
+                "an OTLP/gRPC endpoint has no path: give scheme, host and port only",
+            )
+        if otlp.ca is not None and scheme != "https":
+            yield Issue(
+                ("diagnostics", "tracing", "otlp", "ca"), "a CA file needs an https:// endpoint", at_key=True
+            )
 
 
 def _discovery_issues(m: Manifest) -> Iterator[Issue]:
@@ -362,6 +381,12 @@ def check_files(manifest: Manifest, base_dir: FilePath) -> list[Issue]:
                 why = _why_not(base_dir / file, want_dir=False)
                 if why is not None:
                     issues.append(Issue(at, f"key file {why}: {base_dir / file}"))
+    tracing = manifest.diagnostics.tracing
+    if tracing is not None and tracing.otlp is not None and tracing.otlp.ca is not None:
+        why = _why_not(base_dir / tracing.otlp.ca, want_dir=False)
+        if why is not None:
+            at = ("diagnostics", "tracing", "otlp", "ca")
+            issues.append(Issue(at, f"CA file {why}: {base_dir / tracing.otlp.ca}"))
     for at, file in _tls_files(manifest):
         why = _why_not(base_dir / file, want_dir=False)
         if why is not None:

@@ -45,6 +45,8 @@ _PATTERN_HINTS = {
     "folder whose parts are Python identifiers, e.g. gen (no '.', '..' or absolute paths)",
     r"^[a-z][a-z0-9_]{0,63}$": "must be a role name: up to 64 lowercase letters, digits or '_', "
     "starting with a letter",
+    r"^https?://[^\s/?#]+(/[^\s?#]*)?$": "must be an http:// or https:// URL with a host, "
+    "e.g. http://127.0.0.1:4318",
 }
 _PATTERN_HINTS_BY_SHAPE = (
     (":[A-Za-z_]", "must be an import path `module:Class`, e.g. notes.service:Notes"),

@@ -12,6 +12,7 @@ add keys, never rename them.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
@@ -680,13 +681,58 @@ class Metrics(Section):
     latency: bool = Field(False, description="Also record a latency histogram per gRPC method.")
 
 
+class Otlp(Section):
+    """Where OpenTelemetry spans go: an OTLP receiver (a collector, Jaeger, Tempo, a vendor's endpoint)."""
+
+    endpoint: str = Field(
+        "http://127.0.0.1:4318",
+        description="The receiver's URL: `http://` or `https://`, host and port. With `protocol: http` "
+        "a URL without a path gets the standard `/v1/traces`; with `grpc` the path must be empty "
+        "(default: a local collector's OTLP/HTTP port; OTLP/gRPC's is 4317).",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        examples=["http://127.0.0.1:4318", "https://otlp.example.com:4317"],
+    )
+    protocol: Literal["http", "grpc"] = Field(
+        "http", description="`http` (OTLP/HTTP, protobuf body) or `grpc` (OTLP/gRPC)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers (gRPC metadata) sent with every export, such as a vendor's API key: "
+        'write secrets as `"${ENV}"`. Never logged.',
+    )
+    ca: str | None = Field(
+        None,
+        description="PEM file of the CA certificates an `https://` receiver's certificate must chain to, "
+        "relative to the manifest's folder (default: the system's CAs).",
+        min_length=1,
+    )
+    timeout: Duration = Field(
+        timedelta(seconds=10), description="Longest one export (with its retries) may take."
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+        return value
+
+
 class Tracing(Section):
-    """Distributed tracing."""
+    """Distributed tracing: Jaeger over UDP (OpenTracing), or OpenTelemetry to an OTLP receiver."""
 
     jaeger: str | None = Field(
         None,
-        description="Jaeger agent `host:port` to send spans to (UDP).",
+        description="Jaeger agent `host:port` to send spans to (UDP, Jaeger's thrift; OpenTracing "
+        "`uber-trace-id` headers). The default exporter when `otlp` is not set.",
         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
+    )
+    otlp: Otlp | None = Field(
+        None,
+        description="Export spans with OpenTelemetry to an OTLP receiver and propagate W3C "
+        "`traceparent` headers (`true` for a local collector's defaults). Not with `jaeger`.",
+        json_schema_extra=_boolean_too,
     )
     sample_ratio: float = Field(
         1.0, ge=0.0, le=1.0, allow_inf_nan=False, description="Fraction of traces recorded."
@@ -698,6 +744,11 @@ class Tracing(Section):
         if value is not None and not 0 < int(value.rsplit(":", 1)[1]) <= 65535:
             raise ValueError("the port must be 1-65535")
         return value
+
+    @field_validator("otlp", mode="before")
+    @classmethod
+    def _otlp_flag(cls, value: Any) -> Any:
+        return _true_means_defaults(value)
 
 
 class Diagnostics(Section):

@@ -39,6 +39,7 @@ from .registry import COMPONENTS, planned_key, refuse_planned
 
 if TYPE_CHECKING:
     import opentracing
+    from opentelemetry import trace as otel_trace
 
     from .auth import Auth
     from .diagnostics.metrics import NodeMetrics
@@ -76,7 +77,10 @@ class Node:
         metrics: NodeMetrics
         """The node's Prometheus registry and metric factories (``diagnostics.metrics``)."""
         tracer: opentracing.Tracer
-        """The node's OpenTracing tracer (``diagnostics.tracing``), while the node runs."""
+        """The node's OpenTracing tracer (``diagnostics.tracing``), while the node runs; with
+        ``otlp``, OpenTelemetry's OpenTracing shim over :attr:`otel_tracer`."""
+        otel_tracer: otel_trace.Tracer
+        """The node's OpenTelemetry tracer (``diagnostics.tracing.otlp``), while the node runs."""
         p2p: P2PHost
         """The libp2p host (``p2p:``): ``peer_id``, ``addrs``, ``peers()``, ``connect(addr)``."""
         protocols: Protocols

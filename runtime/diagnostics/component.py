@@ -18,13 +18,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from msuite.runtime.components import BuildContext, ComponentSpec, Extra
+from msuite.runtime.errors import NotConfigured
 
 if TYPE_CHECKING:
     import opentracing
+    from opentelemetry import trace as otel_trace
 
     from msuite.runtime.http.app import HttpServer
 
     from .metrics import NodeMetrics
+    from .otel import OtelTracing
     from .profiling import Profiling
     from .tracing import NodeTracing
 
@@ -39,10 +42,15 @@ __all__ = [
 ]
 
 
-def tracing_of(context: BuildContext) -> NodeTracing | None:
+def tracing_of(context: BuildContext) -> NodeTracing | OtelTracing | None:
     """The ``tracing`` component, for a factory whose spec uses it (its module imported only then)."""
-    if context.manifest.diagnostics.tracing is None:
+    settings = context.manifest.diagnostics.tracing
+    if settings is None:
         return None
+    if settings.otlp is not None:
+        from .otel import OtelTracing
+
+        return context.use("tracing", OtelTracing)
     from .tracing import NodeTracing
 
     return context.use("tracing", NodeTracing)
@@ -105,16 +113,32 @@ METRICS = ComponentSpec(
 )
 
 
-def _build_tracing(context: BuildContext) -> NodeTracing:
-    from .tracing import NodeTracing
-
+def _build_tracing(context: BuildContext) -> NodeTracing | OtelTracing:
     settings = context.manifest.diagnostics.tracing
     assert settings is not None
+    if settings.otlp is not None:
+        from .otel import OtelTracing
+
+        ca = None
+        if settings.otlp.ca is not None:  # checked here, so a bad file stops the start at its line
+            from msuite.runtime.grpc.tls import read_ca
+
+            ca = read_ca(context.manifest, ("diagnostics", "tracing", "otlp"), "ca", settings.otlp.ca)
+        return OtelTracing(settings, context.manifest.name, ca)
+    from .tracing import NodeTracing
+
     return NodeTracing(settings, context.manifest.name)
 
 
-def _tracer(component: NodeTracing, built: Mapping[str, Any]) -> opentracing.Tracer:
+def _tracer(component: NodeTracing | OtelTracing, built: Mapping[str, Any]) -> opentracing.Tracer:
     return component.tracer
+
+
+def _otel_tracer(component: NodeTracing | OtelTracing, built: Mapping[str, Any]) -> otel_trace.Tracer:
+    if not hasattr(component, "otel_tracer"):
+        raise NotConfigured("otel_tracer", "diagnostics.tracing.otlp")
+    tracer: otel_trace.Tracer = component.otel_tracer
+    return tracer
 
 
 _TRACING_KEY = ("diagnostics", "tracing")
@@ -124,11 +148,12 @@ TRACING = ComponentSpec(
     _build_tracing,
     enabled=lambda m: m.diagnostics.tracing is not None,
     key=_TRACING_KEY,
-    accessors={"tracer": _tracer},
+    accessors={"tracer": _tracer, "otel_tracer": _otel_tracer},
     extras=(
         Extra("jaeger_client", "tracing", _TRACING_KEY),
         Extra("opentracing", "tracing", _TRACING_KEY),
         Extra("thrift", "tracing", _TRACING_KEY),
+        Extra("opentelemetry", "tracing", _TRACING_KEY),
     ),
 )
 

@@ -66,6 +66,8 @@ from thrift.transport import TTransport
 
 from msuite.runtime.errors import NodeError
 
+from ._client_spans import ClientSpan, SpanInterceptor, call_method
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -282,6 +284,7 @@ class NodeTracing:
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = {
             "state": self.state,
+            "exporter": "jaeger",
             "agent": self.agent,
             "sample_ratio": self.settings.sample_ratio,
         }
@@ -357,20 +360,20 @@ class NodeTracing:
 
     # ------------------------------------------------------------------ gRPC client side
 
-    def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+    def client_interceptors(
+        self, target: str = "", peer: Callable[[], str | None] = lambda: None
+    ) -> list[grpc.aio.ClientInterceptor]:
         """Interceptors for the node's channels: a client span per call, its context sent along."""
-        return [_ClientTracing(self)]
+        return [SpanInterceptor(self.start_client_span)]
 
     def start_client_span(
         self, details: grpc.aio.ClientCallDetails
-    ) -> tuple[opentracing.Span | None, grpc.aio.ClientCallDetails]:
+    ) -> tuple[ClientSpan | None, grpc.aio.ClientCallDetails]:
         tracer = self._tracer
         if tracer is None:
             return None, details
-        raw: Any = details.method
-        method = raw.decode() if isinstance(raw, bytes) else str(raw)
         span = tracer.start_span(
-            method,
+            call_method(details),
             child_of=cast("Span | None", tracer.active_span),
             tags={ext.SPAN_KIND: ext.SPAN_KIND_RPC_CLIENT, ext.COMPONENT: "grpc"},
         )
@@ -378,7 +381,7 @@ class NodeTracing:
         tracer.inject(span, Format.TEXT_MAP, carrier)
         metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
         replaced: grpc.aio.ClientCallDetails = details._replace(metadata=metadata)  # type: ignore[attr-defined]
-        return span, replaced
+        return _JaegerClientSpan(span), replaced
 
 
 def _ignore_end(code: Any, elapsed: float) -> None:
@@ -391,64 +394,17 @@ def _close(scope: opentracing.Scope) -> None:
         scope.close()
 
 
-async def _finish_client_span(span: opentracing.Span, call: grpc.aio.Call) -> None:
-    try:
-        code = await call.code()
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED
-    span.set_tag("grpc.status_code", code.name)
-    if code is not grpc.StatusCode.OK:
-        span.set_tag(ext.ERROR, True)
-    span.finish()
+class _JaegerClientSpan:
+    def __init__(self, span: opentracing.Span) -> None:
+        self.span = span
 
+    def finish(self, code: grpc.StatusCode) -> None:
+        self.span.set_tag("grpc.status_code", code.name)
+        if code is not grpc.StatusCode.OK:
+            self.span.set_tag(ext.ERROR, True)
+        self.span.finish()
 
-class _ClientTracing(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """One client span per call; its context goes out in the call's metadata."""
-
-    def __init__(self, tracing: NodeTracing) -> None:
-        self._tracing = tracing
-        self._pending: set[asyncio.Task[None]] = set()
-
-    def _watch(self, span: opentracing.Span | None, call: Any) -> Any:
-        if span is not None:
-
-            def done(finished: Any) -> None:
-                task = asyncio.get_running_loop().create_task(_finish_client_span(span, finished))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
-
-            call.add_done_callback(done)
-        return call
-
-    async def _call(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        span, details = self._tracing.start_client_span(client_call_details)
-        try:
-            call = await continuation(details, request)
-        except BaseException as exc:  # the call never started: its span still ends, as an error
-            if span is not None:
-                span.set_tag(ext.ERROR, True)
-                span.log_kv({"event": "error", "error.kind": type(exc).__name__})
-                span.finish()
-            raise
-        return self._watch(span, call)
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._call(continuation, client_call_details, request)
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._call(continuation, client_call_details, request)
-
-    async def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await self._call(continuation, client_call_details, request_iterator)
-
-    async def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await self._call(continuation, client_call_details, request_iterator)
+    def fail(self, error: BaseException) -> None:
+        self.span.set_tag(ext.ERROR, True)
+        self.span.log_kv({"event": "error", "error.kind": type(error).__name__})
+        self.span.finish()

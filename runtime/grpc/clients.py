@@ -61,14 +61,15 @@ class GrpcClients:
         own_target: Callable[[], str] | None = None,
         options: list[tuple[str, Any]] | None = None,
         base_dir: Path | None = None,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        traced: Callable[[str], Sequence[grpc.aio.ClientInterceptor]] | None = None,
         named_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         p2p: Callable[[str], str | None] | None = None,
         tls: ClientMaterial | None = None,
         requires: tuple[str, ...] = (),
     ) -> None:
         """``tls`` (``discovery.tls``, checked at build) secures the channels to the static
-        ``host:port`` addresses. ``named_interceptors`` run, after ``interceptors``, on the
+        ``host:port`` addresses. ``traced(target)`` gives the tracing interceptors of the
+        channel to ``target`` (every channel). ``named_interceptors`` run after them on the
         channels of calls by name only (the node's own credential), never on
         :meth:`own_channel`'s."""
         self.requires = requires
@@ -80,8 +81,8 @@ class GrpcClients:
         self._own_services = frozenset(own_services)
         self._own_target = own_target
         self._options = options or []
-        self._interceptors = list(interceptors) or None
-        self._named_interceptors = [*interceptors, *named_interceptors] or None
+        self._traced = traced
+        self._named_interceptors = list(named_interceptors)
         self._p2p = p2p
         self._channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
         self._closed = False
@@ -123,16 +124,20 @@ class GrpcClients:
         if channel is None:
             import grpc.aio  # here, not at import: a node that never dials needs no grpc
 
-            interceptors = self._named_interceptors if named else self._interceptors
+            interceptors = [*self._traced(target)] if self._traced is not None else []
+            if named:
+                interceptors += self._named_interceptors
             if self._tls is not None and target in self._secure:
                 channel = grpc.aio.secure_channel(
                     target,
                     self._tls.grpc_credentials(),
                     options=self._options,
-                    interceptors=interceptors,
+                    interceptors=interceptors or None,
                 )
             else:
-                channel = grpc.aio.insecure_channel(target, options=self._options, interceptors=interceptors)
+                channel = grpc.aio.insecure_channel(
+                    target, options=self._options, interceptors=interceptors or None
+                )
             self._channels[(target, named)] = channel
         return channel
 

@@ -99,6 +99,14 @@ def _check_certificates(manifest: Manifest, at: tuple[str, ...], name: str, path
         ) from None
 
 
+def read_ca(manifest: Manifest, at: tuple[str, ...], name: str, file: str) -> tuple[Path, bytes]:
+    """The CA file at ``at.name`` (its path and PEM bytes), checked to hold certificates; a
+    :class:`NodeError` at the manifest's position when it cannot be read or holds none."""
+    path, data = _read(manifest, at, name, file)
+    _check_certificates(manifest, at, name, path, data)
+    return path, data
+
+
 def _load_pair(
     manifest: Manifest,
     at: tuple[str, ...],

@@ -207,6 +207,29 @@ CASES: dict[str, Case] = {
         "name: n\ndiagnostics:\n  tracing: {jaeger: nohost}\n",
         [(3, 21, "diagnostics.tracing.jaeger", "must be host:port")],
     ),
+    "two tracing exporters": Case(
+        "name: n\ndiagnostics:\n  tracing:\n    jaeger: 127.0.0.1:6831\n    otlp: true\n",
+        [(4, 5, "diagnostics.tracing.jaeger", "choose one exporter")],
+    ),
+    "OTLP endpoint that is not a URL": Case(
+        "name: n\ndiagnostics:\n  tracing:\n    otlp: {endpoint: '127.0.0.1:4318'}\n",
+        [(4, 22, "diagnostics.tracing.otlp.endpoint", "must be an http:// or https:// URL")],
+    ),
+    "OTLP/gRPC endpoint with a path": Case(
+        "name: n\ndiagnostics:\n  tracing:\n    otlp: {endpoint: 'http://c:4317/v1/traces', protocol: grpc}\n",
+        [(4, 22, "diagnostics.tracing.otlp.endpoint", "an OTLP/gRPC endpoint has no path")],
+    ),
+    "OTLP CA without https": Case(
+        "name: n\ndiagnostics:\n  tracing:\n    otlp: {endpoint: 'http://c:4318', ca: ca.pem}\n",
+        [
+            (4, 39, "diagnostics.tracing.otlp.ca", "a CA file needs an https:// endpoint"),
+            (4, 43, "diagnostics.tracing.otlp.ca", "CA file not found"),
+        ],
+    ),
+    "OTLP header name with a space": Case(
+        "name: n\ndiagnostics:\n  tracing:\n    otlp: {headers: {'api key': x}}\n",
+        [(4, 21, "diagnostics.tracing.otlp.headers", "'api key' is not a valid header name")],
+    ),
     "bootstrap peer without its ID": Case(
         "name: n\np2p:\n  bootstrap: [/ip4/127.0.0.1/tcp/4001]\n",
         [(3, 15, "p2p.bootstrap[0]", "needs its peer ID")],

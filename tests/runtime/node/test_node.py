@@ -42,6 +42,7 @@ async def _answer() -> int:
         ("events", "events"),
         ("files", "files"),
         ("tracer", "diagnostics.tracing"),
+        ("otel_tracer", "diagnostics.tracing"),
         ("metrics", "diagnostics.metrics"),
     ],
 )

@@ -217,6 +217,7 @@ async def test_sample_ratio_zero_sends_nothing_and_stop_leaves_no_thread(
         report = await harness.node.status.report()
         assert report["tracing"] == {
             "state": "running",
+            "exporter": "jaeger",
             "agent": f"127.0.0.1:{port}",
             "sample_ratio": 0.0,
             "spans": {"sent": 0, "dropped": 0, "failed": 0},
