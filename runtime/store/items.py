@@ -64,6 +64,11 @@ class Codec(Generic[T]):
     has_created: bool
     has_updated: bool
     _replace: Callable[[T, dict[str, Any]], T]
+    stamps: bool = dataclasses.field(init=False)
+    """Whether the store sets times on the item (else an item with its id is stored as given)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stamps", self.has_created or self.has_updated)
 
     def id_of(self, item: T) -> str | None:
         value = getattr(item, "id", None)
@@ -111,14 +116,9 @@ def _build(kind: type[T]) -> Codec[T]:
             raise TypeError(f"{kind.__name__} needs an `id: str | None` field to be stored")
 
         # pydantic-core's serializer and validator directly: the same JSON as
-        # model_dump_json / model_validate_json, without a str round trip
-        serializer = kind.__pydantic_serializer__
-        validator = kind.__pydantic_validator__
-
-        def encode_model(item: Any) -> bytes:
-            return serializer.to_json(item)
-
-        decode_model = validator.validate_json
+        # model_dump_json / model_validate_json, without a str round trip or a Python frame
+        encode_model = kind.__pydantic_serializer__.to_json
+        decode_model = kind.__pydantic_validator__.validate_json
 
         def copy_model(item: Any, changes: dict[str, Any]) -> Any:
             return item.model_copy(update=changes)
