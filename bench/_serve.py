@@ -1,9 +1,13 @@
 """Servers for the transport benchmarks, each run in its own process.
 
-    python bench/_serve.py grpc-raw|grpc-msuite|grpc-msuite-diag|http-raw|http-msuite
+    python bench/_serve.py grpc-raw|grpc-msuite|grpc-msuite-diag|http-raw|http-msuite|otlp-sink
 
 Prints one line, ``<address> <token>``, once serving, then serves until
-stdin closes. The handler is the same in both kinds of each pair.
+stdin closes. The handler is the same in both kinds of each pair. With
+``MSUITE_BENCH_TLS`` naming a folder holding ``cert.pem`` and ``key.pem``,
+the gRPC and HTTP servers, raw and msuite alike, serve TLS with that
+certificate. ``otlp-sink`` is an OTLP/HTTP receiver that reads each export and
+answers 200 without decoding it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ class _Config:
         self.config = {"greeting": "Hello"}
 
 
+def _tls() -> tuple[Path, Path] | None:
+    """``(cert, key)`` when the benchmark runs over TLS."""
+    folder = os.environ.get("MSUITE_BENCH_TLS")
+    return (Path(folder) / "cert.pem", Path(folder) / "key.pem") if folder else None
+
+
 async def _until_stdin_closes() -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
@@ -39,7 +49,12 @@ async def grpc_raw() -> None:
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     hello_pb2_grpc.add_GreeterServicer_to_server(Greeter(_Config()), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    tls = _tls()
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        pair = (tls[1].read_bytes(), tls[0].read_bytes())
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([pair]))
     await server.start()
     print(f"127.0.0.1:{port} -", flush=True)
     await _until_stdin_closes()
@@ -49,6 +64,7 @@ async def grpc_raw() -> None:
 def _manifest(folder: Path, *, grpc: bool, http: bool, diagnostics: dict[str, Any] | None = None) -> Any:
     from msuite.runtime.testing import prepare
     from msuite.spec import Auth, Diagnostics, load_manifest
+    from msuite.spec.models import ServerTLS
 
     manifest = load_manifest(HELLO / "msuite.yaml")
     auth = {
@@ -57,7 +73,17 @@ def _manifest(folder: Path, *, grpc: bool, http: bool, diagnostics: dict[str, An
     }
     update: dict[str, Any] = {"auth": Auth.model_validate(auth)}
     prepared = prepare(manifest, folder)
-    assert prepared.grpc is not None and prepared.http is not None
+    assert prepared.grpc is not None and prepared.http is not None and prepared.grpc.tcp is not None
+    tls = _tls()
+    if tls is not None:
+        secure = {"tls": ServerTLS(cert=str(tls[0]), key=str(tls[1]))}
+        prepared = prepared.model_copy(
+            update={
+                "grpc": prepared.grpc.model_copy(update={"tcp": prepared.grpc.tcp.model_copy(update=secure)}),
+                "http": prepared.http.model_copy(update=secure),
+            }
+        )
+        assert prepared.grpc is not None and prepared.http is not None
     update["grpc"] = prepared.grpc.model_copy(update={"unix": None}) if grpc else prepared.grpc
     update["http"] = prepared.http.model_copy(update={"gateway": False}) if http else None
     if diagnostics is not None:
@@ -77,7 +103,11 @@ async def grpc_msuite() -> None:
 
 
 async def grpc_msuite_diag() -> None:
-    """grpc-msuite plus metrics (latency histogram) and tracing of every call to a UDP sink."""
+    """grpc-msuite plus metrics (latency histogram) and tracing of every call.
+
+    ``MSUITE_BENCH_EXPORTER=jaeger`` (the default) sends spans over UDP to a
+    socket nobody reads; ``otlp`` posts them to ``MSUITE_BENCH_OTLP`` (an
+    ``otlp-sink``)."""
     import socket
 
     from msuite.runtime.node import Node
@@ -87,13 +117,12 @@ async def grpc_msuite_diag() -> None:
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
     ):
         sink.bind(("127.0.0.1", 0))  # spans are encoded and sent for real; nobody reads them
-        diagnostics = {
-            "metrics": {"latency": True},
-            "tracing": {
-                "jaeger": f"127.0.0.1:{sink.getsockname()[1]}",
-                "sample_ratio": float(os.environ.get("MSUITE_BENCH_SAMPLE_RATIO", "1.0")),
-            },
-        }
+        tracing: dict[str, Any] = {"sample_ratio": float(os.environ.get("MSUITE_BENCH_SAMPLE_RATIO", "1.0"))}
+        if os.environ.get("MSUITE_BENCH_EXPORTER", "jaeger") == "otlp":
+            tracing["otlp"] = {"endpoint": os.environ["MSUITE_BENCH_OTLP"]}
+        else:
+            tracing["jaeger"] = f"127.0.0.1:{sink.getsockname()[1]}"
+        diagnostics = {"metrics": {"latency": True}, "tracing": tracing}
         only = os.environ.get("MSUITE_BENCH_DIAGNOSTICS")  # "metrics" or "tracing": that one alone
         if only:
             diagnostics = {only: diagnostics[only]}
@@ -102,6 +131,28 @@ async def grpc_msuite_diag() -> None:
             token = node.auth.jwt.issue("bench", "authenticated_read")
             print(f"{node.grpc.server.listeners[0].target} {token}", flush=True)
             await _until_stdin_closes()
+            status = await node.status.report()  # type: ignore[misc]
+            spans = status.get("tracing", {}).get("spans")
+            if spans is not None and (spans["failed"] or spans["dropped"]):
+                print(f"spans not delivered: {spans}", file=sys.stderr, flush=True)
+
+
+async def otlp_sink() -> None:
+    from aiohttp import web
+
+    async def export(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/v1/traces", export)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"http://127.0.0.1:{runner.addresses[0][1]} -", flush=True)
+    await _until_stdin_closes()
+    await runner.cleanup()
 
 
 async def _hello(request: Any) -> Any:
@@ -117,9 +168,17 @@ async def http_raw() -> None:
     app.router.add_get("/hello", _hello)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    tls = _tls()
+    context = None
+    if tls is not None:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls[0], tls[1])
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
-    print(f"http://127.0.0.1:{runner.addresses[0][1]} -", flush=True)
+    scheme = "https" if tls is not None else "http"
+    print(f"{scheme}://127.0.0.1:{runner.addresses[0][1]} -", flush=True)
     await _until_stdin_closes()
     await runner.cleanup()
 
@@ -142,6 +201,7 @@ SERVERS = {
     "grpc-msuite-diag": grpc_msuite_diag,
     "http-raw": http_raw,
     "http-msuite": http_msuite,
+    "otlp-sink": otlp_sink,
 }
 
 if __name__ == "__main__":

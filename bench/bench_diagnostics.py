@@ -12,9 +12,13 @@ Greeter.SayHello) and the same client (grpc.aio, C calls in flight):
   into a histogram and traced, and every span is encoded and sent over UDP to
   a loopback socket (the worst case);
 - the same at sample ratio 0.01 (a common production setting): every call is
-  counted and timed, one trace in a hundred is recorded.
+  counted and timed, one trace in a hundred is recorded;
+- tracing alone at 1.0, once per exporter: Jaeger (UDP to a socket nobody
+  reads) and OpenTelemetry (OTLP/HTTP to a sink process that answers 200).
 
-Ratios are against raw and against the node without diagnostics.
+Ratios are against raw and against the node without diagnostics; for the
+tracing rows, the cost per call in microseconds of server time (1/rate minus
+1/rate without diagnostics; the server is the bottleneck at C in flight).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from _load import against, say_hello_driver
+from _load import against, say_hello_driver, serving
 
 
 def main() -> None:
@@ -34,24 +38,32 @@ def main() -> None:
 
     drive = say_hello_driver(args.calls, args.concurrency)
 
-    # (label, server kind, sample ratio of its tracing)
+    # (label, server kind, sample ratio of its tracing, exporter, only this diagnostic)
     servers = (
-        ("raw grpc.aio", "grpc-raw", ""),
-        ("msuite (JWT + ACL)", "grpc-msuite", ""),
-        ("+ metrics(latency) + tracing 1.0", "grpc-msuite-diag", "1.0"),
-        ("+ metrics(latency) + tracing 0.01", "grpc-msuite-diag", "0.01"),
+        ("raw grpc.aio", "grpc-raw", "", "", ""),
+        ("msuite (JWT + ACL)", "grpc-msuite", "", "", ""),
+        ("+ metrics(latency) + tracing 1.0", "grpc-msuite-diag", "1.0", "jaeger", ""),
+        ("+ metrics(latency) + tracing 0.01", "grpc-msuite-diag", "0.01", "jaeger", ""),
+        ("+ tracing jaeger 1.0", "grpc-msuite-diag", "1.0", "jaeger", "tracing"),
+        ("+ tracing otlp 1.0", "grpc-msuite-diag", "1.0", "otlp", "tracing"),
     )
-    best = dict.fromkeys([label for label, _, _ in servers], 0.0)
-    for _ in range(args.rounds):
-        for label, kind, ratio in servers:
-            os.environ["MSUITE_BENCH_SAMPLE_RATIO"] = ratio or "1.0"
-            best[label] = max(best[label], against(kind, drive))
+    best = dict.fromkeys([label for label, *_ in servers], 0.0)
+    with serving("otlp-sink") as (sink, _):
+        os.environ["MSUITE_BENCH_OTLP"] = sink
+        for _ in range(args.rounds):
+            for label, kind, ratio, exporter, only in servers:
+                os.environ["MSUITE_BENCH_SAMPLE_RATIO"] = ratio or "1.0"
+                os.environ["MSUITE_BENCH_EXPORTER"] = exporter or "jaeger"
+                os.environ["MSUITE_BENCH_DIAGNOSTICS"] = only
+                best[label] = max(best[label], against(kind, drive))
     raw, plain = best["raw grpc.aio"], best["msuite (JWT + ACL)"]
     print(f"unary SayHello, {args.calls} calls, {args.concurrency} in flight:")
     for label, value in best.items():
         line = f"  {label:36} {value:8,.0f}/s   {value / raw:.2f}x raw"
         if label.startswith("+"):
             line += f"   {value / plain:.2f}x without diagnostics"
+        if label.startswith("+ tracing"):
+            line += f"   {(1 / value - 1 / plain) * 1e6:+.0f} us per call"
         print(line)
 
 

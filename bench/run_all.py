@@ -99,14 +99,22 @@ def parse_grpc(out: str) -> list[Row]:
     #   ratio 0.79x  (one line)
     found = grab(out, rf"msuite\b[^\n]*? {N}/s\s+raw grpc\.aio {N}/s\s+ratio {N}x")
     flight = word(out, r"(\d+) in flight", "?")
-    return [row(f"unary calls/s, {flight} in flight, vs raw grpc.aio", "/s", found)]
+    rows = [row(f"unary calls/s, {flight} in flight, vs raw grpc.aio", "/s", found)]
+    if "over TLS" in out:
+        tls = grab(out, rf"over TLS[^\n]*msuite\b[^\n]*? {N}/s\s+raw grpc\.aio {N}/s\s+ratio {N}x")
+        rows.append(row("unary calls/s over TLS, vs raw grpc.aio with TLS", "/s", tls, ">= 0.9x"))
+    return rows
 
 
 def parse_http(out: str) -> list[Row]:
     # GET /hello, 20000 requests, 16 in flight: msuite (JWT + ACL) 5,665/s   raw aiohttp 4,487/s   ratio 1.26x
     found = grab(out, rf"msuite\b[^\n]*? {N}/s\s+raw aiohttp {N}/s\s+ratio {N}x")
     flight = word(out, r"(\d+) in flight", "?")
-    return [row(f"GET /hello/s, {flight} in flight, vs raw aiohttp", "/s", found)]
+    rows = [row(f"GET /hello/s, {flight} in flight, vs raw aiohttp", "/s", found)]
+    if "over TLS" in out:
+        tls = grab(out, rf"over TLS[^\n]*msuite\b[^\n]*? {N}/s\s+raw aiohttp {N}/s\s+ratio {N}x")
+        rows.append(row("GET /hello/s over TLS, vs raw aiohttp with TLS", "/s", tls, ">= 0.9x"))
+    return rows
 
 
 def parse_grpc_p2p(out: str) -> list[Row]:
@@ -367,6 +375,10 @@ def parse_diagnostics(out: str) -> list[Row]:
         )
         values = (found[0], plain[0], found[2]) if found and plain else None
         rows.append(row(f"calls/s, + metrics + tracing {sample}, vs without", "/s", values))
+    for exporter in ("jaeger", "otlp"):
+        found = grab(out, rf"^\s*\+ tracing {exporter} 1\.0\s+{N}/s\s+{N}x raw\s+{N}x without")
+        values = (found[0], plain[0], found[2]) if found and plain else None
+        rows.append(row(f"calls/s, tracing alone ({exporter}, 1.0), vs without", "/s", values))
     return rows
 
 
