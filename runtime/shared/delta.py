@@ -93,19 +93,64 @@ class Delta:
     node: str
 
 
+def _head(major: int, n: int) -> bytes:
+    """A CBOR item head: major type and argument, in the shortest form (as DAG-CBOR requires)."""
+    if n < 24:
+        return bytes((major << 5 | n,))
+    if n < 0x100:
+        return bytes((major << 5 | 24, n))
+    if n < 0x10000:
+        return bytes((major << 5 | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((major << 5 | 26,)) + n.to_bytes(4, "big")
+    return bytes((major << 5 | 27,)) + n.to_bytes(8, "big")
+
+
+_BYTES_HEADS = tuple(_head(2, n) for n in range(256))
+"""Heads of byte strings up to 255 bytes (keys, CIDs, most values)."""
+
+
+def _delta_cbor(delta: Delta) -> bytes:
+    """``delta`` as DAG-CBOR: byte for byte what ``dag_cbor.encode`` makes of the map below
+    (map keys sorted by length, then bytes; shortest heads), about 20 times faster.
+    ``tests/runtime/shared/test_delta.py`` compares the two on generated deltas."""
+    parts: list[bytes] = []
+    add = parts.append
+    heads = _BYTES_HEADS
+
+    def string(value: bytes) -> None:
+        size = len(value)
+        add(heads[size] if size < 256 else _head(2, size))
+        add(value)
+
+    add(b"\xa5\x61v\x01\x63ops")  # {"v": 1, "ops": [...], "node": ..., "links": [...], "height": n}
+    add(_head(4, len(delta.ops)))
+    for op in delta.ops:
+        add(b"\x83")
+        string(op.key)
+        if op.value is None:
+            add(b"\xf6")
+        else:
+            string(op.value)
+        add(_head(4, len(op.removed)))
+        for cid in op.removed:
+            string(cid)
+    node = delta.node.encode()
+    add(b"\x64node")
+    add(_head(3, len(node)))
+    add(node)
+    add(b"\x65links")
+    add(_head(4, len(delta.links)))
+    for cid in delta.links:
+        string(cid)
+    add(b"\x66height")
+    add(_head(0, delta.height))
+    return b"".join(parts)
+
+
 def encode_delta(delta: Delta) -> tuple[bytes, bytes]:
     """``(cid, block)`` of ``delta``."""
-    import dag_cbor
-
-    block = dag_cbor.encode(
-        {
-            "v": 1,
-            "height": delta.height,
-            "node": delta.node,
-            "links": list(delta.links),
-            "ops": [[op.key, op.value, list(op.removed)] for op in delta.ops],
-        }
-    )
+    block = _delta_cbor(delta)
     if len(block) > MAX_BLOCK:
         raise DeltaError(
             f"a delta of {len(block)} bytes is over the {MAX_BLOCK}-byte limit: write less at once"

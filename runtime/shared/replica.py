@@ -149,6 +149,9 @@ class Replica:
         self.pending: dict[bytes, bytes | None] = {}
         """Local writes not yet in a delta, oldest first."""
         self._seq = 0
+        self._made: tuple[Delta, dict[bytes, list[tuple[int, bytes, bytes]]]] | None = None
+        """The delta :meth:`make_delta` made last and the live elements it read for each key
+        (:meth:`commit_local` uses them instead of reading them again)."""
         self.applied = 0
         self._total: int | None = None
         """Deltas applied since the replica opened (local and remote)."""
@@ -230,11 +233,14 @@ class Replica:
         budget = DELTA_BUDGET - 40 * len(links)
         every_head = len(links) == len(by_height)
         linked = set(links)
+        get = self.kv.get
+        read: dict[bytes, list[tuple[int, bytes, bytes]]] = {}
         for key, value in list(self.pending.items())[: min(limit, MAX_OPS)]:
             # what the write supersedes must be under its links: with every head linked that is
             # everything applied here; with more heads than a delta may link, only the linked
             # heads themselves are sure to be (older values stay live, and lose on height)
-            live = [cid for _h, cid, _v in _unpack(self.kv.get(_E + key))]
+            elements = read[key] = _unpack(get(_E + key))
+            live = [cid for _h, cid, _v in elements]
             removed = tuple((live if every_head else [c for c in live if c in linked])[:MAX_REMOVED])
             weight = len(key) + len(value or b"") + 40 * len(removed) + 16
             if ops and size + weight > budget:
@@ -244,15 +250,18 @@ class Replica:
         height = 1 + max((self.heads[link] for link in links), default=0)
         delta = Delta(height, links, tuple(ops), self.node)
         cid, block = encode_delta(delta)
+        self._made = (delta, read)
         return cid, block, delta
 
     def commit_local(self, cid: bytes, delta: Delta) -> list[Change]:
         """Record a delta :meth:`make_delta` made (its block stored): its writes stop pending.
         The keys whose value this changed here: none, unless the node had more heads than a
         delta may link (then a value the write could not supersede may outrank it)."""
+        made, self._made = self._made, None
         for op in delta.ops:
             self.pending.pop(op.key, None)
-        return self.apply(cid, delta, local=True)
+        # nothing ran since make_delta read each key's live elements: they still hold
+        return self.apply(cid, delta, local=True, _read=made[1] if made and made[0] is delta else None)
 
     # ------------------------------------------------------------------ applying
 
@@ -275,10 +284,21 @@ class Replica:
             if op.value is not None and not _valid_record(op.value):
                 raise DeltaError("a value is not an item store record")
 
-    def apply(self, cid: bytes, delta: Delta, *, local: bool = False) -> list[Change]:
+    def apply(
+        self,
+        cid: bytes,
+        delta: Delta,
+        *,
+        local: bool = False,
+        _read: dict[bytes, list[tuple[int, bytes, bytes]]] | None = None,
+    ) -> list[Change]:
         """Merge ``delta`` (see the module); the keys whose value changed here. Applying a delta
-        twice changes nothing. :class:`DeltaError` when :meth:`check` refuses it."""
-        if self.kv.get(_A + cid) is not None:
+        twice changes nothing. :class:`DeltaError` when :meth:`check` refuses it.
+
+        ``_read`` (from :meth:`commit_local` only): each key's live elements as
+        :meth:`make_delta` read them, so they are not read again."""
+        get = self.kv.get
+        if get(_A + cid) is not None:
             return []
         if not local:
             self.check(delta)
@@ -288,7 +308,8 @@ class Replica:
         changes: list[Change] = []
         for op in delta.ops:
             removed = set(op.removed)
-            elements = [e for e in _unpack(self.kv.get(_E + op.key)) if e[1] not in removed]
+            known = _unpack(get(_E + op.key)) if _read is None else _read[op.key]
+            elements = [e for e in known if e[1] not in removed]
             if op.value is not None:
                 elements.append((delta.height, cid, op.value))
             if len(elements) > 1:
@@ -300,9 +321,11 @@ class Replica:
             if local:
                 drop(_Q + op.key)  # and the view shows the write, unless (more heads than a
                 # delta links) a value it could not supersede outranks it: the merge decides
+                if _read is not None and len(elements) == (op.value is not None):
+                    continue  # the write alone is left: the view shows it already (it was pending)
             elif op.key in self.pending:
                 continue  # the view shows the pending write, which will supersede this value
-            old = self.kv.get(_M + op.key)
+            old = get(_M + op.key)
             new = _winner(elements)
             if new == old:
                 continue

@@ -184,6 +184,12 @@ class SharedStore(Store):
         self._queue: asyncio.Queue[tuple[ItemKey, bytes | None, str]] | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def _reads_from(self, replica: Replica | None) -> None:
+        """Point reads straight at ``replica``'s view while it is open (one Python call less per
+        read than through :class:`_View`); None: back through the view, which raises
+        :class:`SharedError` once the node is stopped."""
+        self._get = self._kv.get if replica is None else replica.view.get
+
     def on_change(self, callback: OnChange) -> None:
         """Call ``callback(key, value, origin)`` after each change of an item here (local or
         remote), in order, one at a time; a callback added twice is called once."""
@@ -341,6 +347,7 @@ class Shared:
         store = self._stores.get(name)
         if store is None:
             store = self._stores[name] = SharedStore(self, name)  # checks the name's length
+            store._reads_from(self._replica)
         if on_change is not None:
             store.on_change(on_change)
         return store
@@ -351,6 +358,8 @@ class Shared:
         repo = self._repo.opened()
         self._blocks = repo.blockstore(sync=self._sync)
         self._replica = Replica(repo.space(f"shared/{self.channel}"), self._host.peer_id)
+        for store in self._stores.values():
+            store._reads_from(self._replica)
         self.state = "starting"
         self._subscription = await self._host.pubsub.subscribe(self.topic, self._on_message)
         loop = asyncio.get_running_loop()
@@ -395,6 +404,8 @@ class Shared:
                 await self._subscription.cancel()
             self._subscription = None
         self._replica = None
+        for store in self._stores.values():
+            store._reads_from(None)
         self.state = "stopped"
 
     # ------------------------------------------------------------------ local writes

@@ -293,8 +293,11 @@ class Prefixed:
     def __init__(self, kv: KV, prefix: bytes) -> None:
         if not prefix:
             raise ValueError("a prefixed view needs a non-empty prefix")
-        self._kv = kv
-        self._prefix = prefix
+        if isinstance(kv, Prefixed):  # a view of a view: one prefix, one call per operation
+            prefix = kv._prefix + prefix
+            kv = kv._kv
+        self._kv: KV = kv
+        self._prefix: bytes = prefix
 
     def get(self, key: bytes) -> bytes | None:
         return self._kv.get(self._prefix + key)

@@ -70,3 +70,24 @@ async def test_namespace_names_are_checked(tmp_path: Path) -> None:
             node.shared(b"app")  # type: ignore[arg-type]
         assert node.shared("app") is node.shared("app")
         assert "app" in node.component("shared").status()["namespaces"]
+
+
+async def test_reads_go_to_the_running_replica_and_fail_clearly_once_stopped(tmp_path: Path) -> None:
+    """A namespace's point reads are bound to the replica while the node runs (no detour through
+    the view adapter); once the node stops they raise SharedError, not a closed-database error."""
+    from msuite.runtime.shared.shared import SharedError
+
+    node = Node(manifest("solo", tmp_path))
+    async with node:
+        early = node.shared("app")
+        await early.create(Note(id="k", text="kept"))
+        assert (await early.read(Note, "k")).text == "kept"
+        assert await early.exists(Note, "k")
+        late = node.shared("other")  # made after the start: bound too
+        await late.create(Note(id="k", text="other"))
+        assert (await late.read(Note, "k")).text == "other"
+    for store in (early, late):
+        with pytest.raises(SharedError, match="while the node runs"):
+            await store.read(Note, "k")
+        with pytest.raises(SharedError, match="while the node runs"):
+            await store.exists(Note, "k")

@@ -25,6 +25,7 @@ from msuite.runtime.shared.delta import (
     Delta,
     DeltaError,
     Op,
+    _delta_cbor,
     decode_delta,
     decode_heads,
     encode_delta,
@@ -98,6 +99,48 @@ def test_encode_decode_round_trip(delta: Delta) -> None:
     assert all(isinstance(op.removed, tuple) for op in decoded.ops)
     # encoding is deterministic: the same delta always has the same CID
     assert encode_delta(decoded) == (cid, block)
+
+
+def _as_map(delta: Delta) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "height": delta.height,
+        "node": delta.node,
+        "links": list(delta.links),
+        "ops": [[op.key, op.value, list(op.removed)] for op in delta.ops],
+    }
+
+
+def _generated_deltas() -> list[Delta]:
+    """Deltas whose every length and number crosses a CBOR head boundary (24, 256, 65536, 2**32)."""
+    rng = random.Random(20)
+    sizes = [0, 1, 23, 24, 255, 256, 257, 65535, 65536, 70000]
+    heights = [1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, MAX_HEIGHT]
+    cids = [make_cid(DAG_CBOR, i.to_bytes(2, "big")) for i in range(300)]
+    out = []
+    for i, height in enumerate(heights):
+        ops = tuple(
+            Op(
+                rng.randbytes(rng.choice([1, 23, 24, 255, 256, MAX_KEY])),
+                None if rng.random() < 0.2 else rng.randbytes(rng.choice(sizes)),
+                tuple(rng.sample(cids, rng.choice([0, 1, 23, 24, 255, 256]))),
+            )
+            for _ in range(rng.choice([1, 23, 24, 255, 256, 300]))
+        )
+        node = "".join(rng.choice("aé✓Z0") for _ in range(rng.choice([0, 5, 23, 24, 100, 256])))
+        out.append(Delta(height, tuple(cids[: [0, 1, 23, 24, 255, 256, 300][i % 7]]), ops, node))
+    return out
+
+
+@pytest.mark.parametrize("delta", sample_deltas() + _generated_deltas(), ids=lambda d: f"height{d.height}")
+def test_the_encoder_writes_what_dag_cbor_writes(delta: Delta) -> None:
+    """The delta encoder is msuite's own (dag_cbor's took 11.5 ms for 1,000 writes, it 0.7 ms):
+    its bytes, and so every CID, must be dag_cbor's for the same map, or old and new nodes
+    would name one delta differently."""
+    expected = dag_cbor.encode(_as_map(delta))
+    assert _delta_cbor(delta) == expected
+    if len(expected) <= MAX_BLOCK:
+        assert encode_delta(delta) == (make_cid(DAG_CBOR, expected), expected)
 
 
 def test_the_block_is_the_documented_map() -> None:

@@ -900,6 +900,48 @@ async def test_leveldb_reopen_keeps_heads_pending_writes_and_view(tmp_path: Path
         a.kv.close()
 
 
+@pytest.mark.parametrize("seed", range(6))
+async def test_commit_local_writes_what_the_general_merge_writes(seed: int) -> None:
+    """``commit_local`` takes each key's live elements from ``make_delta`` instead of reading them
+    again, and skips the view when the write is the only value left: the database must end up
+    byte for byte as the general merge (``apply(local=True)``, reading everything) leaves it."""
+    rng = random.Random(seed)
+    fast, general, other = Peer("a"), Peer("a"), Peer("c")
+
+    def both_write(key: bytes, value: bytes | None) -> None:
+        for peer in (fast, general):
+            if value is None:
+                peer.replica.local_write([], [key])
+            else:
+                peer.replica.local_write([(key, value), *((k, b"") for k in index_keys(key, value))], [])
+
+    for step in range(60):
+        key, roll = key_of(f"k{rng.randrange(4)}"), rng.random()
+        if roll < 0.45:
+            both_write(key, raw_record(f"a{step}", step, step))
+        elif roll < 0.55:
+            both_write(key, None)
+        elif roll < 0.8:  # a concurrent write elsewhere, applied here at once
+            other.replica.local_write([(key, raw_record(f"c{step}", step, step))], [])
+            for cid, block in other.flush():
+                for peer in (fast, general):
+                    peer.replica.apply(cid, decode_delta(cid, block))
+        else:
+            made_fast, made_general = fast.replica.make_delta(), general.replica.make_delta()
+            if made_fast is None or made_general is None:
+                assert made_fast is made_general is None
+                continue
+            cid, _block, delta = made_fast
+            assert made_general[0] == cid
+            fast.replica.commit_local(cid, delta)
+            for op in made_general[2].ops:
+                general.replica.pending.pop(op.key, None)
+            general.replica.apply(cid, made_general[2], local=True)
+            other.replica.apply(cid, delta)
+        assert dump(fast.kv) == dump(general.kv)
+        assert fast.replica.pending == general.replica.pending
+
+
 async def test_a_crash_between_make_delta_and_commit_loses_nothing(tmp_path: Path) -> None:
     a = Peer("a", LevelDB(tmp_path / "a", sync=False), tmp_path / "a")
     b = Peer("b")

@@ -179,3 +179,23 @@ def test_fd_leak_free_reopen(tmp_path: Path) -> None:
     for _ in range(20):
         Repo.open(tmp_path / "r").close()
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_a_prefixed_view_of_a_prefixed_view_is_one_prefix() -> None:
+    """Nested views (the shared store's view inside the repository's key space) keep their
+    meaning with one prefix and one call per operation."""
+    from msuite.runtime.store.kv import Memory, Prefixed
+
+    base = Memory()
+    base.write([(b"outside", b"0"), (b"s/m-before", b"1")])
+    inner = Prefixed(Prefixed(base, b"s/"), b"m-")
+    assert inner._prefix == b"s/m-" and inner._kv is base
+    inner.write([(b"k1", b"a"), (b"k2", b"b")], [b"before"])
+    assert inner.get(b"k1") == b"a" and base.get(b"s/m-k2") == b"b" and base.get(b"s/m-before") is None
+    snap = inner.snapshot()
+    try:
+        assert list(snap.scan(b"k")) == [(b"k1", b"a"), (b"k2", b"b")]
+        assert list(snap.keys(b"", reverse=True)) == [b"k2", b"k1"]
+    finally:
+        snap.close()
+    assert base.get(b"outside") == b"0"
