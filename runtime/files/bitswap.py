@@ -48,12 +48,13 @@ import trio
 
 from msuite.runtime.errors import NodeError
 from msuite.runtime.p2p.faults import PeerLogLimit
-from msuite.runtime.p2p.framing import FrameError, FrameReader, encode_frame
-from msuite.runtime.p2p.protocols import stream_reader
+from msuite.runtime.p2p.framing import FrameError
+from msuite.runtime.varint import encode_uvarint
 
 from .blockstore import Blockstore, BlockstoreError, MemoryBlockstore
 from .cids import CidError, cid_from_prefix, cid_to_str, multihash_of, prefix
-from .wire import Entry, Message, WireError, decode, encode
+from .frames import FrameReader, reset, write_frame
+from .wire import Entry, Message, WireError, decode, encode_parts
 
 if TYPE_CHECKING:
     from libp2p.abc import IHost
@@ -514,11 +515,16 @@ class Bitswap:
                 if frame is None:
                     continue
                 try:
-                    await peer.stream.write(frame)
-                except Exception as exc:
+                    await write_frame(peer.stream, frame)
+                except Exception as exc:  # some of the frame may have left: reset, never close
                     log.info("bitswap stream to %s failed: %s", peer.id, exc)
-                    await self._close(peer)
+                    stream, peer.stream = peer.stream, None
+                    await reset(stream)
                     continue
+                except BaseException:  # cancelled (the node stops) in the middle of a frame
+                    stream, peer.stream = peer.stream, None
+                    await reset(stream)
+                    raise
                 stats = self.stats[peer.id]
                 stats.blocks_sent += sent_blocks
                 stats.bytes_sent += sent_bytes
@@ -599,7 +605,9 @@ class Bitswap:
             size += len(data)
         if message.empty():
             return None, 0, 0
-        return encode_frame(encode(message, legacy=legacy)), len(message.blocks), size
+        parts = encode_parts(message, legacy=legacy)
+        length = sum(len(part) for part in parts)
+        return b"".join([encode_uvarint(length), *parts]), len(message.blocks), size
 
     def _queue_entry(self, peer: _Peer, entry: Entry) -> None:
         peer.entries[entry.cid] = entry
@@ -611,14 +619,16 @@ class Bitswap:
     async def _receive(self, stream: Any) -> None:
         """Read the messages a peer sends on a stream it opened, until it closes it."""
         peer_id = str(stream.muxed_conn.peer_id)
-        reader = FrameReader(stream_reader(stream), chunk=256 * 1024)
+        legacy = stream.get_protocol() in LEGACY
+        reader = FrameReader(stream)
         try:
             while True:
                 frame = await reader.read_frame(self.max_message)
                 if frame is None:
                     break
                 message = decode(frame, max_entries=self.max_entries, max_block=self.max_block)
-                self._on_message(self._peer(peer_id), message, legacy=stream.get_protocol() in LEGACY)
+                del frame
+                self._on_message(self._peer(peer_id), message, legacy=legacy)
         except Exception as exc:
             if not isinstance(exc, WireError | FrameError):
                 raise  # a broken stream: the host resets and counts it

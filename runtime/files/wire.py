@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from msuite import MsuiteError
 from msuite.runtime.varint import encode_uvarint
 
-__all__ = ["MAX_CID", "Entry", "Message", "WireError", "decode", "encode"]
+__all__ = ["MAX_CID", "Entry", "Message", "WireError", "decode", "encode", "encode_parts"]
 
 MAX_CID = 168
 """Longest binary CID accepted in a message (a CIDv1 with a 128-byte digest and room to spare)."""
@@ -102,9 +102,17 @@ def _entry(entry: Entry) -> bytes:
     return out
 
 
-def encode(message: Message, *, legacy: bool = False) -> bytes:
-    """The message's protobuf bytes. ``legacy`` writes blocks as 1.0.0 does (data only, field 2)
-    and leaves out what 1.0.0 lacks (presences, want-have entries, send-dont-have flags)."""
+def _head(number: int, length: int) -> bytes:
+    """The key and length of a bytes field whose ``length`` bytes follow."""
+    return encode_uvarint(number << 3 | 2) + encode_uvarint(length)
+
+
+def encode_parts(message: Message, *, legacy: bool = False) -> list[bytes]:
+    """The message's protobuf bytes as pieces, in order: each block's data is a piece of its
+    own, the very object in ``message.blocks`` (a sender joins the pieces once, behind its
+    frame's length prefix, instead of copying every block into each enclosing field).
+    ``legacy`` writes blocks as 1.0.0 does (data only, field 2) and leaves out what 1.0.0
+    lacks (presences, want-have entries, send-dont-have flags)."""
     parts: list[bytes] = []
     if message.entries or message.full:
         entries = b"".join(
@@ -116,15 +124,22 @@ def encode(message: Message, *, legacy: bool = False) -> bytes:
         parts.append(_bytes_field(1, wantlist))
     for prefix, data in message.blocks:
         if legacy:
-            parts.append(_bytes_field(2, data))
+            parts.append(_head(2, len(data)))
         else:
-            parts.append(_bytes_field(3, _bytes_field(1, prefix) + _bytes_field(2, data)))
+            inner = _bytes_field(1, prefix) + _head(2, len(data))
+            parts.append(_head(3, len(inner) + len(data)) + inner)
+        parts.append(data)
     if not legacy:
         for cid, have in message.presences:
             parts.append(_bytes_field(4, _bytes_field(1, cid) + (b"" if have else _varint_field(2, 1))))
     if message.pending_bytes:
         parts.append(_varint_field(5, message.pending_bytes))
-    return b"".join(parts)
+    return parts
+
+
+def encode(message: Message, *, legacy: bool = False) -> bytes:
+    """The message's protobuf bytes (see :func:`encode_parts`)."""
+    return b"".join(encode_parts(message, legacy=legacy))
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -213,7 +228,7 @@ def _decode_entry(buf: bytes | memoryview, start: int, end: int) -> Entry:
     return entry
 
 
-def decode(buf: bytes, *, max_entries: int = 8192, max_block: int = 2 * 1024 * 1024) -> Message:
+def decode(buf: bytes | memoryview, *, max_entries: int = 8192, max_block: int = 2 * 1024 * 1024) -> Message:
     """The message in ``buf``; :class:`WireError` when it is malformed, holds more than
     ``max_entries`` wantlist entries or presences, or a block over ``max_block`` bytes."""
     view = memoryview(buf)

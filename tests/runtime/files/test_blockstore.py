@@ -162,3 +162,34 @@ def test_sigkill_leaves_every_block_whole_or_absent(tmp_path: Path) -> None:
         for key in keys:
             assert store.get(b"\x01\x55" + key) is not None
         assert store.stats().corrupt == 0
+
+
+def test_a_put_makes_its_shard_folder_only_when_it_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FlatBlockstore(tmp_path)
+    made: list[str] = []
+    real = os.makedirs
+
+    def makedirs(path: str, *args: object, **kwargs: object) -> None:
+        made.append(path)
+        real(path, exist_ok=True)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    assert store.put(CID, BLOCK)
+    shard = str(next(p for p in tmp_path.iterdir() if p.is_dir()))
+    # another block whose file goes in the same shard folder
+    other = next(b for b in (b"%d" % i for i in range(100_000)) if _shard(store, b) == shard)
+    other_cid = make_cid(RAW, other)
+    assert store.put(other_cid, other)
+    assert made == [shard]  # one mkdir for the shard, none for its second block
+    for path in Path(shard).iterdir():
+        path.unlink()
+    os.rmdir(shard)  # removed from under the store: the next put makes it again
+    assert store.put(other_cid, other)
+    assert made == [shard, shard]
+    assert store.get(other_cid) == other
+
+
+def _shard(store: FlatBlockstore, block: bytes) -> str:
+    return store._path(multihash_of(make_cid(RAW, block)))[0]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msuite.runtime.files.wire import MAX_CID, Entry, Message, WireError, decode, encode
+from msuite.runtime.files.wire import MAX_CID, Entry, Message, WireError, decode, encode, encode_parts
 
 CID = bytes.fromhex("01551220") + bytes(range(32))
 
@@ -122,3 +122,13 @@ def test_round_trip(message: Message) -> None:
 def test_arbitrary_bytes_decode_or_raise_wire_error(raw: bytes) -> None:
     with contextlib.suppress(WireError):
         decode(raw)
+
+
+@given(messages, st.booleans())
+def test_encode_parts_join_to_the_message_and_carry_each_block_uncopied(
+    message: Message, legacy: bool
+) -> None:
+    parts = encode_parts(message, legacy=legacy)
+    assert b"".join(parts) == encode(message, legacy=legacy)
+    carried = [id(part) for part in parts]
+    assert all(id(data) in carried for _, data in message.blocks if data)
