@@ -112,8 +112,10 @@ _BYTES_HEADS = tuple(_head(2, n) for n in range(256))
 
 def _delta_cbor(delta: Delta) -> bytes:
     """``delta`` as DAG-CBOR: byte for byte what ``dag_cbor.encode`` makes of the map below
-    (map keys sorted by length, then bytes; shortest heads), about 20 times faster.
-    ``tests/runtime/shared/test_delta.py`` compares the two on generated deltas."""
+    (map keys sorted by length, then bytes; shortest heads), so CIDs are the same as before:
+    a delta of 1,000 writes in 0.5-0.7 ms instead of 9.4-9.9 (dag_cbor's pure-Python encoder
+    was a third of a shared ``create``). ``tests/runtime/shared/test_delta.py`` compares the
+    two on generated deltas."""
     parts: list[bytes] = []
     add = parts.append
     heads = _BYTES_HEADS
@@ -170,20 +172,95 @@ def _int(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-def decode_delta(cid: bytes, block: bytes) -> Delta:
-    """The delta in ``block``; :class:`DeltaError` when it is not one (or not ``cid``'s bytes)."""
-    import dag_cbor
+def _plain_cbor(data: bytes) -> Any:
+    """The value of ``data`` if it is made only of unsigned integers, byte and text strings,
+    arrays, maps with text keys, null, true and false, in definite lengths; an exception of any
+    kind otherwise. It checks nothing else (shortest heads, key order, duplicate keys):
+    :func:`decode_delta` only trusts it for a block that re-encodes to the same bytes."""
+    at = 0
+    widths = {24: 1, 25: 2, 26: 4, 27: 8}
+    simple = {0xF6: None, 0xF5: True, 0xF4: False}
 
+    def item() -> Any:
+        nonlocal at
+        first = data[at]
+        if 0x58 <= first <= 0x59:  # a byte string of 24 to 65,535 bytes: keys, values
+            width = first - 0x57
+            start = at + 1 + width
+            end = start + int.from_bytes(data[at + 1 : start], "big")
+            if end > len(data):
+                raise ValueError("truncated")
+            at = end
+            return data[start:end]
+        at += 1
+        major, info = first >> 5, first & 31
+        if major == 7:
+            return simple[first]
+        if info < 24:
+            n = info
+        else:
+            width = widths[info]
+            n = int.from_bytes(data[at : at + width], "big")
+            at += width
+        if major == 0:
+            return n
+        if major in (2, 3):
+            value = data[at : at + n]
+            if len(value) != n:
+                raise ValueError("truncated")
+            at += n
+            return value if major == 2 else value.decode()
+        if major == 4:
+            return [item() for _ in range(n)]
+        if major == 5:
+            out = {}
+            for _ in range(n):
+                key = item()
+                if type(key) is not str:
+                    raise ValueError("a map key that is not text")
+                out[key] = item()
+            return out
+        raise ValueError("not a plain CBOR item")
+
+    value = item()
+    if at != len(data):
+        raise ValueError("bytes after the value")
+    return value
+
+
+def decode_delta(cid: bytes, block: bytes) -> Delta:
+    """The delta in ``block``; :class:`DeltaError` when it is not one (or not ``cid``'s bytes).
+
+    A block exactly as :func:`encode_delta` writes it (every honest node's) is read by a small
+    parser of msuite's own and accepted only if the delta it gives re-encodes to the very same
+    bytes, which is then the canonical DAG-CBOR that ``dag_cbor`` would decode to the same
+    value: a delta of 1,000 writes in 3.6-3.7 ms instead of 6.8-7.4. Any other block goes to
+    ``dag_cbor``, which decides as before (the errors are its and the checks' below);
+    ``tests/runtime/shared/test_delta.py`` compares the outcomes on valid, odd and damaged
+    blocks."""
     if len(block) > MAX_BLOCK:
         raise DeltaError(f"a block of {len(block)} bytes is over the {MAX_BLOCK}-byte limit")
     if not verify(cid, block):
         raise DeltaError("the block does not match its CID")
+    try:
+        delta = _delta_of(_plain_cbor(block))
+        if _delta_cbor(delta) == block:
+            return delta
+    except Exception:  # anything unusual: the general path below decides
+        pass
+    import dag_cbor
+
     try:
         data = dag_cbor.decode(block)
     except Exception as exc:  # the codec raises several kinds for malformed input
         raise DeltaError(
             f"not DAG-CBOR: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
+    return _delta_of(data)
+
+
+def _delta_of(data: Any) -> Delta:
+    """The delta a decoded block holds; :class:`DeltaError` when it breaks a rule."""
     if not isinstance(data, dict) or type(data.get("v")) is not int or data["v"] != 1:
         raise DeltaError("not a version-1 delta")
     height = _int(data.get("height"), "height", 1, MAX_HEIGHT)

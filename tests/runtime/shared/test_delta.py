@@ -553,6 +553,55 @@ def test_fuzz_decode_delta_raises_only_delta_error() -> None:
     assert decoded > 0  # some mutations keep a valid delta (a changed byte inside a value)
 
 
+def _decode_with_dag_cbor(cid: bytes, block: bytes) -> Delta | str:
+    """What decode_delta gave before its fast path: dag_cbor decides every block (an error as text)."""
+    from msuite.runtime.shared.delta import _delta_of
+
+    try:
+        if len(block) > MAX_BLOCK or make_cid(DAG_CBOR, block) != cid:
+            return "size or CID"
+        try:
+            data = dag_cbor.decode(block)
+        except Exception as exc:
+            return f"not DAG-CBOR: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return _delta_of(data)
+    except DeltaError as exc:
+        return str(exc)
+
+
+def test_the_fast_decoder_decides_every_block_as_dag_cbor_does() -> None:
+    """decode_delta reads canonical blocks with a parser of its own: for valid deltas, damaged
+    ones, and valid DAG-CBOR that is not what encode_delta writes (keys in another order, an
+    extra field, a longer head than needed), the outcome must be the one dag_cbor gave."""
+    rng = random.Random(515)
+    deltas = [*sample_deltas(), *_generated_deltas()]
+    blocks = [b for b in map(_delta_cbor, deltas) if len(b) <= MAX_BLOCK]
+    odd = [
+        dict(reversed(base_map().items())),  # keys out of canonical order: dag_cbor sorts them back
+        {**base_map(), "extra": [1, b"x"]},  # an extra field (ignored)
+        {**base_map(), "height": 2**64 - 1},  # a height over the limit
+        {**base_map(), "ops": [[KEY, RECORD, [REMOVED]], [KEY, None, []]]},  # a key twice
+    ]
+    blocks += [dag_cbor.encode(m) for m in odd]
+    _cid, long_head = encode_delta(Delta(2, (LINK,), (Op(KEY, None, ()),), "n"))
+    blocks.append(long_head.replace(b"\x66height\x02", b"\x66height\x18\x02"))  # not the shortest
+    blocks.append(long_head + b"\x00")  # bytes after the value
+    for block in list(blocks):
+        for _ in range(30 if len(block) < 100_000 else 2):
+            blocks.append(_mutate(rng, block))
+    fast = 0
+    for block in blocks:
+        cid = make_cid(DAG_CBOR, block)
+        expected = _decode_with_dag_cbor(cid, block)
+        try:
+            got: Delta | str = decode_delta(cid, block)
+        except DeltaError as exc:
+            got = str(exc)
+        assert got == expected, block.hex()[:120]
+        fast += isinstance(got, Delta)
+    assert fast > len(sample_deltas())
+
+
 def test_fuzz_decode_heads_raises_only_delta_error() -> None:
     rng = random.Random(7)
     valid = encode_heads([(LINK, 3), (OTHER_LINK, 2), (REMOVED, 1)])
