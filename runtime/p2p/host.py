@@ -159,6 +159,7 @@ def build_host(keys: Any, on_fault: Callable[[str, str, BaseException], None] | 
     compat.adjust_streams(host)  # msuite's streams only: credit in batches, whole writes
     compat.guard_stream_handlers(host, on_fault or StreamFaults().record)
     compat.set_agent_version(host, AGENT_VERSION)
+    compat.cache_addrs(host)  # pubsub asks for them on every message
     return host
 
 

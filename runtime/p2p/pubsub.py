@@ -50,6 +50,7 @@ its own subscriptions unless ``own=True``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,14 @@ log = logging.getLogger("msuite.p2p.pubsub")
 HEARTBEAT = 1
 CHANNEL_SIZE = 1024
 OUTBOUND_QUEUE = 4096
+DELIVERY_BATCH = 256
+"""At most this many messages taken from a subscription's channel before handing them over."""
+SENDER_CACHE = 1024
+PUBLISH_QUEUE = 1024
+"""Published messages queued for the p2p thread at most; ``publish`` waits beyond that."""
+PUBLISH_QUEUE_BYTES = 16 * 1024 * 1024
+PUMP_REPORT = 64
+"""The p2p thread reports progress to the asyncio loop after this many messages (and when idle)."""
 
 
 @dataclass(frozen=True)
@@ -155,13 +164,77 @@ class PubSub:
         self._subscriptions: dict[str, list[Subscription]] = {}
         self._readers: dict[str, trio.CancelScope] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._senders: dict[bytes, str] = {}
+        """Peer IDs as text, by their bytes (in the trio thread)."""
+        self._outbox: collections.deque[tuple[Message, bool]] = collections.deque()
+        """Messages on their way to the asyncio loop, with whether this node sent them."""
+        self._flush_due = False
+        """A :meth:`_flush` is scheduled on the asyncio loop and has not started yet."""
+        self._outgoing: collections.deque[tuple[str, bytes]] = collections.deque()
+        """Published messages on their way to the trio thread (:meth:`_pump`), in order."""
+        self._pump_due = False
+        """The pump was woken (or is draining) and has not yet taken what :meth:`publish` queued."""
+        self._pump_event: trio.Event | None = None
+        self._queued = self._handed = self._queued_bytes = 0
+        """Messages published, and handed over (or dropped); bytes queued and not handed over."""
+        self._waiters: list[asyncio.Future[None]] = []
 
     # ------------------------------------------------------------------ asyncio side
 
     async def publish(self, topic: str, data: bytes) -> None:
-        """Send ``data`` to every peer subscribed to ``topic`` (signed by this node)."""
+        """Send ``data`` to every peer subscribed to ``topic`` (signed by this node).
+
+        Returns once the message is queued, in order, for the p2p thread, which signs it and
+        hands it to GossipSub (as go-libp2p's ``Publish`` returns once its event loop has it).
+        The queue holds :data:`PUBLISH_QUEUE` messages (:data:`PUBLISH_QUEUE_BYTES` bytes):
+        beyond that, ``publish`` waits for room. Unsubscribing and stopping wait until what was
+        published before has been handed over."""
+        payload = bytes(data)
         bridge = self._require()
-        await bridge.run(self._pubsub.publish, topic, bytes(data))
+        while self._queued - self._handed >= PUBLISH_QUEUE or self._queued_bytes >= PUBLISH_QUEUE_BYTES:
+            await self._progress()
+            bridge = self._require()
+        self._outgoing.append((topic, payload))
+        self._queued += 1
+        self._queued_bytes += len(payload)
+        if not self._pump_due:
+            self._pump_due = True
+            try:
+                bridge.run_sync_soon(self._wake_pump)
+            except BaseException:
+                self._outgoing.pop()  # ours: only this loop appends
+                self._queued -= 1
+                self._queued_bytes -= len(payload)
+                self._pump_due = False
+                raise
+        await asyncio.sleep(0)  # a suspension point still: a loop of publishes lets other tasks run
+
+    @property
+    def pending(self) -> int:
+        """Messages published here and not yet handed to GossipSub (at most :data:`PUBLISH_QUEUE`)."""
+        return self._queued - self._handed
+
+    def _progress(self) -> asyncio.Future[None]:
+        """A future done when the p2p thread next reports messages handed over (or dropped)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _handed_over(self, count: int, size: int) -> None:  # on the asyncio loop
+        self._handed += count
+        self._queued_bytes -= size
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _flushed(self) -> None:
+        """Wait until every message published so far is handed over (or dropped as pubsub ended)."""
+        target = self._queued
+        while self._handed < target and self._pubsub is not None and self._bridge is not None:
+            if not self._bridge.running:
+                return
+            await self._progress()
 
     async def subscribe(
         self, topic: str, handler: Handler, *, own: bool = False, queue_size: int = 1024
@@ -231,10 +304,14 @@ class PubSub:
     async def _remove(self, subscription: Subscription) -> None:
         async with self._topic_lock(subscription.topic):
             if self._drop(subscription) and self._bridge is not None and self._bridge.running:
+                await self._flushed()  # what this node published before is in the mesh first
                 await self._bridge.run(self._leave, subscription.topic)
 
-    async def close(self) -> None:
-        """Stop every subscription's handler (the node is stopping)."""
+    async def close(self, timeout: float = 2.0) -> None:
+        """Hand over what was published (at most ``timeout`` seconds), then stop every
+        subscription's handler (the node is stopping)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushed(), timeout)
         subscriptions = [s for subs in self._subscriptions.values() for s in subs]
         self._subscriptions = {}
         for subscription in subscriptions:
@@ -295,6 +372,7 @@ class PubSub:
                 await pubsub.wait_until_ready()
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    nursery.start_soon(self._pump, pubsub, bridge)
                     self._pubsub = pubsub
                     task_status.started()
                     await trio.sleep_forever()
@@ -307,7 +385,45 @@ class PubSub:
             self._pubsub = None
             self._nursery = None
             self._readers = {}
+            self._drop_outgoing(bridge)
             pubsub.seen_messages.stop()  # a plain thread py-libp2p's service never stops
+
+    def _wake_pump(self) -> None:
+        if self._pump_event is not None:
+            self._pump_event.set()
+
+    async def _pump(self, pubsub: Any, bridge: Bridge) -> None:
+        """Hand what :meth:`publish` queued to py-libp2p, in order; report progress in batches."""
+        outgoing = self._outgoing
+        while True:
+            event = self._pump_event = trio.Event()
+            self._pump_due = False  # after the new event: a wake from now on ends its wait
+            count = size = 0
+            while outgoing:
+                topic, data = outgoing.popleft()
+                try:
+                    await pubsub.publish(topic, data)
+                except Exception:
+                    log.exception("pubsub %s: publishing a message failed", topic)
+                count += 1
+                size += len(data)
+                if count == PUMP_REPORT:
+                    bridge.call_soon_in_asyncio(self._handed_over, count, size)
+                    count = size = 0
+            if count:
+                bridge.call_soon_in_asyncio(self._handed_over, count, size)
+            await event.wait()
+
+    def _drop_outgoing(self, bridge: Bridge) -> None:
+        """Pubsub ended: what is still queued is not sent; publishers waiting for room are told."""
+        self._pump_event = None
+        count = size = 0
+        while self._outgoing:
+            count += 1
+            size += len(self._outgoing.popleft()[1])
+        if count:
+            log.warning("pubsub stopped with %d published messages not yet handed over: dropped", count)
+        bridge.call_soon_in_asyncio(self._handed_over, count, size)
 
     async def _join(self, topic: str) -> None:
         assert self._nursery is not None
@@ -334,23 +450,50 @@ class PubSub:
     async def _read(self, topic: str, subscription: Any, scope: trio.CancelScope) -> None:
         bridge = self._bridge
         assert bridge is not None
+        channel = getattr(subscription, "receive_channel", None)
+        take = getattr(channel, "receive_nowait", None)  # what else has arrived, without waiting
         with scope:
             while True:
-                raw = await subscription.get()
-                own = raw.from_id == self._my_id
-                message = Message(
-                    topic=topic,
-                    data=bytes(raw.data),
-                    sender=_peer_id(raw.from_id),
-                    seqno=int.from_bytes(raw.seqno, "big"),
-                )
-                if not bridge.call_soon_in_asyncio(self._deliver, topic, message, own):
+                batch = [self._message(topic, await subscription.get())]
+                while take is not None and len(batch) < DELIVERY_BATCH:
+                    try:
+                        batch.append(self._message(topic, take()))
+                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                        break
+                if not self._hand_over(bridge, batch):
                     return  # the asyncio loop is closed: nobody is left to deliver to
 
-    def _deliver(self, topic: str, message: Message, own: bool) -> None:  # on the asyncio loop
-        for subscription in self._subscriptions.get(topic, ()):
-            if subscription.own or not own:
-                subscription._offer(message)
+    def _message(self, topic: str, raw: Any) -> tuple[Message, bool]:
+        sender = self._senders.get(raw.from_id)
+        if sender is None:
+            if len(self._senders) >= SENDER_CACHE:
+                self._senders.clear()
+            sender = self._senders[raw.from_id] = _peer_id(raw.from_id)
+        message = Message(
+            topic=topic, data=bytes(raw.data), sender=sender, seqno=int.from_bytes(raw.seqno, "big")
+        )
+        return message, raw.from_id == self._my_id
+
+    def _hand_over(self, bridge: Bridge, batch: list[tuple[Message, bool]]) -> bool:
+        """Queue ``batch`` for the asyncio loop; one crossing (one wake-up of the loop) carries
+        whatever is queued by the time the loop runs it. False: the loop is closed."""
+        self._outbox.extend(batch)
+        if self._flush_due:
+            return True
+        self._flush_due = True
+        if bridge.call_soon_in_asyncio(self._flush):
+            return True
+        self._flush_due = False
+        return False
+
+    def _flush(self) -> None:  # on the asyncio loop
+        self._flush_due = False  # first: a batch queued from now on schedules a flush of its own
+        outbox = self._outbox
+        while outbox:
+            message, own = outbox.popleft()
+            for subscription in self._subscriptions.get(message.topic, ()):
+                if subscription.own or not own:
+                    subscription._offer(message)
 
 
 def _peer_id(raw: bytes) -> str:

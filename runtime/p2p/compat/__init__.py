@@ -24,6 +24,7 @@ adjustment                        verified scope                 entry point
 ``gossipsub_record_once``         0.8.1    msuite's GossipSub    :func:`gossipsub`
 ``gossipsub_idontwant_threshold`` 0.8.1    msuite's GossipSub    :func:`gossipsub`
 ``stream_guard``                  0.8.1    the host passed in    :func:`guard_stream_handlers`
+``host_addrs_cache``              0.8.1    the host passed in    :func:`cache_addrs`
 ``identify_agent``                0.8.1    the host passed in    :func:`set_agent_version`
 ``forget_failed_dial``            0.8.x    the host passed in    :func:`forget_failed_dial`
 ``log_routing``                   0.8.x    ``logging`` (global)  :func:`route_logs`
@@ -36,6 +37,7 @@ every call and falls back to py-libp2p's own ``read`` or ``write``.
 
 from __future__ import annotations
 
+from .addrs import cache_addrs
 from .dial import forget_failed_dial
 
 # importing each module registers its adjustments with the gate
@@ -72,6 +74,7 @@ __all__ = [
     "adjust_streams",
     "apply",
     "batch_yamux_credit",
+    "cache_addrs",
     "forget_failed_dial",
     "gossipsub",
     "guard_stream_handlers",

@@ -20,6 +20,25 @@ py-libp2p's module globals or class:
   pubsub state as py-libp2p does for a malformed prefix (it re-opens its own
   stream to the peer while the peer stays connected), and reports the fault
   (``on_fault``: counted and logged by the host). Nothing else is affected.
+- **coalesced writes** (``pubsub_coalesced_writes``): py-libp2p 0.8.1's
+  per-peer sending loop writes each queued RPC on its own: one Noise frame,
+  one yamux frame and one send each, and on the peer one read and one
+  decryption each. In a burst the queue holds many; msuite's loop takes what
+  the queue holds when it wakes (in the queue's order, priority first) up to
+  :data:`COALESCE_BYTES` and writes the length-prefixed RPCs back to back in
+  one write, as go-libp2p's writer does with what its queue holds. Each RPC
+  keeps its own length prefix and size limit, so any peer reads the same
+  byte stream as before, only in fewer frames.
+- **buffered reads** (with ``pubsub_bad_frames``): py-libp2p 0.8.1 reads an
+  inbound RPC with three reads of the stream or more (its length prefix one
+  byte at a time, then the body), each through the stream's locks and
+  yamux's buffer. msuite's handler gives the same read loop a view of the
+  stream that reads whatever the stream holds (up to :data:`READ_CHUNK`) and
+  hands it out as asked: one read of the stream per yamux frame. The loop,
+  its size limit and its errors are py-libp2p's own. Each read is still a
+  trio schedule point, as a read of the stream is: py-libp2p handles each
+  message in a task of its own, and messages are handled in the order they
+  came only because the reader yields between them.
 - **sequence numbers** (``pubsub_seqno``): py-libp2p 0.8.1 seeds the message
   counter with ``int(time.time())``, so a node restarted after publishing more
   messages than seconds passed reused message IDs its peers had seen, and their
@@ -40,11 +59,13 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream, IPubsubRouter, ISubscriptionAPI
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.pubsub.subscription import TrioSubscriptionAPI
+from libp2p.utils.varint import encode_uvarint
 
 from .gate import active, missing_attributes, register
 
@@ -52,6 +73,12 @@ __all__ = ["FaultHandler", "MsuitePubsub", "SizedPubsub", "sized_pubsub"]
 
 log = logging.getLogger("msuite.p2p")
 _libp2p_pubsub_log = logging.getLogger("libp2p.pubsub.pubsub")
+
+COALESCE_BYTES = 64 * 1024
+"""At most this many bytes of queued RPCs go out in one write (one Noise frame's worth)."""
+
+READ_CHUNK = 64 * 1024
+"""The most an inbound pubsub stream's reader takes from the stream at once."""
 
 FaultHandler = Callable[[str, str, BaseException], None]
 """``on_fault(peer_id, protocol, exception)``: a peer's stream was reset because of ``exception``."""
@@ -72,6 +99,14 @@ def _missing_pubsub_queue() -> list[str]:
 
 def _missing_bad_frames() -> list[str]:
     return missing_attributes(Pubsub, ("stream_handler", "continuously_read_stream", "_handle_dead_peer"))
+
+
+def _missing_coalesce() -> list[str]:
+    lacking = missing_attributes(Pubsub, ("handle_sending_messages", "write_msg", "_handle_dead_peer"))
+    inner = getattr(RpcQueue(), "_queue", None)
+    if not callable(getattr(inner, "pop", None)):
+        lacking.append("RpcQueue._queue.pop")
+    return lacking
 
 
 def _missing_seqno() -> list[str]:
@@ -96,7 +131,8 @@ def sized_pubsub(
     channel = subscription_channel if active("pubsub_subscription_channel") else None
     queue = outbound_queue if active("pubsub_outbound_queue") else None
     guard, seqno = active("pubsub_bad_frames"), active("pubsub_seqno")
-    if channel is None and queue is None and not guard and not seqno:
+    coalesce = active("pubsub_coalesced_writes")
+    if channel is None and queue is None and not guard and not seqno and not coalesce:
         return Pubsub(host, router, **kwargs)
     return MsuitePubsub(
         host,
@@ -105,6 +141,7 @@ def sized_pubsub(
         outbound_queue=queue,
         guard=guard,
         seqno_from_ns=seqno,
+        coalesce_writes=coalesce,
         on_fault=on_fault,
         **kwargs,
     )
@@ -135,6 +172,7 @@ class MsuitePubsub(Pubsub):
         outbound_queue: int | None,
         guard: bool = False,
         seqno_from_ns: bool = False,
+        coalesce_writes: bool = False,
         on_fault: FaultHandler | None = None,
         **kwargs: Any,
     ) -> None:
@@ -154,6 +192,43 @@ class MsuitePubsub(Pubsub):
         self._inbound: set[INetStream] = set()
         if seqno_from_ns:
             self.counter = time.time_ns()
+        self.coalesce_writes = coalesce_writes
+        self.coalesced = 0
+        """RPCs that went out in a write with others (each write counts its RPCs after the first)."""
+
+    # ------------------------------------------------------------------ coalesced writes
+
+    async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: RpcQueue) -> None:
+        """py-libp2p's per-peer sending loop, writing what the queue holds in one write (up to
+        :data:`COALESCE_BYTES`) instead of one write per RPC; errors are handled as py-libp2p does."""
+        if not self.coalesce_writes:
+            await super().handle_sending_messages(peer_id, stream, queue)
+            return
+        pending = queue._queue
+        try:
+            while True:
+                rpc = await queue.pop()
+                if rpc is None:
+                    return  # closed
+                parts: list[bytes] = []
+                size = 0
+                while rpc is not None:
+                    data = rpc.SerializeToString()
+                    parts += (encode_uvarint(len(data)), data)
+                    size += len(data)
+                    if size >= COALESCE_BYTES:
+                        break
+                    rpc = pending.pop()
+                self.coalesced += len(parts) // 2 - 1
+                try:
+                    await stream.write(b"".join(parts))
+                except (StreamClosed, StreamReset):
+                    log.debug("pubsub: could not write to %s: stream closed or reset", peer_id)
+                    self._handle_dead_peer(peer_id)
+                    return
+        except Exception:
+            log.debug("pubsub: the sending loop for %s ended with an error", peer_id, exc_info=True)
+            self._handle_dead_peer(peer_id)
 
     # ------------------------------------------------------------------ bad frames
 
@@ -171,7 +246,7 @@ class MsuitePubsub(Pubsub):
         peer = stream.muxed_conn.peer_id
         self._inbound.add(stream)
         try:
-            await self.continuously_read_stream(stream)
+            await self.continuously_read_stream(BufferedStream(stream))  # type: ignore[arg-type]
         except (StreamError, IncompleteReadError) as exc:  # the stream ended or broke: no fault
             log.debug("pubsub: the stream of %s ended: %r", peer, exc)
             await _reset(stream)
@@ -258,6 +333,35 @@ class MsuitePubsub(Pubsub):
                 _libp2p_pubsub_log.warning("fail to deliver message to subscription for topic %s", topic)
 
 
+class BufferedStream:
+    """A stream as its reader sees it: each read of the stream takes what it holds (up to
+    :data:`READ_CHUNK` bytes), and ``read(n)`` hands that out ``n`` bytes at a time. Everything
+    else is the stream's own (``__getattr__``)."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self.stream = stream
+        self._held = b""
+        self._at = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        held, at = self._held, self._at
+        if at < len(held):
+            # a schedule point, as a read of the stream has: py-libp2p starts a task for each
+            # message it reads, and only a checkpoint between reads keeps them in order
+            await trio.lowlevel.checkpoint()
+            end = len(held) if n is None or n < 0 else min(len(held), at + n)
+            self._at = end
+            return held[at:end]
+        data: bytes = await self.stream.read(READ_CHUNK)
+        if n is None or n < 0 or len(data) <= n:
+            return data
+        self._held, self._at = data, n
+        return data[:n]
+
+
 SizedPubsub = MsuitePubsub
 """The name :class:`MsuitePubsub` had when it only sized."""
 
@@ -285,6 +389,12 @@ register(
     "pubsub_bad_frames",
     _missing_bad_frames,
     "one malformed pubsub frame from any peer takes the whole p2p host down",
+    verified=("0.8.1",),
+)
+register(
+    "pubsub_coalesced_writes",
+    _missing_coalesce,
+    "each queued pubsub RPC is written on its own (one Noise frame and one read each at the peer)",
     verified=("0.8.1",),
 )
 register(

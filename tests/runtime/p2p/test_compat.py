@@ -51,6 +51,8 @@ VERIFIED = (
     "gossipsub_idontwant_threshold",
     "stream_guard",
     "identify_agent",
+    "host_addrs_cache",
+    "pubsub_coalesced_writes",
 )
 """Adjustments verified on 0.8.1 only: left out on any other version."""
 ALL = SERIES + VERIFIED
@@ -476,3 +478,147 @@ def test_identify_answers_msuite_on_msuite_hosts_only() -> None:
 
     trio.run(main)
     assert agents == {"msuite": f"msuite/{msuite.__version__}", "plain": "py-libp2p/0.8.1"}
+
+
+# ---------------------------------------------------------------------------- addresses, pubsub writes and reads
+
+
+def test_the_hosts_addresses_are_built_once_per_listening_socket_on_msuite_hosts_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-libp2p rebuilt them on every call (pubsub asks for every message): msuite's host answers
+    the same from a cache, rebuilt when it listens on something more; a plain host is untouched."""
+    from libp2p.host.basic_host import BasicHost
+    from libp2p.transport.tcp import tcp
+
+    built = Counter[str]()
+    original = tcp._multiaddr_from_socket
+
+    def counting(socket: Any) -> Any:
+        built["addr"] += 1
+        return original(socket)
+
+    monkeypatch.setattr(tcp, "_multiaddr_from_socket", counting)
+
+    async def main() -> None:
+        host, plain = msuite_host(), plain_host()
+        async with host.run(LOOPBACK), plain.run(LOOPBACK):
+            first = host.get_addrs()
+            assert first == BasicHost.get_addrs(host)  # py-libp2p's own answer
+            built.clear()
+            answers = [host.get_addrs() for _ in range(200)]
+            assert all(a == first and a is not answers[0] for a in answers[1:])  # a new list each time
+            assert built["addr"] == 0
+            with socket.socket() as probe:  # a port of its own: the swarm skips an address it has
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            await host.get_network().listen(multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}"))
+            second = host.get_addrs()
+            assert len(second) == len(first) + 1 and set(first) < set(second)
+            assert second == BasicHost.get_addrs(host)
+            assert type(plain).get_addrs is BasicHost.get_addrs and "get_addrs" not in vars(plain)
+            for each in (host, plain):
+                await each.close()
+
+    trio.run(main)
+
+
+def signed_publish(host: Any, topic: str, data: bytes, seqno: int) -> rpc_pb2.Message:
+    """A publish message from ``host``, signed as py-libp2p's Pubsub signs its own."""
+    from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
+
+    message = rpc_pb2.Message(
+        data=data, topicIDs=[topic], from_id=host.get_id().to_bytes(), seqno=seqno.to_bytes(8, "big")
+    )
+    message.signature = host.get_private_key().sign(
+        PUBSUB_SIGNING_PREFIX.encode() + message.SerializeToString()
+    )
+    message.key = host.get_public_key().serialize()
+    return message
+
+
+def test_queued_rpcs_go_out_together_and_a_plain_peer_reads_each_in_order() -> None:
+    """300 publishes queued at once for one peer: msuite's sending loop writes them in a few writes
+    (py-libp2p: one each); a plain py-libp2p subscriber checks each signature and gets all, in order."""
+    got: list[int] = []
+    writes: list[int] = []
+
+    async def main() -> None:
+        client, server = msuite_host(), plain_host()
+        async with client.run(LOOPBACK), server.run(LOOPBACK), AsyncExitStack() as stack:
+            mine = await stack.enter_async_context(running_pubsub(client, sized=True))
+            theirs = await stack.enter_async_context(running_pubsub(server, sized=False))
+            subscription = await theirs.subscribe("burst")
+            await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
+            with trio.fail_after(10):
+                while server.get_id() not in mine.peer_queues or server.get_id() not in mine.peers:
+                    await trio.sleep(0.01)
+            stream = mine.peers[server.get_id()]
+            write = stream.write
+
+            async def counting(data: bytes) -> None:
+                writes.append(len(data))
+                await write(data)
+
+            stream.write = counting
+            queue = mine.peer_queues[server.get_id()]
+            for i in range(300):  # no await in between: the sending loop finds all 300 queued
+                queue.push(rpc_pb2.RPC(publish=[signed_publish(client, "burst", b"%d" % i, i + 1)]))
+            with trio.fail_after(20):
+                while len(got) < 300:
+                    got.append(int((await subscription.get()).data))
+            await stack.aclose()
+            for host in (client, server):
+                await host.close()
+
+    trio.run(main)
+    assert got == list(range(300))
+    assert 1 <= len(writes) <= 5  # 300 RPCs of about 150 bytes: under 64 KiB a write
+
+
+def test_rpcs_arriving_in_one_frame_are_read_from_one_read_and_handled_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain peer writes 300 signed publishes in one write: msuite's reader takes them with a few
+    reads of its stream (py-libp2p: three or more per RPC) and delivers every one, in order."""
+    from libp2p.network.stream.net_stream import NetStream
+    from libp2p.utils.varint import encode_uvarint
+
+    got: list[int] = []
+    reads = Counter[int]()
+    read = NetStream.read
+
+    async def counting(self: NetStream, n: int | None = None) -> bytes:
+        reads[id(self)] += 1
+        return await read(self, n)
+
+    monkeypatch.setattr(NetStream, "read", counting)  # from before the stream exists
+
+    async def main() -> None:
+        server, client = msuite_host(), plain_host()
+        async with client.run(LOOPBACK), server.run(LOOPBACK), AsyncExitStack() as stack:
+            mine = await stack.enter_async_context(running_pubsub(server, sized=True))
+            subscription = await mine.subscribe("burst")
+            await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
+            stream = await client.new_stream(server.get_id(), [PROTOCOL_ID])
+            with trio.fail_after(10):
+                while not mine._inbound:  # type: ignore[attr-defined]
+                    await trio.sleep(0.01)
+            (inbound,) = mine._inbound  # type: ignore[attr-defined]
+            frames = []
+            for i in range(300):
+                rpc = rpc_pb2.RPC(publish=[signed_publish(client, "burst", b"%d" % i, i + 1)])
+                data = rpc.SerializeToString()
+                frames.append(encode_uvarint(len(data)) + data)
+            before = reads[id(inbound)]
+            await stream.write(b"".join(frames))
+            with trio.fail_after(20):
+                while len(got) < 300:
+                    got.append(int((await subscription.get()).data))
+            assert 1 <= reads[id(inbound)] - before + 1 <= 10  # + the read already waiting
+            await stack.aclose()
+            for host in (client, server):
+                await host.close()
+
+    trio.run(main)
+    assert got == list(range(300))

@@ -353,6 +353,44 @@ async def test_pubsub_delivers_a_burst_in_order_to_every_subscriber() -> None:
         assert report["events"]["received"] == 300 and report["events"]["dropped"] == 0
 
 
+async def test_publish_queues_at_most_its_limit_for_the_p2p_thread_and_keeps_the_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``publish`` returns once its message is queued for the p2p thread, but never with more than
+    PUBLISH_QUEUE messages queued (it waits for room: flow control), and the reader gets every
+    message in order, as does its own subscription (own=True)."""
+    from msuite.runtime.p2p import pubsub as pubsub_module
+    from msuite.runtime.p2p.pubsub import Message
+
+    monkeypatch.setattr(pubsub_module, "PUBLISH_QUEUE", 8)
+    async with (
+        nodes(manifest("publisher")) as (publisher,),
+        nodes(manifest("reader", bootstrap=publisher.p2p.addrs)) as (reader,),
+    ):
+        got: list[bytes] = []
+        mine: list[bytes] = []
+
+        async def collect(message: Message) -> None:
+            got.append(message.data)
+
+        async def own(message: Message) -> None:
+            mine.append(message.data)
+
+        await reader.p2p.pubsub.subscribe("events", collect)
+        subscription = await publisher.p2p.pubsub.subscribe("events", own, own=True)
+        pubsub = publisher.p2p.pubsub
+        await eventually(lambda: len(pubsub.peers("events")) == 1, 10)
+        await asyncio.sleep(1.5)  # a heartbeat: the mesh forms
+        burst = [f"m{i}".encode() for i in range(400)]
+        queued = []
+        for data in burst:
+            await pubsub.publish("events", data)
+            queued.append(pubsub._queued - pubsub._handed)
+        assert max(queued) <= 8 and max(queued) > 1  # it queued, and waited for room
+        await eventually(lambda: got == burst and mine == burst, 10)
+        await subscription.cancel()
+
+
 async def test_a_cancelled_subscription_receives_nothing_more() -> None:
     async with (
         nodes(manifest("publisher")) as (publisher,),
