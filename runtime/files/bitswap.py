@@ -24,7 +24,9 @@ known peer can serve is asked of every connected peer as a want-have, and a
 want-block goes to the first of them. DONT_HAVE or a peer silent for
 ``STALL`` seconds moves the want on; once every connected peer has said no,
 the DHT (when on) is asked for providers of the block, which are dialled.
-Every block received is checked: its multihash must be one we want (a block
+A want nobody is fetching goes again, now and then, to the peers that said
+DONT_HAVE (:meth:`Bitswap._nudge`): a peer may get the block later and tell
+nobody (Helia). Every block received is checked: its multihash must be one we want (a block
 whose bytes don't hash to a wanted CID is dropped and counted against the
 peer); it is stored, then every waiting fetch wakes, and the other peers
 asked get a cancel.
@@ -80,6 +82,18 @@ SLOW = 30.0
 
 TICK = 1.0
 """Seconds between two looks at stalled and unserved wants."""
+
+REASK = 3
+"""Every this many ``TICK``, wants nobody could serve are asked of every peer again."""
+
+NUDGE_FIRST = 0.25
+"""Seconds after a DONT_HAVE before the want is sent again to the peers that said it."""
+
+NUDGE_MAX = 1.0
+"""Longest gap between two of those re-sends (the gap doubles from ``NUDGE_FIRST``)."""
+
+NUDGE_BUDGET = 256
+"""Re-sent wants one peer gets per ``NUDGE_FIRST`` at most (the rest wait for the next round)."""
 
 OPEN_TIMEOUT = 10.0
 """Longest the opening of a stream to a peer may take."""
@@ -138,6 +152,9 @@ class _Want:
     asked: set[str] = field(default_factory=set)
     """Every peer that has this want in its ledger (want-have or want-block)."""
     dont_have: set[str] = field(default_factory=set)
+    nudge_at: float = 0.0
+    """When to send the want again to the peers in ``dont_have`` (0: not planned)."""
+    nudge_gap: float = 0.0
     looked_up: bool = False
     error: str | None = None
     """Why the block, delivered, could not be stored (the blockstore refused it)."""
@@ -425,30 +442,72 @@ class Bitswap:
                     log.debug("could not dial provider %s: %s", info.peer_id, exc)
 
     async def _tick(self) -> None:
-        """Move stalled wants on; ask again, now and then, for what nobody could serve."""
+        """Send refused wants again now and then; every ``TICK``, move stalled wants on and
+        (every ``REASK`` ticks) ask again for what nobody could serve."""
         rounds = 0
+        last = time.monotonic()
         while True:
-            await trio.sleep(TICK)
-            rounds += 1
+            await trio.sleep(NUDGE_FIRST)
             now = time.monotonic()
-            stalled = {p.id for p in self._peers.values() if p.inflight and now - p.heard > STALL}
-            retry: list[_Want] = []
-            for want in self._wants.values():
-                if want.assigned in stalled:
-                    want.dont_have.add(want.assigned)
-                    self._peers[want.assigned].inflight -= 1
-                    want.assigned = None
-                    retry.append(want)
-                elif want.assigned is None and rounds % 3 == 0:
-                    want.dont_have.clear()  # they may have it by now
-                    want.asked.clear()
-                    retry.append(want)
-            for peer_id in stalled:
-                log.info("%s left blocks unanswered for %g s; asking other peers", peer_id, STALL)
-                self._peers[peer_id].heard = now
-                self._peers[peer_id].slow_until = now + SLOW
-            if retry:
-                self._assign(retry)
+            self._nudge(now)
+            if now - last >= TICK:
+                last = now
+                rounds += 1
+                self._look_again(now, reask=rounds % REASK == 0)
+
+    def _look_again(self, now: float, *, reask: bool) -> None:
+        stalled = {p.id for p in self._peers.values() if p.inflight and now - p.heard > STALL}
+        retry: list[_Want] = []
+        for want in self._wants.values():
+            if want.assigned in stalled:
+                want.dont_have.add(want.assigned)
+                self._peers[want.assigned].inflight -= 1
+                want.assigned = None
+                retry.append(want)
+            elif want.assigned is None and reask:
+                want.dont_have.clear()  # they may have it by now
+                want.asked.clear()
+                want.nudge_at = 0.0
+                retry.append(want)
+        for peer_id in stalled:
+            log.info("%s left blocks unanswered for %g s; asking other peers", peer_id, STALL)
+            self._peers[peer_id].heard = now
+            self._peers[peer_id].slow_until = now + SLOW
+        if retry:
+            self._assign(retry)
+
+    def _nudge(self, now: float) -> None:
+        """Send each want nobody is fetching again to the peers that said DONT_HAVE for it, at
+        ``NUDGE_FIRST`` after the first DONT_HAVE, then at doubling gaps up to ``NUDGE_MAX``,
+        ``NUDGE_BUDGET`` wants per peer per round at most (a want over the budget stays due and
+        goes first in the next round).
+
+        A peer may get the block after saying DONT_HAVE without telling us: Helia keeps our
+        want but announces blocks added to it to nobody; it answers when a message from us
+        arrives. The want goes again as a want-have without send-dont-have: a peer that has the
+        block now says HAVE (and is then asked for it), one that hasn't says nothing, and none
+        sends a block we might get twice."""
+        budget: dict[str, int] = {}
+        due = [w for w in self._wants.values() if w.nudge_at and w.nudge_at <= now]
+        due.sort(key=lambda w: w.nudge_at)  # the longest overdue first: none waits for ever
+        for want in due:
+            if want.assigned is not None or want.done.is_set() or not want.dont_have:
+                want.nudge_at = 0.0
+                continue
+            postponed = False
+            for peer_id in want.dont_have:
+                peer = self._peers.get(peer_id)
+                if peer is None or peer.gone or not peer.speaks:
+                    continue
+                if budget.get(peer_id, 0) >= NUDGE_BUDGET:
+                    postponed = True
+                    continue
+                budget[peer_id] = budget.get(peer_id, 0) + 1
+                want.asked.add(peer_id)
+                self._queue_entry(peer, Entry(want.cid, priority=1, want_have=True))
+            if not postponed:
+                want.nudge_gap = min(want.nudge_gap * 2, NUDGE_MAX)
+                want.nudge_at = now + want.nudge_gap
 
     # ------------------------------------------------------------------ serving
 
@@ -667,6 +726,9 @@ class Bitswap:
                 self._give(peer, want)
             return
         want.dont_have.add(peer.id)
+        if not want.nudge_at:
+            want.nudge_gap = NUDGE_FIRST
+            want.nudge_at = time.monotonic() + NUDGE_FIRST
         if want.assigned == peer.id:
             want.assigned = None
             peer.inflight -= 1

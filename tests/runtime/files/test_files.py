@@ -4,6 +4,7 @@ repository on disk). CIDs are checked against vectors computed by ipfs-unixfs-im
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from msuite.runtime.files import bitswap as bitswap_module
 from msuite.runtime.files.bitswap import FetchError, FetchTimeout
 from msuite.runtime.files.blockstore import BlockstoreError
 from msuite.runtime.files.cids import cid_from_str, cid_to_str, make_cid
@@ -350,3 +352,33 @@ async def test_a_peer_without_bitswap_is_told_apart_from_one_that_failed_for_a_w
     refused = StreamFailure("failed to open a stream")
     refused.__cause__ = MultiselectClientError("protocols not supported: tried ['/ipfs/bitswap/1.2.0']")
     assert protocols_refused(refused)
+
+
+@pytest.mark.parametrize("how", ["quietly", "by an add"])
+async def test_a_peer_that_said_dont_have_and_then_got_the_block_serves_it_within_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """``quietly``: the block lands in a's blockstore without a's Bitswap hearing of it, as a
+    block Helia adds (it tells no peer that asked before): b sends its want again to the
+    peers that said DONT_HAVE. ``by an add``: a's Bitswap serves the want it kept at once.
+    The periodic re-ask of every peer (every REASK ticks) is out of the way: TICK is a minute."""
+    monkeypatch.setattr(bitswap_module, "TICK", 60.0)
+    data = content(200_000)[::-1]  # one raw block
+    cid = make_cid(0x55, data)
+    async with nodes(2, tmp_path) as (a, b):
+        fetch = asyncio.ensure_future(b.files.cat(_text(cid), timeout=20))
+
+        def refused() -> bool:
+            wants = b.files.bitswap._wants
+            return any(a.p2p.peer_id in want.dont_have for want in wants.values())
+
+        await eventually(refused, timeout=10)
+        await asyncio.sleep(0.3)  # past the first re-send: the block is not there yet
+        if how == "quietly":
+            a.files.store.put(cid, data)
+        else:
+            assert str(await a.files.add(data)) == _text(cid)
+        stored = time.monotonic()
+        assert await fetch == data
+        assert time.monotonic() - stored < 2.0  # the longest gap between re-sends (1 s) and a second
+        assert b.files.bitswap.stats[a.p2p.peer_id].duplicates == 0
