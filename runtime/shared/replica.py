@@ -199,26 +199,31 @@ class Replica:
                     f"{MAX_VALUE - _HEADER}-byte limit (keep large data in node.files and store its CID)"
                 )
         changes: list[Change] = []
-        extra: list[tuple[bytes, bytes]] = []
-
-        def queue(key: bytes, value: bytes | None) -> None:
-            self._seq += 1
-            flagged = b"\x00" if value is None else b"\x01" + value
-            extra.append((_Q + key, self._seq.to_bytes(8, "big") + flagged))
-            self.pending.pop(key, None)  # a rewritten key moves to the end: oldest first
-            self.pending[key] = value
-
+        queued: list[tuple[bytes, bytes | None]] = []
+        get = self.kv.get
         for key, value in puts:
             if parse_record_key(key) is not None:
-                queue(key, value)
-                if self.kv.get(_M + key) != value:
+                queued.append((key, value))
+                if get(_M + key) != value:
                     changes.append(Change(key, value))
         for key in deletes:
             if parse_record_key(key) is not None:
-                queue(key, None)
-                if self.kv.get(_M + key) is not None:
+                queued.append((key, None))
+                if get(_M + key) is not None:
                     changes.append(Change(key, None))
-        self.kv.write([(_M + k, v) for k, v in puts] + extra, [_M + k for k in deletes])
+        writes = [(_M + k, v) for k, v in puts]
+        seq = self._seq
+        for key, queued_value in queued:
+            seq += 1
+            flagged = b"\x00" if queued_value is None else b"\x01" + queued_value
+            writes.append((_Q + key, seq.to_bytes(8, "big") + flagged))
+        self.kv.write(writes, [_M + k for k in deletes])
+        # only once written: a write that failed (a full disk) leaves nothing pending
+        self._seq = seq
+        pending = self.pending
+        for key, queued_value in queued:
+            pending.pop(key, None)  # a rewritten key moves to the end: oldest first
+            pending[key] = queued_value
         return changes
 
     def make_delta(self, limit: int = MAX_OPS) -> tuple[bytes, bytes, Delta] | None:

@@ -195,6 +195,7 @@ class SharedStore(Store):
         remote), in order, one at a time; a callback added twice is called once."""
         if callback not in self._callbacks:
             self._callbacks.append(callback)
+            self._shared._listened = True
 
     @staticmethod
     def decode(kind: type[T], value: bytes) -> T:
@@ -325,6 +326,8 @@ class Shared:
         self.state = "stopped"
         self.auth: AuthComponent | None = None
         """The auth component, when the node has one: its ACL's run-time entries are shared."""
+        self._listened = False
+        """Whether some namespace has an ``on_change`` callback (else changes are not dispatched)."""
 
     # ------------------------------------------------------------------ access
 
@@ -742,6 +745,8 @@ class Shared:
     # ------------------------------------------------------------------ callbacks
 
     def _dispatch(self, changes: list[Change], origin: str) -> None:
+        if not self._listened:
+            return  # no namespace has an on_change callback: nothing to look up
         for change in changes:
             parsed = parse_record_key(change.key)
             if parsed is None:

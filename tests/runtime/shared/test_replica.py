@@ -900,6 +900,32 @@ async def test_leveldb_reopen_keeps_heads_pending_writes_and_view(tmp_path: Path
         a.kv.close()
 
 
+async def test_a_local_write_the_database_refuses_leaves_nothing_pending() -> None:
+    """A full disk: the write raises and nothing of it may go out in a delta (the view never
+    held it); before, the key stayed pending and the next delta sent a write nobody had made."""
+
+    class Full(Memory):
+        refuse = False
+
+        def write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes] = ()) -> None:
+            if self.refuse:
+                raise OSError(28, "No space left on device")
+            super().write(puts, deletes)
+
+    kv = Full()
+    peer = Peer("a", kv)
+    await peer.store.create(Note(id="kept", text="written"))
+    kv.refuse = True
+    with pytest.raises(OSError, match="No space"):
+        await peer.store.create(Note(id="lost", text="never written"))
+    assert set(peer.replica.pending) == {key_of("kept")}
+    kv.refuse = False
+    made = peer.replica.make_delta()
+    assert made is not None and [op.key for op in made[2].ops] == [key_of("kept")]
+    await peer.store.create(Note(id="lost", text="written now"))
+    assert list(peer.replica.pending) == [key_of("kept"), key_of("lost")]
+
+
 @pytest.mark.parametrize("seed", range(6))
 async def test_commit_local_writes_what_the_general_merge_writes(seed: int) -> None:
     """``commit_local`` takes each key's live elements from ``make_delta`` instead of reading them
