@@ -45,15 +45,24 @@ class Up:
         )
         self.listeners: dict[str, str] = {}
         self.lines: queue.Queue[str] = queue.Queue()
+        self._errors: list[str] = []
+        # both pipes are read all the time: a node that logs more than a pipe holds
+        # (64 KiB) would otherwise block on its next log line
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._stderr: str | None = None
+        self._error_reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._error_reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.put(line)
         self.lines.put("")
+
+    def _read_errors(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._errors.append(line)
 
     def wait_ready(self, count: int, timeout: float = 20.0) -> dict[str, str]:
         deadline = time.monotonic() + timeout
@@ -75,12 +84,11 @@ class Up:
         return self.process.wait(timeout)
 
     def stderr(self) -> str:
-        assert self.process.stderr is not None
+        """What it wrote to stderr: all of it once it exited, else so far (marked as such)."""
         if self.process.poll() is None:
-            return "(still running)"
-        if self._stderr is None:
-            self._stderr = self.process.stderr.read()
-        return self._stderr
+            return "(still running) " + "".join(self._errors)
+        self._error_reader.join(10)
+        return "".join(self._errors)
 
     def kill(self) -> None:
         """Kill it if it still runs and close its pipes."""
@@ -88,6 +96,7 @@ class Up:
             self.process.kill()
             self.process.wait(10)
         self._reader.join(10)
+        self._error_reader.join(10)
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()
@@ -363,5 +372,26 @@ def test_a_second_signal_forces_exit(tmp_path: Path) -> None:
         finally:
             hang.kill()
             hang.wait(10)
+    finally:
+        up.kill()
+
+
+def test_a_node_that_logs_more_than_a_pipe_holds_keeps_serving(scaffold: Path) -> None:
+    """The harness reads stderr while the node runs: 3,000 access-log lines (about 200 KB, three
+    times a pipe's buffer) reach it, and the node answers to the last request."""
+    import urllib.request
+
+    up = Up(scaffold)
+    try:
+        base = up.wait_ready(3)["http"]
+
+        def status(path: str) -> int:
+            with urllib.request.urlopen(base + path, timeout=10) as response:
+                return int(response.status)
+
+        for i in range(3000):
+            assert status(f"/status?n={i}") == 200
+        assert up.stop() == 0
+        assert up.stderr().count("GET /status") == 3000
     finally:
         up.kill()
