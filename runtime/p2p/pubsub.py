@@ -39,6 +39,12 @@ The old one's streams are reset and its protocols refused, the node turns
 unhealthy (gRPC health NOT_SERVING, ``/status`` says why) and ``publish`` and
 ``subscribe`` raise, saying why: the node is meant to be restarted.
 
+``publish`` returns once its message is queued, in order, for the trio
+thread (at most :data:`PUBLISH_QUEUE` messages; beyond that it waits for
+room), which signs it and hands it to GossipSub; one wake-up of the trio
+thread carries what is queued by then, and messages for the asyncio loop
+cross the same way, so a burst costs a few crossings, not two per message.
+
 Handlers are coroutine functions run on the asyncio loop, one message at a
 time per subscription, in the order they arrived. Each subscription has a
 queue of ``queue_size`` messages (default 1,024); a handler slower than the

@@ -20,6 +20,8 @@ adjustment                        verified scope                 entry point
 ``pubsub_outbound_queue``         0.8.x    msuite's Pubsub       :func:`sized_pubsub`
 ``pubsub_bad_frames``             0.8.1    msuite's Pubsub       :func:`sized_pubsub`
 ``pubsub_seqno``                  0.8.1    msuite's Pubsub       :func:`sized_pubsub`
+``pubsub_coalesced_writes``       0.8.1    msuite's Pubsub       :func:`sized_pubsub`
+``pubsub_ordered_handling``       0.8.1    msuite's Pubsub       :func:`sized_pubsub`
 ``gossipsub_flood_publish``       0.8.1    msuite's GossipSub    :func:`gossipsub`
 ``gossipsub_record_once``         0.8.1    msuite's GossipSub    :func:`gossipsub`
 ``gossipsub_idontwant_threshold`` 0.8.1    msuite's GossipSub    :func:`gossipsub`

@@ -39,6 +39,17 @@ py-libp2p's module globals or class:
   trio schedule point, as a read of the stream is: py-libp2p handles each
   message in a task of its own, and messages are handled in the order they
   came only because the reader yields between them.
+- **one task for inbound messages** (``pubsub_ordered_handling``): py-libp2p
+  0.8.1's read loop starts a managed task (``manager.run_task``: a task
+  object, a parent lookup, statistics) for every message it reads, to run
+  ``push_msg`` (check, validate, deliver, forward): about a third of a
+  receiving node's CPU in a burst went to starting them, and they ran in
+  whatever order trio scheduled them. msuite's Pubsub hands those messages to
+  one long-lived task of the same service, which runs ``push_msg`` for each
+  in arrival order. An error it raises fails the service as one from
+  py-libp2p's task did; a connection shutting down is ignored as there.
+  ``push_msg`` never waits on the network (it queues what it forwards), and
+  msuite registers no slow validators, so nothing waits behind a message.
 - **sequence numbers** (``pubsub_seqno``): py-libp2p 0.8.1 seeds the message
   counter with ``int(time.time())``, so a node restarted after publishing more
   messages than seconds passed reused message IDs its peers had seen, and their
@@ -53,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -109,6 +121,18 @@ def _missing_coalesce() -> list[str]:
     return lacking
 
 
+def _missing_ordered() -> list[str]:
+    lacking = missing_attributes(Pubsub, ("run", "push_msg", "continuously_read_stream", "manager"))
+    reader = getattr(Pubsub, "continuously_read_stream", None)
+    if reader is not None and "run_task" not in reader.__code__.co_names:
+        lacking.append("Pubsub.continuously_read_stream -> manager.run_task(push_msg)")
+    try:
+        from libp2p.utils.connection_shutdown import is_expected_connection_shutdown  # noqa: F401
+    except ImportError:
+        lacking.append("libp2p.utils.connection_shutdown.is_expected_connection_shutdown")
+    return lacking
+
+
 def _missing_seqno() -> list[str]:
     return missing_attributes(Pubsub, ("counter", "_next_seqno"))
 
@@ -131,8 +155,8 @@ def sized_pubsub(
     channel = subscription_channel if active("pubsub_subscription_channel") else None
     queue = outbound_queue if active("pubsub_outbound_queue") else None
     guard, seqno = active("pubsub_bad_frames"), active("pubsub_seqno")
-    coalesce = active("pubsub_coalesced_writes")
-    if channel is None and queue is None and not guard and not seqno and not coalesce:
+    coalesce, ordered = active("pubsub_coalesced_writes"), active("pubsub_ordered_handling")
+    if channel is None and queue is None and not any((guard, seqno, coalesce, ordered)):
         return Pubsub(host, router, **kwargs)
     return MsuitePubsub(
         host,
@@ -142,6 +166,7 @@ def sized_pubsub(
         guard=guard,
         seqno_from_ns=seqno,
         coalesce_writes=coalesce,
+        ordered_handling=ordered,
         on_fault=on_fault,
         **kwargs,
     )
@@ -173,6 +198,7 @@ class MsuitePubsub(Pubsub):
         guard: bool = False,
         seqno_from_ns: bool = False,
         coalesce_writes: bool = False,
+        ordered_handling: bool = False,
         on_fault: FaultHandler | None = None,
         **kwargs: Any,
     ) -> None:
@@ -193,8 +219,39 @@ class MsuitePubsub(Pubsub):
         if seqno_from_ns:
             self.counter = time.time_ns()
         self.coalesce_writes = coalesce_writes
+        self.ordered_handling = ordered_handling
         self.coalesced = 0
         """RPCs that went out in a write with others (each write counts its RPCs after the first)."""
+
+    # ------------------------------------------------------------------ one task for inbound messages
+
+    async def run(self) -> None:
+        if self.ordered_handling:
+            manager: Any = self.manager
+            spawn = manager.run_task  # py-libp2p's, bound to this service's own manager
+            push = self.push_msg
+            send, receive = trio.open_memory_channel[tuple[Any, ...]](math.inf)  # as unbounded as tasks
+
+            def run_task(async_fn: Any, *args: Any, **kwargs: Any) -> None:
+                if async_fn == push and not kwargs:
+                    send.send_nowait(args)  # (peer, message), handled in order by _push_in_order
+                else:
+                    spawn(async_fn, *args, **kwargs)
+
+            manager.run_task = run_task  # this manager only: this Pubsub's tasks
+            manager.run_daemon_task(self._push_in_order, receive)
+        await super().run()
+
+    async def _push_in_order(self, receive: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
+        from libp2p.utils.connection_shutdown import is_expected_connection_shutdown
+
+        async for args in receive:
+            try:
+                await self.push_msg(*args)
+            except Exception as exc:
+                if not is_expected_connection_shutdown(exc):
+                    raise  # fails the service, as an error in py-libp2p's task for it did
+                log.debug("pubsub: a message was not handled as its connection closed: %r", exc)
 
     # ------------------------------------------------------------------ coalesced writes
 
@@ -395,6 +452,12 @@ register(
     "pubsub_coalesced_writes",
     _missing_coalesce,
     "each queued pubsub RPC is written on its own (one Noise frame and one read each at the peer)",
+    verified=("0.8.1",),
+)
+register(
+    "pubsub_ordered_handling",
+    _missing_ordered,
+    "each inbound pubsub message starts a managed task of its own (a third of a receiver's CPU)",
     verified=("0.8.1",),
 )
 register(

@@ -53,6 +53,7 @@ VERIFIED = (
     "identify_agent",
     "host_addrs_cache",
     "pubsub_coalesced_writes",
+    "pubsub_ordered_handling",
 )
 """Adjustments verified on 0.8.1 only: left out on any other version."""
 ALL = SERIES + VERIFIED
@@ -580,7 +581,8 @@ def test_rpcs_arriving_in_one_frame_are_read_from_one_read_and_handled_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A plain peer writes 300 signed publishes in one write: msuite's reader takes them with a few
-    reads of its stream (py-libp2p: three or more per RPC) and delivers every one, in order."""
+    reads of its stream (py-libp2p: three or more per RPC) and handles every one in one task (py-libp2p
+    starts a managed task per message), delivering them in order."""
     from libp2p.network.stream.net_stream import NetStream
     from libp2p.utils.varint import encode_uvarint
 
@@ -593,6 +595,16 @@ def test_rpcs_arriving_in_one_frame_are_read_from_one_read_and_handled_in_order(
         return await read(self, n)
 
     monkeypatch.setattr(NetStream, "read", counting)  # from before the stream exists
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    tasks = Counter[str]()
+    run_task = TrioManager.run_task
+
+    def counting_tasks(self: TrioManager, async_fn: Any, *args: Any, **kwargs: Any) -> None:
+        tasks[getattr(async_fn, "__name__", "?")] += 1
+        run_task(self, async_fn, *args, **kwargs)
+
+    monkeypatch.setattr(TrioManager, "run_task", counting_tasks)
 
     async def main() -> None:
         server, client = msuite_host(), plain_host()
@@ -622,3 +634,50 @@ def test_rpcs_arriving_in_one_frame_are_read_from_one_read_and_handled_in_order(
 
     trio.run(main)
     assert got == list(range(300))
+    assert tasks["push_msg"] == 0  # py-libp2p: a managed task per message; msuite: one task for all
+
+
+def test_an_error_handling_an_inbound_message_fails_the_pubsub_service_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inbound messages are handled in one task on msuite's Pubsub: an error there still fails the
+    service and comes out of it, as it did from py-libp2p's task per message (a plain Pubsub)."""
+    from libp2p.utils.varint import encode_uvarint
+
+    async def broken(self: Pubsub, *args: Any) -> None:
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(Pubsub, "push_msg", broken)
+    outcome: dict[str, list[str]] = {}
+
+    def leaves(error: BaseException) -> list[str]:
+        if isinstance(error, BaseExceptionGroup):
+            return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+        return [str(error)]
+
+    async def send_one(name: str, build: Callable[[], Any], sized: bool) -> None:
+        server, client = build(), plain_host()
+        async with client.run(LOOPBACK), server.run(LOOPBACK):
+            try:
+                async with running_pubsub(server, sized) as mine:
+                    await mine.subscribe("burst")
+                    await client.connect(PeerInfo(server.get_id(), server.get_addrs()))
+                    stream = await client.new_stream(server.get_id(), [PROTOCOL_ID])
+                    rpc = rpc_pb2.RPC(publish=[signed_publish(client, "burst", b"x", 1)])
+                    data = rpc.SerializeToString()
+                    await stream.write(encode_uvarint(len(data)) + data)
+                    await trio.sleep(10)  # the service's failure cancels this
+                    outcome[name] = []
+            except Exception as exc:
+                outcome[name] = leaves(exc)
+            for host in (client, server):
+                await host.close()
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            await send_one("msuite", msuite_host, sized=True)
+            await send_one("plain", plain_host, sized=False)
+
+    trio.run(main)
+    assert "broken on purpose" in outcome["msuite"]
+    assert "broken on purpose" in outcome["plain"]
