@@ -26,10 +26,10 @@ want-block goes to the first of them. DONT_HAVE or a peer silent for
 the DHT (when on) is asked for providers of the block, which are dialled.
 A want nobody is fetching goes again, now and then, to the peers that said
 DONT_HAVE (:meth:`Bitswap._nudge`): a peer may get the block later and tell
-nobody (Helia). Every block received is checked: its multihash must be one we want (a block
-whose bytes don't hash to a wanted CID is dropped and counted against the
-peer); it is stored, then every waiting fetch wakes, and the other peers
-asked get a cancel.
+nobody (Helia). Every block received is checked, in a worker thread with its store: its
+multihash must be one we want (a block whose bytes don't hash to a wanted CID
+is dropped and counted against the peer); it is stored, then every waiting
+fetch wakes, and the other peers asked get a cancel.
 
 **Limits**: frames over ``max_message`` (4 MiB), blocks over ``max_block``
 (2 MiB), more than ``max_entries`` entries in one message, or bytes that are
@@ -94,6 +94,9 @@ NUDGE_MAX = 1.0
 
 NUDGE_BUDGET = 256
 """Re-sent wants one peer gets per ``NUDGE_FIRST`` at most (the rest wait for the next round)."""
+
+V0_PREFIX = b"\x00\x70\x12\x20"
+"""The prefix of a 1.0.0 block (which has none): CIDv0, dag-pb, sha2-256."""
 
 OPEN_TIMEOUT = 10.0
 """Longest the opening of a stream to a peer may take."""
@@ -160,6 +163,18 @@ class _Want:
     """Why the block, delivered, could not be stored (the blockstore refused it)."""
     data: bytes | None = None
     """The block as delivered (its hash checked), handed to the fetches that wait for it."""
+
+
+@dataclass(slots=True, eq=False)
+class _Arrival:
+    """A block received, checked in a worker thread: its CID (from its bytes), whether it was stored."""
+
+    cid: bytes | None
+    """None: the block's prefix is unusable (``problem`` says why)."""
+    data: bytes
+    stored: bool = False
+    problem: str | None = None
+    """Why the block is unusable, or why the blockstore refused it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -676,34 +691,82 @@ class Bitswap:
     # ------------------------------------------------------------------ receiving
 
     async def _receive(self, stream: Any) -> None:
-        """Read the messages a peer sends on a stream it opened, until it closes it."""
+        """Read the messages a peer sends on a stream it opened, until it closes it.
+
+        Two tasks: this one reads and decodes frames; :meth:`_process` hashes and stores their
+        blocks in a worker thread (hashing and file writes release the GIL), then acts on each
+        message, in the order they came. One message waits between them at most: when the
+        blocks are stored slower than they arrive, reading stops, and yamux's flow control
+        stops the peer."""
         peer_id = str(stream.muxed_conn.peer_id)
-        legacy = stream.get_protocol() in LEGACY
         reader = FrameReader(stream)
-        try:
-            while True:
-                frame = await reader.read_frame(self.max_message)
-                if frame is None:
-                    break
-                message = decode(frame, max_entries=self.max_entries, max_block=self.max_block)
-                del frame
-                self._on_message(self._peer(peer_id), message, legacy=legacy)
-        except Exception as exc:
-            if not isinstance(exc, WireError | FrameError):
-                raise  # a broken stream: the host resets and counts it
-            self.stats.setdefault(peer_id, PeerStats()).bad_messages += 1
-            raise
+        failed: Exception | None = None
+        send, receive = trio.open_memory_channel[Message](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._process, peer_id, receive)
+            async with send:
+                try:
+                    while True:
+                        frame = await reader.read_frame(self.max_message)
+                        if frame is None:
+                            break
+                        message = decode(frame, max_entries=self.max_entries, max_block=self.max_block)
+                        del frame
+                        await send.send(message)
+                except Exception as exc:  # raised below, outside the nursery (not in a group)
+                    failed = exc
+                    nursery.cancel_scope.cancel()
+        if failed is not None:
+            if isinstance(failed, WireError | FrameError):
+                self.stats.setdefault(peer_id, PeerStats()).bad_messages += 1
+            raise failed  # the host resets the stream and counts it
         with trio.move_on_after(1.0):
             try:
                 await stream.close()
             except Exception:
                 log.debug("closing a bitswap stream failed", exc_info=True)
 
-    def _on_message(self, peer: _Peer, message: Message, *, legacy: bool) -> None:
+    async def _process(self, peer_id: str, messages: trio.MemoryReceiveChannel[Message]) -> None:
+        async with messages:
+            async for message in messages:
+                arrivals = []
+                if message.blocks:
+                    arrivals = await trio.to_thread.run_sync(self._check, message.blocks)
+                self._on_message(self._peer(peer_id), message, arrivals)
+
+    def _check(self, blocks: list[tuple[bytes, bytes]]) -> list[_Arrival]:
+        """(In a worker thread.) Hash each block to its CID and store the wanted ones."""
+        out: list[_Arrival] = []
+        for block_prefix, data in blocks:
+            try:
+                # a 1.0.0 block has no prefix: CIDv0 (dag-pb, sha2-256), and the want is found by
+                # its multihash whatever codec it was asked under
+                cid = cid_from_prefix(block_prefix or V0_PREFIX, data)
+            except CidError as exc:
+                out.append(_Arrival(None, data, problem=f"a block with an unusable prefix ({exc})"))
+                continue
+            arrival = _Arrival(cid, data)
+            want = self._wants.get(multihash_of(cid))  # a dict read: the trio thread may change it
+            if want is not None:
+                arrival.stored = self._store(want, arrival)
+            out.append(arrival)
+        return out
+
+    def _store(self, want: _Want, arrival: _Arrival) -> bool:
+        """Put a checked block in the blockstore; False (and ``arrival.problem``) if it refused."""
+        try:
+            self.store.put(want.cid, arrival.data)
+        except BlockstoreError as exc:  # a full disk: fail the fetch now rather than time it out
+            log.error("could not store block %s: %s", cid_to_str(want.cid), exc)
+            arrival.problem = str(exc)
+            return False
+        return True
+
+    def _on_message(self, peer: _Peer, message: Message, arrivals: Sequence[_Arrival] = ()) -> None:
         if message.entries or message.full:
             self._on_wantlist(peer, message)
-        if message.blocks:
-            self._on_blocks(peer, message.blocks, legacy=legacy)
+        if arrivals:
+            self._on_blocks(peer, arrivals)
         for cid, have in message.presences:
             self._on_presence(peer, cid, have)
 
@@ -734,18 +797,15 @@ class Bitswap:
             peer.inflight -= 1
             self._assign([want])
 
-    def _on_blocks(self, peer: _Peer, blocks: list[tuple[bytes, bytes]], *, legacy: bool) -> None:
+    def _on_blocks(self, peer: _Peer, arrivals: Sequence[_Arrival]) -> None:
         stats = self.stats[peer.id]
         peer.heard = time.monotonic()
         peer.slow_until = 0.0
         arrived: list[bytes] = []
-        for block_prefix, data in blocks:
-            try:
-                cid = cid_from_prefix(block_prefix or b"\x00\x70\x12\x20", data)
-                # a 1.0.0 block has no prefix: CIDv0 (dag-pb, sha2-256), and the want is found by
-                # its multihash whatever codec it was asked under
-            except CidError as exc:
-                self._reject(peer, f"a block with an unusable prefix ({exc})")
+        for arrival in arrivals:
+            cid = arrival.cid
+            if cid is None:
+                self._reject(peer, arrival.problem or "an unusable block")
                 continue
             key = multihash_of(cid)
             want = self._wants.pop(key, None)
@@ -758,13 +818,13 @@ class Bitswap:
                         peer, f"a block matching no wanted CID (its bytes hash to {cid_to_str(cid)})"
                     )
                 continue
-            try:
-                self.store.put(want.cid, data)
-            except BlockstoreError as exc:  # a full disk: fail the fetch now rather than time it out
-                log.error("could not store block %s: %s", cid_to_str(want.cid), exc)
-                want.error = str(exc)
+            if not arrival.stored and arrival.problem is None:  # wanted since it was checked
+                arrival.stored = self._store(want, arrival)
+            if not arrival.stored:
+                want.error = arrival.problem
                 want.done.set()
                 continue
+            data = arrival.data
             stats.blocks_received += 1
             stats.bytes_received += len(data)
             peer.useful = True

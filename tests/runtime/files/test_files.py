@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -382,3 +383,37 @@ async def test_a_peer_that_said_dont_have_and_then_got_the_block_serves_it_withi
         assert await fetch == data
         assert time.monotonic() - stored < 2.0  # the longest gap between re-sends (1 s) and a second
         assert b.files.bitswap.stats[a.p2p.peer_id].duplicates == 0
+
+
+async def test_received_blocks_are_hashed_and_stored_off_the_trio_thread(tmp_path: Path) -> None:
+    """The trio thread reads the network (every peer's streams) while a worker thread writes the
+    blocks that came: a slow disk does not stop the node's other traffic."""
+    data = content(1_500_000)
+    async with nodes(2, tmp_path) as (a, b):
+        store = b.files.bitswap.store
+        writers: set[int] = set()
+        real_put = store.put
+
+        def put(cid: bytes, block: bytes) -> bool:
+            writers.add(threading.get_ident())
+            time.sleep(0.05)  # a slow disk
+            return real_put(cid, block)
+
+        store.put = put  # type: ignore[method-assign]
+
+        async def trio_thread() -> int:
+            return threading.get_ident()
+
+        trio_ident = await b.p2p.bridge.run(trio_thread)
+        cid = await a.files.add(data)
+        fetch = asyncio.ensure_future(read_all(b, cid))
+        while not writers:
+            await asyncio.sleep(0.005)
+        pings = []  # the trio thread answers while blocks are being written
+        while not fetch.done():
+            began = time.monotonic()
+            await b.p2p.bridge.run(trio_thread)
+            pings.append(time.monotonic() - began)
+        assert await fetch == data
+        assert writers and trio_ident not in writers
+        assert len(pings) > 3 and sorted(pings)[len(pings) // 2] < 0.04
