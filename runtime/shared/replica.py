@@ -190,27 +190,31 @@ class Replica:
 
     # ------------------------------------------------------------------ local writes
 
-    def local_write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes]) -> list[Change]:
-        """Apply a write of the item store to the view now, and keep its records as pending."""
+    def local_write(
+        self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes], *, changes: bool = True
+    ) -> list[Change]:
+        """Apply a write of the item store to the view now, and keep its records as pending.
+        The records whose value this changed (``changes=False``: not worked out, an empty list:
+        nobody listens, and it saves a read of each record)."""
         for _key, value in puts:
             if len(value) > MAX_VALUE:
                 raise ValueError(
                     f"an item of {len(value) - _HEADER} bytes is over the shared store's "
                     f"{MAX_VALUE - _HEADER}-byte limit (keep large data in node.files and store its CID)"
                 )
-        changes: list[Change] = []
+        changed: list[Change] = []
         queued: list[tuple[bytes, bytes | None]] = []
         get = self.kv.get
         for key, value in puts:
             if parse_record_key(key) is not None:
                 queued.append((key, value))
-                if get(_M + key) != value:
-                    changes.append(Change(key, value))
+                if changes and get(_M + key) != value:
+                    changed.append(Change(key, value))
         for key in deletes:
             if parse_record_key(key) is not None:
                 queued.append((key, None))
-                if get(_M + key) is not None:
-                    changes.append(Change(key, None))
+                if changes and get(_M + key) is not None:
+                    changed.append(Change(key, None))
         writes = [(_M + k, v) for k, v in puts]
         seq = self._seq
         for key, queued_value in queued:
@@ -224,7 +228,7 @@ class Replica:
         for key, queued_value in queued:
             pending.pop(key, None)  # a rewritten key moves to the end: oldest first
             pending[key] = queued_value
-        return changes
+        return changed
 
     def make_delta(self, limit: int = MAX_OPS) -> tuple[bytes, bytes, Delta] | None:
         """``(cid, block, delta)`` of the oldest ``limit`` pending writes, or None when there are

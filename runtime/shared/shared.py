@@ -160,7 +160,7 @@ class _View:
 
     def write(self, puts: Sequence[tuple[bytes, bytes]], deletes: Sequence[bytes] = ()) -> None:
         shared = self._shared
-        changes = shared.replica.local_write(puts, deletes)
+        changes = shared.replica.local_write(puts, deletes, changes=shared._listened)
         shared._written(changes)
 
     def snapshot(self) -> Snapshot:

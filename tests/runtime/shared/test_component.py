@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from msuite.runtime.node import Node
 from msuite.spec import Manifest
 
-from .nodes import Note, manifest, nodes, state, until
+from .nodes import Note, drained, manifest, nodes, state, until
 
 
 async def test_status_and_metrics_show_heads_height_and_sync(tmp_path: Path) -> None:
@@ -91,3 +91,32 @@ async def test_reads_go_to_the_running_replica_and_fail_clearly_once_stopped(tmp
             await store.read(Note, "k")
         with pytest.raises(SharedError, match="while the node runs"):
             await store.exists(Note, "k")
+
+
+async def test_on_change_added_later_sees_the_changes_after_it(tmp_path: Path) -> None:
+    """Until a namespace has a callback, local writes skip working out what changed; the first
+    callback (here on another namespace first) turns it on for every namespace."""
+    from msuite.runtime.shared.shared import ItemKey
+
+    seen: list[tuple[str, str | None, str]] = []
+
+    def on_change(key: ItemKey, value: bytes | None, origin: str) -> None:
+        seen.append((key.id, None if value is None else value.decode(), origin))
+
+    async with Node(manifest("solo", tmp_path)) as node:
+        app = node.shared("app")
+        await app.create(Note(id="before", text="unseen"))
+        node.shared("other", on_change=lambda *_: None)
+        app.on_change(on_change)
+        await app.create(Note(id="after", text="seen"))
+        await app.update(Note(id="before", text="changed"))
+        await app.update(Note(id="before", text="changed"))  # the same bytes but a new time
+        await app.delete(Note, "after")
+        await drained(app)
+        assert [(id, origin) for id, _, origin in seen] == [
+            ("after", "local"),
+            ("before", "local"),
+            ("before", "local"),
+            ("after", "local"),
+        ]
+        assert '"text":"seen"' in (seen[0][1] or "") and seen[-1][1] is None

@@ -900,6 +900,23 @@ async def test_leveldb_reopen_keeps_heads_pending_writes_and_view(tmp_path: Path
         a.kv.close()
 
 
+def test_local_write_without_changes_writes_the_same() -> None:
+    """With nobody listening (no on_change callback) local_write skips reading each record to
+    tell what changed; what it writes must not depend on that."""
+    told, untold = Peer("a"), Peer("a")
+    writes = [
+        ([(key_of("x"), raw_record("one", 1, 1))], []),
+        ([(key_of("x"), raw_record("two", 1, 2)), (key_of("y"), raw_record("y", 3, 3))], []),
+        ([], [key_of("x")]),
+        ([(key_of("x"), raw_record("back", 4, 4))], [key_of("y")]),
+    ]
+    for puts, deletes in writes:
+        assert told.replica.local_write(puts, deletes) != []
+        assert untold.replica.local_write(puts, deletes, changes=False) == []
+        assert dump(told.kv) == dump(untold.kv)
+        assert told.replica.pending == untold.replica.pending
+
+
 async def test_a_local_write_the_database_refuses_leaves_nothing_pending() -> None:
     """A full disk: the write raises and nothing of it may go out in a delta (the view never
     held it); before, the key stayed pending and the next delta sent a write nobody had made."""
