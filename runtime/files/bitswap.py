@@ -55,7 +55,7 @@ from msuite.runtime.varint import encode_uvarint
 
 from .blockstore import Blockstore, BlockstoreError, MemoryBlockstore
 from .cids import CidError, cid_from_prefix, cid_to_str, multihash_of, prefix
-from .frames import FrameReader, reset, write_frame
+from .frames import FrameReader, write_frame
 from .wire import Entry, Message, WireError, decode, encode_parts
 
 if TYPE_CHECKING:
@@ -593,11 +593,11 @@ class Bitswap:
                 except Exception as exc:  # some of the frame may have left: reset, never close
                     log.info("bitswap stream to %s failed: %s", peer.id, exc)
                     stream, peer.stream = peer.stream, None
-                    await reset(stream)
+                    await _reset(stream)
                     continue
                 except BaseException:  # cancelled (the node stops) in the middle of a frame
                     stream, peer.stream = peer.stream, None
-                    await reset(stream)
+                    await _reset(stream)
                     raise
                 stats = self.stats[peer.id]
                 stats.blocks_sent += sent_blocks
@@ -850,3 +850,12 @@ class Bitswap:
         if unlogged is not None:
             more = f" ({unlogged} more from this peer in the last minute)" if unlogged else ""
             log.warning("dropped %s from %s%s", what, peer.id, more)
+
+
+async def _reset(stream: Any) -> None:
+    """Reset ``stream`` (a frame may have been cut short: the peer must not read on), bounded."""
+    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+        try:
+            await stream.reset()
+        except Exception:
+            log.debug("resetting a bitswap stream failed", exc_info=True)

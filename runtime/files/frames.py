@@ -20,23 +20,19 @@ Both work on the stream's muxed stream and fall back to its own ``read`` and
 ``write`` where the lean ones don't apply (another muxer, a short send window).
 The writer must be the stream's only writer: the frames of one message go out
 one at a time, and a write that fails after some left leaves the stream
-unusable (its caller resets it: :func:`reset`).
+unusable (its caller resets it). Nothing here imports trio: the module only
+awaits the stream.
 """
 
 from __future__ import annotations
 
 import collections
-import logging
 from typing import Any, cast
-
-import trio
 
 from msuite.runtime.p2p.compat.streams import FRAME_PAYLOAD, read, write
 from msuite.runtime.p2p.framing import MAX_VARINT_BYTES, FrameError, TooLarge
 
-__all__ = ["READ_SIZE", "FrameReader", "reset", "write_frame"]
-
-log = logging.getLogger("msuite.files.bitswap")
+__all__ = ["READ_SIZE", "FrameReader", "write_frame"]
 
 READ_SIZE = 256 * 1024
 """Bytes asked of the stream at least, per read (it returns what its buffer holds, up to that)."""
@@ -165,12 +161,3 @@ async def write_frame(stream: Any, frame: bytes) -> None:
         # a view, not a copy: the lean write and yamux's own only take its length, slice it and
         # append it to a frame header (msuite's hosts mux with yamux alone)
         await write(muxed, cast("bytes", view[at : at + FRAME_PAYLOAD]))
-
-
-async def reset(stream: Any) -> None:
-    """Reset ``stream`` (a frame may have been cut short: the peer must not read on), bounded."""
-    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-        try:
-            await stream.reset()
-        except Exception:
-            log.debug("resetting a bitswap stream failed", exc_info=True)
