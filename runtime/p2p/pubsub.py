@@ -41,7 +41,9 @@ unhealthy (gRPC health NOT_SERVING, ``/status`` says why) and ``publish`` and
 
 ``publish`` returns once its message is queued, in order, for the trio
 thread (at most :data:`PUBLISH_QUEUE` messages; beyond that it waits for
-room), which signs it and hands it to GossipSub; one wake-up of the trio
+room), which signs it and hands it to GossipSub once every peer's
+outbound queue is under half full (a stalled peer excepted: see
+:meth:`PubSub._room_downstream`); one wake-up of the trio
 thread carries what is queued by then, and messages for the asyncio loop
 cross the same way, so a burst costs a few crossings, not two per message.
 
@@ -83,6 +85,9 @@ SENDER_CACHE = 1024
 PUBLISH_QUEUE = 1024
 """Published messages queued for the p2p thread at most; ``publish`` waits beyond that."""
 PUBLISH_QUEUE_BYTES = 16 * 1024 * 1024
+STALLED_AFTER = 2.0
+"""A peer whose outbound queue stays half full this long no longer holds publishing back."""
+DOWNSTREAM_POLL = 0.002
 PUMP_REPORT = 64
 """The p2p thread reports progress to the asyncio loop after this many messages (and when idle)."""
 
@@ -184,6 +189,8 @@ class PubSub:
         self._queued = self._handed = self._queued_bytes = 0
         """Messages published, and handed over (or dropped); bytes queued and not handed over."""
         self._waiters: list[asyncio.Future[None]] = []
+        self._stalled: set[Any] = set()
+        """Peers left to drop what they cannot take (see :meth:`_room_downstream`)."""
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -406,6 +413,7 @@ class PubSub:
             self._pump_due = False  # after the new event: a wake from now on ends its wait
             count = size = 0
             while outgoing:
+                await self._room_downstream(pubsub)
                 topic, data = outgoing.popleft()
                 try:
                     await pubsub.publish(topic, data)
@@ -419,6 +427,36 @@ class PubSub:
             if count:
                 bridge.call_soon_in_asyncio(self._handed_over, count, size)
             await event.wait()
+
+    async def _room_downstream(self, pubsub: Any) -> None:
+        """Wait while a peer's outbound queue is half full (it drops what does not fit), unless
+        that peer is stalled: one that has not drained below half within :data:`STALLED_AFTER`
+        seconds is left to drop what it cannot take, until it is back below a quarter."""
+        queues = getattr(pubsub, "peer_queues", None)
+        if not queues:
+            return
+        high, low = OUTBOUND_QUEUE // 2, OUTBOUND_QUEUE // 4
+        since: float | None = None
+        while True:
+            stalled = self._stalled
+            if stalled:
+                self._stalled = {peer for peer in stalled if len(queues.get(peer, ())) >= low}
+            full = [peer for peer, queue in list(queues.items()) if len(queue) >= high]
+            full = [peer for peer in full if peer not in self._stalled]
+            if not full:
+                return
+            now = trio.current_time()
+            if since is None:
+                since = now
+            elif now - since >= STALLED_AFTER:
+                self._stalled.update(full)
+                log.warning(
+                    "pubsub: %s not taking messages for %.0f s: publishing on without waiting for it",
+                    ", ".join(str(peer) for peer in full),
+                    STALLED_AFTER,
+                )
+                return
+            await trio.sleep(DOWNSTREAM_POLL)
 
     def _drop_outgoing(self, bridge: Bridge) -> None:
         """Pubsub ended: what is still queued is not sent; publishers waiting for room are told."""
