@@ -9,7 +9,9 @@ spawning the process to that line (median and worst) for the scaffold as it
 is (target: under 1 s; libp2p is not imported) and with ``p2p: {port: 0}``
 added (target: under 1.5 s), beside the time a bare ``python -c "import
 grpc, aiohttp"`` takes to start and exit, the floor no Python gRPC + HTTP
-server can go under.
+server can go under, and the same with ``libp2p`` imported too: the floor of
+a node with ``p2p:`` (py-libp2p's package imports nearly all of itself,
+QUIC, relay and AutoTLS included, whatever the host uses).
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ def ready_time(folder: Path, manifest: str = "msuite.yaml", listeners: int = 3) 
         process.stdout.close()
 
 
-def floor() -> float:
+def floor(modules: str = "grpc.aio, aiohttp.web") -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import grpc.aio, aiohttp.web"], check=True)
+    subprocess.run([sys.executable, "-c", f"import {modules}"], check=True)
     return time.perf_counter() - start
 
 
@@ -67,12 +69,14 @@ def main() -> None:
         times = [ready_time(folder) for _ in range(args.runs)]
         with_p2p = [ready_time(folder, "p2p.yaml", listeners=4) for _ in range(args.runs)]
         bare = min(floor() for _ in range(3))
+        bare_p2p = min(floor("grpc.aio, aiohttp.web, libp2p") for _ in range(3))
     for label, found in (("scaffold", times), ("scaffold + p2p", with_p2p)):
         print(
             f"msuite up ({label}) to ready: median {statistics.median(found) * 1000:.0f} ms, "
             f"worst {max(found) * 1000:.0f} ms over {args.runs} runs"
         )
     print(f"python -c 'import grpc.aio, aiohttp.web': {bare * 1000:.0f} ms")
+    print(f"python -c 'import grpc.aio, aiohttp.web, libp2p' (the floor with p2p): {bare_p2p * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
