@@ -416,4 +416,4 @@ async def test_received_blocks_are_hashed_and_stored_off_the_trio_thread(tmp_pat
             pings.append(time.monotonic() - began)
         assert await fetch == data
         assert writers and trio_ident not in writers
-        assert len(pings) > 3 and sorted(pings)[len(pings) // 2] < 0.04
+        assert len(pings) > 3 and sorted(pings)[len(pings) // 2] < 0.1  # a put alone takes 0.05 s
