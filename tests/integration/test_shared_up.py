@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_up import MSUITE, Up
+from tests.integration.test_up import Up
 
 APP = Path(__file__).parent / "shared_app"
 CHANNEL = "kv-e2e"
@@ -485,20 +484,7 @@ class NetnsUp(Up):
     """``msuite up`` run with ``ip netns exec`` (which execs it: the pid is the node's)."""
 
     def __init__(self, folder: Path, netns: str) -> None:
-        self.folder = folder
-        self.process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, *MSUITE, "up"],
-            cwd=folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.listeners: dict[str, str] = {}
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._stderr = None
+        super().__init__(folder, prefix=("ip", "netns", "exec", netns))
 
 
 def ip(*args: str) -> None:

@@ -32,11 +32,12 @@ READY = re.compile(r"^ready (\S+) (\S+) \((\d+) ms\)$")
 class Up:
     """A running ``msuite up`` and the readiness lines it printed."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        """``msuite up ARGS`` in ``folder``, behind ``prefix`` (say ``ip netns exec NAME``)."""
         self.folder = folder
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [*MSUITE, "up", *args],
+            [*prefix, *MSUITE, "up", *args],
             cwd=folder,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
