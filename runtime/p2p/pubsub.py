@@ -205,8 +205,12 @@ class PubSub:
         payload = bytes(data)
         bridge = self._require()
         while self._queued - self._handed >= PUBLISH_QUEUE or self._queued_bytes >= PUBLISH_QUEUE_BYTES:
-            await self._progress()
+            # woken by the p2p thread's progress; looked at again each second all the same, so
+            # a p2p thread that ended without saying so cannot leave a publisher waiting
+            await asyncio.wait((self._progress(),), timeout=1.0)
             bridge = self._require()
+            if not bridge.running:
+                raise RuntimeError("pubsub is not running: the p2p thread has ended")
         self._outgoing.append((topic, payload))
         self._queued += 1
         self._queued_bytes += len(payload)
@@ -404,6 +408,9 @@ class PubSub:
     def _wake_pump(self) -> None:
         if self._pump_event is not None:
             self._pump_event.set()
+        elif self._pubsub is None and self._bridge is not None:
+            # pubsub ended between a publish's check and its append: nothing will take the message
+            self._drop_outgoing(self._bridge)
 
     async def _pump(self, pubsub: Any, bridge: Bridge) -> None:
         """Hand what :meth:`publish` queued to py-libp2p, in order; report progress in batches."""
@@ -413,7 +420,7 @@ class PubSub:
             self._pump_due = False  # after the new event: a wake from now on ends its wait
             count = size = 0
             while outgoing:
-                await self._room_downstream(pubsub)
+                await self._room_downstream(pubsub, outgoing[0][0])
                 topic, data = outgoing.popleft()
                 try:
                     await pubsub.publish(topic, data)
@@ -428,20 +435,24 @@ class PubSub:
                 bridge.call_soon_in_asyncio(self._handed_over, count, size)
             await event.wait()
 
-    async def _room_downstream(self, pubsub: Any) -> None:
-        """Wait while a peer's outbound queue is half full (it drops what does not fit), unless
-        that peer is stalled: one that has not drained below half within :data:`STALLED_AFTER`
-        seconds is left to drop what it cannot take, until it is back below a quarter."""
+    async def _room_downstream(self, pubsub: Any, topic: str) -> None:
+        """Wait while the outbound queue of a peer subscribed to ``topic`` is half full (it drops
+        what does not fit), unless that peer is stalled: one that has not drained below half
+        within :data:`STALLED_AFTER` seconds is left to drop what it cannot take, until it is
+        back below a quarter. Peers of other topics do not hold this one back."""
         queues = getattr(pubsub, "peer_queues", None)
         if not queues:
             return
+        subscribed = getattr(pubsub, "peer_topics", {}).get(topic)
+        if subscribed is None:
+            return  # nobody to wait for (py-libp2p sends to nobody, or to fanout peers it picks)
         high, low = OUTBOUND_QUEUE // 2, OUTBOUND_QUEUE // 4
         since: float | None = None
         while True:
             stalled = self._stalled
             if stalled:
                 self._stalled = {peer for peer in stalled if len(queues.get(peer, ())) >= low}
-            full = [peer for peer, queue in list(queues.items()) if len(queue) >= high]
+            full = [peer for peer in list(subscribed) if len(queues.get(peer, ())) >= high]
             full = [peer for peer in full if peer not in self._stalled]
             if not full:
                 return
@@ -461,6 +472,7 @@ class PubSub:
     def _drop_outgoing(self, bridge: Bridge) -> None:
         """Pubsub ended: what is still queued is not sent; publishers waiting for room are told."""
         self._pump_event = None
+        self._pump_due = False
         count = size = 0
         while self._outgoing:
             count += 1
