@@ -702,8 +702,17 @@ class Bitswap:
         reader = FrameReader(stream)
         failed: Exception | None = None
         send, receive = trio.open_memory_channel[Message](0)
+
+        async def process() -> None:
+            nonlocal failed
+            try:
+                await self._process(peer_id, receive)
+            except Exception as exc:  # raised below as it is, not inside an exception group
+                failed = exc
+                nursery.cancel_scope.cancel()
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._process, peer_id, receive)
+            nursery.start_soon(process)
             async with send:
                 try:
                     while True:
@@ -714,7 +723,7 @@ class Bitswap:
                         del frame
                         await send.send(message)
                 except Exception as exc:  # raised below, outside the nursery (not in a group)
-                    failed = exc
+                    failed = failed or exc
                     nursery.cancel_scope.cancel()
         if failed is not None:
             if isinstance(failed, WireError | FrameError):

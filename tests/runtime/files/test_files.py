@@ -327,6 +327,26 @@ async def test_a_block_the_disk_refuses_fails_the_get_at_once(tmp_path: Path) ->
         assert b.files.bitswap.wanted() == []
 
 
+async def test_an_unexpected_error_storing_a_block_resets_the_stream_naming_that_error(
+    tmp_path: Path,
+) -> None:
+    """A store failing with something other than BlockstoreError: the stream is reset and the
+    fault names the error itself, not an exception group of the receiving tasks."""
+    data = content(300_000)
+    async with nodes(2, tmp_path, timeout="3s") as (a, b):
+        cid = await a.files.add(data)
+
+        def broken(cid: bytes, block: bytes) -> bool:
+            raise OSError(5, "Input/output error")
+
+        b.files.store.put = broken  # type: ignore[method-assign]
+        with pytest.raises(FetchTimeout):  # every stream carrying the block was reset
+            await b.files.cat(cid)
+        faults = b.p2p.status()["stream_errors"]["recent"]
+        assert faults, b.p2p.status()["stream_errors"]
+        assert all(f["error"].startswith("OSError: [Errno 5] Input/output error") for f in faults), faults
+
+
 async def test_a_peer_without_bitswap_is_told_apart_from_one_that_failed_for_a_while(tmp_path: Path) -> None:
     from libp2p.host.exceptions import StreamFailure
     from libp2p.protocol_muxer.exceptions import MultiselectClientError
