@@ -44,7 +44,6 @@ the exporter down.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import contextvars
 import logging
@@ -69,6 +68,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from msuite.runtime.errors import NodeError
 
+from ._batches import BatchThread
 from ._client_spans import ClientSpan, SpanInterceptor, call_method
 
 if TYPE_CHECKING:
@@ -208,14 +208,13 @@ def _fold_exporter_logs(queue: SpanQueue, on: bool) -> None:
                     logging.getLogger(name).removeFilter(_exporter_log)
 
 
-class SpanQueue(SpanProcessor):
+class SpanQueue(SpanProcessor, BatchThread[ReadableSpan]):
     """Sends finished spans through ``exporter`` from a thread of its own, in batches.
 
-    ``on_end`` (on the node's loop, as a span ends) only appends to a bounded
-    deque; spans over ``queue_limit`` are dropped and counted. The thread wakes
-    every ``flush_interval`` seconds, or when a batch is full, and exports
-    batches of ``batch_size``: ``sent``, ``failed`` (the exporter said no) and
-    ``dropped`` count every span once.
+    ``on_end`` (on the node's loop, as a span ends) only queues it
+    (:class:`BatchThread`); the thread exports batches of ``batch_size``:
+    ``sent``, ``failed`` (the exporter said no) and ``dropped`` count every span
+    once.
     """
 
     def __init__(
@@ -227,24 +226,14 @@ class SpanQueue(SpanProcessor):
         batch_size: int = 512,
         queue_limit: int = 10_000,
     ) -> None:
+        BatchThread.__init__(
+            self, "msuite-otlp", flush_interval=flush_interval, batch_size=batch_size, queue_limit=queue_limit
+        )
         self.exporter = exporter
         self.endpoint = endpoint
-        self.flush_interval = flush_interval
-        self.batch_size = batch_size
-        self.queue_limit = queue_limit
-        self.sent = 0
-        self.dropped = 0
-        self.failed = 0
         self.last_error: str | None = None
         self._warned = 0.0
         self._unwarned = 0
-        self._queue: collections.deque[ReadableSpan] = collections.deque()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="msuite-otlp", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     # the SpanProcessor interface
 
@@ -252,13 +241,7 @@ class SpanQueue(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        queue = self._queue
-        if len(queue) >= self.queue_limit:
-            self.dropped += 1
-            return
-        queue.append(span)
-        if len(queue) >= self.batch_size and not self._wake.is_set():
-            self._wake.set()
+        self.offer(span)
 
     def shutdown(self) -> None:
         return None  # the node stops the queue itself (close_and_join)
@@ -268,11 +251,7 @@ class SpanQueue(SpanProcessor):
 
     def close_and_join(self, timeout: float) -> bool:
         """Send what is queued and stop; False when time ran out (the rest is dropped)."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        finished = not self._thread.is_alive()
+        finished = self._finish(timeout)
         with contextlib.suppress(Exception):  # ends an export still retrying
             self.exporter.shutdown()
         if not finished:
@@ -284,17 +263,7 @@ class SpanQueue(SpanProcessor):
     def _run(self) -> None:
         _fold_exporter_logs(self, True)
         try:
-            while True:
-                self._wake.wait(self.flush_interval)
-                self._wake.clear()
-                stopping = self._stopping
-                while self._queue:
-                    batch: list[ReadableSpan] = []
-                    while self._queue and len(batch) < self.batch_size:
-                        batch.append(self._queue.popleft())
-                    self._send(batch)
-                if stopping:
-                    return
+            self._running()
         finally:
             _fold_exporter_logs(self, False)
 

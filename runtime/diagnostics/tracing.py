@@ -39,11 +39,9 @@ the UDP socket.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -66,6 +64,7 @@ from thrift.transport import TTransport
 
 from msuite.runtime.errors import NodeError
 
+from ._batches import BatchThread
 from ._client_spans import ClientSpan, SpanInterceptor, call_method
 
 if TYPE_CHECKING:
@@ -108,17 +107,14 @@ def _process_tags() -> dict[str, str]:
     return {"hostname": hostname, "ip": ip}
 
 
-class UdpReporter(BaseReporter):
+class UdpReporter(BaseReporter, BatchThread[Span]):
     """Sends finished spans to a Jaeger agent over UDP from a thread of its own.
 
-    ``report_span`` (called on the node's loop as a span finishes) only appends
-    to a bounded deque: no lock, no wake-up per span. The thread wakes every
-    ``flush_interval`` seconds, or when a batch is full, encodes batches with
-    jaeger-client's thrift types and thrift's C compact encoder (the payload
-    jaeger-client's own reporter sends: an ``Agent.emitBatch`` one-way message),
-    and sends each as one datagram, halving batches that would exceed
-    ``MAX_PACKET``. Spans over ``queue_limit`` are dropped and counted, never
-    queued without bound.
+    ``report_span`` (called on the node's loop as a span finishes) only queues
+    it (:class:`BatchThread`). The thread encodes batches with jaeger-client's
+    thrift types and thrift's C compact encoder (the payload jaeger-client's
+    own reporter sends: an ``Agent.emitBatch`` one-way message), and sends each
+    as one datagram, halving batches that would exceed ``MAX_PACKET``.
     """
 
     MAX_PACKET = 65000
@@ -133,63 +129,34 @@ class UdpReporter(BaseReporter):
         batch_size: int = 50,
         queue_limit: int = 10_000,
     ) -> None:
+        BatchThread.__init__(
+            self,
+            "msuite-jaeger",
+            flush_interval=flush_interval,
+            batch_size=batch_size,
+            queue_limit=queue_limit,
+        )
         self.address = (host, port)
-        self.flush_interval = flush_interval
-        self.batch_size = batch_size
-        self.queue_limit = queue_limit
-        self.sent = 0
-        self.dropped = 0
-        self.failed = 0
-        self._queue: collections.deque[Span] = collections.deque()
         self._process: Any = None
-        self._wake = threading.Event()
-        self._stopping = False
         family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
         self._socket = socket.socket(family, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
         self._seqid = 0
-        self._thread = threading.Thread(target=self._run, name="msuite-jaeger", daemon=True)
 
     def set_process(self, service_name: str, tags: Any, max_length: int) -> None:
         self._process = jaeger_thrift.make_process(service_name, tags, max_length)
 
-    def start(self) -> None:
-        self._thread.start()
-
     def report_span(self, span: Span) -> None:
-        queue = self._queue
-        if len(queue) >= self.queue_limit:
-            self.dropped += 1
-            return
-        queue.append(span)
-        if len(queue) >= self.batch_size and not self._wake.is_set():
-            self._wake.set()
+        self.offer(span)
 
     def close_and_join(self, timeout: float) -> bool:
         """Send what is queued, stop the thread and close the socket; False when time ran out."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._finish(timeout):
             return False
         self._socket.close()
         return True
 
     # ------------------------------------------------------------------ the thread
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            stopping = self._stopping
-            while self._queue:
-                batch: list[Span] = []
-                while self._queue and len(batch) < self.batch_size:
-                    batch.append(self._queue.popleft())
-                self._send(batch)
-            if stopping:
-                return
 
     def _encode(self, spans: list[Span]) -> bytes:
         buffer = TTransport.TMemoryBuffer()
