@@ -41,8 +41,8 @@ unhealthy (gRPC health NOT_SERVING, ``/status`` says why) and ``publish`` and
 
 ``publish`` returns once its message is queued, in order, for the trio
 thread (at most :data:`PUBLISH_QUEUE` messages; beyond that it waits for
-room), which signs it and hands it to GossipSub once every peer's
-outbound queue is under half full (a stalled peer excepted: see
+room), which signs it and hands it to GossipSub once the outbound queue
+of every peer subscribed to its topic is under half full (a stalled peer excepted: see
 :meth:`PubSub._room_downstream`); one wake-up of the trio
 thread carries what is queued by then, and messages for the asyncio loop
 cross the same way, so a burst costs a few crossings, not two per message.
