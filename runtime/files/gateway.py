@@ -18,13 +18,13 @@ delivered block could not be stored (a full disk). When the node has
 from __future__ import annotations
 
 import mimetypes
-import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from msuite import MsuiteError
+from msuite.runtime.http.ranges import BadRange, Unsatisfiable, etag_matches, parse_range
 
 from .bitswap import FetchError, FetchTimeout
 from .files import FilesError, NotFound
@@ -35,29 +35,10 @@ if TYPE_CHECKING:
 __all__ = ["add_routes"]
 
 PIECE = 1024 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def _range(header: str, size: int) -> tuple[int, int] | None:
-    """(offset, length) of one ``bytes=`` range; :class:`ValueError` when it can't be served."""
-    match = _RANGE.match(header.strip())
-    if match is None or match.group(1) == match.group(2) == "":
-        raise ValueError(f"only one range of the form bytes=START-END is served, not {header!r}")
-    first, last = match.group(1), match.group(2)
-    if first == "":  # the last N bytes
-        length = min(int(last), size)
-        if length == 0:
-            raise LookupError("an empty suffix range")
-        return size - length, length
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
-        raise LookupError(f"range {header!r} is outside the {size} bytes")
-    return start, end - start + 1
 
 
 class _TooLarge(MsuiteError):
@@ -92,22 +73,20 @@ def add_routes(router: web.UrlDispatcher, files: Files, *, max_body_size: int | 
             "Accept-Ranges": "bytes",
             "X-Content-Type-Options": "nosniff",
         }
-        if etag in request.headers.get("If-None-Match", ""):
+        if etag_matches(request.headers.get("If-None-Match", ""), etag):
             return web.Response(status=304, headers=headers)
         name = target.rstrip("/").rsplit("/", 1)[-1] if "/" in target.strip("/") else ""
         kind = (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
         offset, length, status = 0, info.size, 200
         if "Range" in request.headers:
             try:
-                picked = _range(request.headers["Range"], info.size)
-            except ValueError as exc:
+                offset, length = parse_range(request.headers["Range"], info.size)
+            except BadRange as exc:
                 return _error(400, str(exc))
-            except LookupError as exc:
+            except Unsatisfiable as exc:
                 return web.Response(
                     status=416, text=str(exc), headers={**headers, "Content-Range": f"bytes */{info.size}"}
                 )
-            assert picked is not None
-            offset, length = picked
             status = 206
             headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
         response = web.StreamResponse(status=status, headers=headers)

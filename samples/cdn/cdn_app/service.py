@@ -42,9 +42,9 @@ from msuite.runtime.codes import GrpcCode
 from msuite.runtime.files.bitswap import FetchError, FetchTimeout
 from msuite.runtime.files.files import FilesError
 from msuite.runtime.http.errors import error_response
+from msuite.runtime.http.ranges import BadRange, Unsatisfiable, etag_matches, parse_range
 from msuite.runtime.store import AlreadyExists, NotFound
 
-from .headers import BadRange, Unsatisfiable, etag_matches, parse_range
 from .index import NAMESPACE, FileEntry, name_problem
 
 __all__ = ["Cdn"]

@@ -36,6 +36,15 @@ async def test_upload_on_one_node_download_on_the_other(tmp_path: Path) -> None:
             assert "immutable" in response.headers["Cache-Control"]
         async with http.get(url(b, f"/ipfs/{cid}"), headers={"If-None-Match": f'"{cid}"'}) as response:
             assert response.status == 304
+        # RFC 9110: "*" and weak tags match; a tag that merely contains the CID does not
+        for header, status in [
+            ("*", 304),
+            (f'"other", W/"{cid}"', 304),
+            (f'"x{cid}x"', 200),
+            (f'"{cid}-gz"', 200),
+        ]:
+            async with http.get(url(b, f"/ipfs/{cid}"), headers={"If-None-Match": header}) as response:
+                assert response.status == status, header
         async with http.head(url(b, f"/ipfs/{cid}")) as response:
             assert response.status == 200
             assert response.headers["Content-Length"] == str(len(data))
@@ -63,6 +72,9 @@ async def test_ranges(tmp_path: Path) -> None:
         async with http.get(url(b, f"/ipfs/{cid}"), headers={"Range": "bytes=1-2,5-6"}) as response:
             assert response.status == 400
             assert "one range" in (await response.json())["error"]
+        async with http.get(url(b, f"/ipfs/{cid}"), headers={"Range": "bytes=9-3"}) as response:
+            assert response.status == 400  # not a range at all (RFC 9110 14.1.1), not "outside the file"
+            assert "ends before it starts" in (await response.json())["error"]
 
 
 async def test_directories_paths_and_errors(tmp_path: Path) -> None:

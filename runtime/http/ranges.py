@@ -1,8 +1,10 @@
-"""``Range`` and ``If-None-Match`` on the cdn's downloads (RFC 9110), as pure functions.
+"""``Range`` and ``If-None-Match`` for downloads (RFC 9110), as pure functions: used by the
+node's ``/ipfs`` routes and by applications serving files (samples/cdn).
 
 - One range per request, ``bytes=START-END``, ``bytes=START-`` or ``bytes=-SUFFIX``: an end past
   the file is cut to the file; a start at or past the end (or an empty suffix) is unsatisfiable
-  (416). Several ranges, or anything else, are a 400: the cdn does not answer multipart.
+  (416). Several ranges, an end before its start, or anything else, are a 400: multipart
+  answers are not served.
 - ``If-None-Match``: ``*`` or a list of entity tags, weak ones (``W/"..."``) compared weakly.
 """
 
@@ -10,16 +12,18 @@ from __future__ import annotations
 
 import re
 
+from msuite import MsuiteError
+
 __all__ = ["BadRange", "Unsatisfiable", "etag_matches", "parse_range"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class BadRange(ValueError):
-    """A ``Range`` header the cdn does not serve (400)."""
+class BadRange(MsuiteError, ValueError):
+    """A ``Range`` header that is not served (400)."""
 
 
-class Unsatisfiable(LookupError):
+class Unsatisfiable(MsuiteError, LookupError):
     """A range outside the file (416)."""
 
 
