@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from msuite.runtime.node import Node
-from msuite.runtime.testing import Harness, prepare
+from msuite.runtime.testing import Harness
 from msuite.spec import load_manifest
+from tests.runtime.nodes import started
 
 OLD = "an-old-secret-of-at-least-thirty-two-bytes!"
 NEW = "a-new-secret-of-at-least-thirty-two-bytes!!"
@@ -48,7 +49,7 @@ def bad_tokens() -> dict[str, str]:
 
 
 @pytest.fixture
-async def node(echo_manifest: Path, tmp_path: Path) -> Any:
+async def node(echo_manifest: Path, tmp_path: Path) -> AsyncIterator[Harness]:
     manifest = load_manifest(echo_manifest)
     auth = type(manifest.auth).model_validate(  # type: ignore[arg-type]
         {
@@ -56,13 +57,8 @@ async def node(echo_manifest: Path, tmp_path: Path) -> Any:
             "acl": {"/echo.v1.Admin/": "admin", "/private/": "authenticated_read"},
         }
     )
-    node = Node(prepare(manifest.model_copy(update={"auth": auth}), tmp_path))
-    async with node:
-        harness = Harness(node, node.wiring)
-        try:
-            yield harness
-        finally:
-            await harness.close()
+    async with started(manifest.model_copy(update={"auth": auth}), tmp_path) as harness:
+        yield harness
 
 
 async def test_each_bad_token_is_refused_per_request_and_never_logged(

@@ -27,8 +27,9 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from msuite.runtime.errors import NodeError, NotConfigured
 from msuite.runtime.node import Node
-from msuite.runtime.testing import Harness, prepare
+from msuite.runtime.testing import prepare
 from msuite.spec import Manifest, load_manifest
+from tests.runtime.nodes import started
 from tests.runtime.p2p.test_grpc_p2p import serving_over_p2p
 
 EXTERNAL_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -187,22 +188,11 @@ async def until(condition: Callable[[], Awaitable[object]], timeout: float) -> N
         await asyncio.sleep(0.02)
 
 
-@contextlib.asynccontextmanager
-async def running(manifest: Manifest, folder: Path, **options: Any) -> AsyncIterator[Harness]:
-    node = Node(prepare(manifest, folder), **options)
-    async with node:
-        harness = Harness(node, node.wiring)
-        try:
-            yield harness
-        finally:
-            await harness.close()
-
-
 async def test_an_http_request_through_the_gateway_continues_the_callers_trace(
     echo_manifest: Path, tmp_path: Path, otlp_http: tuple[Receiver, str]
 ) -> None:
     receiver, endpoint = otlp_http
-    async with running(traced(echo_manifest, endpoint), tmp_path) as harness:
+    async with started(traced(echo_manifest, endpoint), tmp_path) as harness:
         headers = {**harness.bearer(), "traceparent": TRACEPARENT}
         async with harness.http.get("/v1/echo/hi?count=1", headers=headers) as response:
             assert response.status == 200
@@ -236,7 +226,7 @@ async def test_a_call_across_two_nodes_over_libp2p_is_one_trace(
     echo_pb2, echo_pb2_grpc = echo_pb
     back_manifest = traced(load_manifest(serving_over_p2p(echo_manifest)), endpoint)
     back_manifest = back_manifest.model_copy(update={"name": "back"})
-    async with running(back_manifest, tmp_path / "back") as back:
+    async with started(back_manifest, tmp_path / "back") as back:
         front_manifest = Manifest.model_validate(
             {
                 "name": "front",
@@ -280,7 +270,7 @@ async def test_a_call_across_two_nodes_over_tcp_continues_the_callers_trace(
             return await stub.Say(request, metadata=metadata)
 
     echo = load_manifest(echo_manifest)
-    async with running(traced(echo, endpoint).model_copy(update={"name": "back"}), tmp_path / "b") as back:
+    async with started(traced(echo, endpoint).model_copy(update={"name": "back"}), tmp_path / "b") as back:
         target = back.node.grpc.server.local_target
         front_manifest = traced(echo, endpoint).model_copy(
             update={
@@ -289,7 +279,7 @@ async def test_a_call_across_two_nodes_over_tcp_continues_the_callers_trace(
             }
         )
         relay = Relay()
-        async with running(front_manifest, tmp_path / "f", servicers={"echo.v1.Echo": relay}) as front:
+        async with started(front_manifest, tmp_path / "f", servicers={"echo.v1.Echo": relay}) as front:
             relay.node = front.node
             async with grpc.aio.insecure_channel(front.node.grpc.server.local_target) as channel:
                 metadata = (*front.metadata(), ("traceparent", TRACEPARENT))
@@ -313,7 +303,7 @@ async def test_otlp_grpc_with_headers_errors_and_a_bad_traceparent(
     echo_pb2, echo_pb2_grpc = echo_pb
     manifest = traced(echo_manifest, endpoint, protocol="grpc", headers={"X-Api-Key": "k-123"})
     async with (
-        running(manifest, tmp_path) as harness,
+        started(manifest, tmp_path) as harness,
         grpc.aio.insecure_channel(harness.node.grpc.server.local_target) as channel,
     ):
         stub = echo_pb2_grpc.EchoStub(channel)
@@ -352,7 +342,7 @@ async def test_user_spans_nest_through_both_apis(
             return echo_pb2.Pong(text="ok")
 
     servicer = Inner()
-    async with running(
+    async with started(
         traced(echo_manifest, endpoint), tmp_path, servicers={"echo.v1.Echo": servicer}
     ) as harness:
         servicer.node = harness.node
@@ -369,7 +359,7 @@ async def test_sample_ratio_zero_exports_nothing_and_stop_leaves_no_thread(
 ) -> None:
     receiver, endpoint = otlp_http
     echo_pb2, echo_pb2_grpc = echo_pb
-    async with running(traced(echo_manifest, endpoint, ratio=0.0), tmp_path) as harness:
+    async with started(traced(echo_manifest, endpoint, ratio=0.0), tmp_path) as harness:
         assert [t.name for t in threading.enumerate()].count("msuite-otlp") == 1
         async with grpc.aio.insecure_channel(harness.node.grpc.server.local_target) as channel:
             for _ in range(5):
@@ -400,7 +390,7 @@ async def test_an_unreachable_receiver_costs_spans_not_calls(
     manifest = traced(echo_manifest, endpoint, headers={"authorization": "Bearer s3cret-token"}, timeout="1s")
     caplog.set_level(logging.DEBUG)
     loop = asyncio.get_running_loop()
-    async with running(manifest, tmp_path) as harness:
+    async with started(manifest, tmp_path) as harness:
         async with grpc.aio.insecure_channel(harness.node.grpc.server.local_target) as channel:
             stub = echo_pb2_grpc.EchoStub(channel)
             for i in range(20):
@@ -458,7 +448,7 @@ async def test_a_receiver_that_answers_errors_is_counted(
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with running(traced(echo_manifest, f"http://127.0.0.1:{port}"), tmp_path) as harness:
+        async with started(traced(echo_manifest, f"http://127.0.0.1:{port}"), tmp_path) as harness:
             async with grpc.aio.insecure_channel(harness.node.grpc.server.local_target) as channel:
                 await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping(), metadata=harness.metadata())
 
@@ -483,7 +473,7 @@ async def test_spans_go_to_an_https_receiver_trusted_through_the_ca_file(
     async with receive(ca.issue_cert("127.0.0.1")) as (receiver, endpoint):
         manifest = traced(echo_manifest, endpoint, protocol=protocol, ca="otlp-ca.pem")
         async with (
-            running(manifest, tmp_path) as harness,
+            started(manifest, tmp_path) as harness,
             grpc.aio.insecure_channel(harness.node.grpc.server.local_target) as channel,
         ):
             await echo_pb2_grpc.EchoStub(channel).Say(echo_pb2.Ping(), metadata=harness.metadata())
