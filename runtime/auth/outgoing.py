@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc.aio
 
+from msuite.runtime.grpc.every_call import EveryCallInterceptor
+
 if TYPE_CHECKING:
     from msuite.spec import Outgoing
 
@@ -72,12 +74,7 @@ class Credential:
         return f"Credential({kind})"  # never the token
 
 
-class OutgoingAuth(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class OutgoingAuth(EveryCallInterceptor):
     """Adds the node's credential to each call that has no ``authorization`` metadata."""
 
     def __init__(self, credential: Credential) -> None:
@@ -91,18 +88,5 @@ class OutgoingAuth(
             metadata=grpc.aio.Metadata(*given, ("authorization", self._credential.header()))
         )
 
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-    async def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-    async def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+    async def _call(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 
+from msuite.runtime.grpc.every_call import EveryCallInterceptor
+
 __all__ = ["ClientSpan", "SpanInterceptor"]
 
 
@@ -33,12 +35,7 @@ async def _finish(span: ClientSpan, call: grpc.aio.Call) -> None:
     span.finish(code)
 
 
-class SpanInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class SpanInterceptor(EveryCallInterceptor):
     """One client span per call, of any kind; it ends when the call does."""
 
     def __init__(self, start: StartSpan) -> None:
@@ -65,22 +62,6 @@ class SpanInterceptor(
                 span.fail(exc)
             raise
         return self._watch(span, call)
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._call(continuation, client_call_details, request)
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._call(continuation, client_call_details, request)
-
-    async def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await self._call(continuation, client_call_details, request_iterator)
-
-    async def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await self._call(continuation, client_call_details, request_iterator)
 
 
 def call_method(details: grpc.aio.ClientCallDetails) -> str:
