@@ -17,6 +17,7 @@ delivered block could not be stored (a full disk). When the node has
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -32,7 +33,9 @@ from .files import FilesError, NotFound
 if TYPE_CHECKING:
     from .files import Files
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "stream_file"]
+
+log = logging.getLogger("msuite.files")
 
 PIECE = 1024 * 1024
 
@@ -43,6 +46,38 @@ def _error(status: int, message: str) -> web.Response:
 
 class _TooLarge(MsuiteError):
     """A request body went over ``http.max_body_size`` while it was read (answered 413)."""
+
+
+async def stream_file(
+    request: web.Request,
+    files: Files,
+    cid: str,
+    offset: int,
+    length: int,
+    *,
+    status: int,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """Answer ``request`` with ``length`` bytes of file ``cid`` from ``offset``, streamed as its
+    blocks arrive (nothing for HEAD). Once the headers are out, an error can only cut the body
+    short: it is logged and the connection closed, which the client sees as a body shorter than
+    its ``Content-Length``."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    await response.prepare(request)
+    if request.method == "HEAD" or length == 0:
+        await response.write_eof()
+        return response
+    try:
+        async for piece in files.get(cid, offset=offset, length=length):
+            await response.write(piece)
+    except (FilesError, FetchTimeout, FetchError) as exc:
+        log.warning("%s %s failed after the headers were sent: %s", request.method, request.path, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
 
 
 def add_routes(router: web.UrlDispatcher, files: Files, *, max_body_size: int | None = None) -> None:
@@ -89,25 +124,8 @@ def add_routes(router: web.UrlDispatcher, files: Files, *, max_body_size: int | 
                 )
             status = 206
             headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_type = kind
-        response.content_length = length
-        await response.prepare(request)
-        if request.method == "HEAD" or length == 0:
-            await response.write_eof()
-            return response
-        try:
-            async for piece in files.get(info.cid, offset=offset, length=length):
-                await response.write(piece)
-        except (FilesError, FetchTimeout, FetchError) as exc:
-            # the status line is sent: all that is left is to cut the body short, which the
-            # client sees as a response shorter than its Content-Length
-            request.app.logger.warning("GET /ipfs/%s failed after the headers were sent: %s", target, exc)
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await response.write_eof()
-        return response
+        headers["Content-Type"] = kind
+        return await stream_file(request, files, info.cid, offset, length, status=status, headers=headers)
 
     async def post(request: web.Request) -> web.Response:
         size = 0

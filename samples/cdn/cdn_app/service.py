@@ -41,6 +41,7 @@ from msuite.runtime.auth import current_principal
 from msuite.runtime.codes import GrpcCode
 from msuite.runtime.files.bitswap import FetchError, FetchTimeout
 from msuite.runtime.files.files import FilesError
+from msuite.runtime.files.gateway import stream_file
 from msuite.runtime.http.errors import error_response
 from msuite.runtime.http.ranges import BadRange, Unsatisfiable, etag_matches, parse_range
 from msuite.runtime.store import AlreadyExists, NotFound
@@ -235,25 +236,8 @@ class Cdn(cdn_pb2_grpc.CdnServicer):
                 return _error(416, GrpcCode.OUT_OF_RANGE, str(exc), headers)
             status = 206
             headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
-        response = web.StreamResponse(status=status, headers=headers)
-        response.headers["Content-Type"] = content_type  # as uploaded, parameters included
-        response.content_length = length
-        await response.prepare(request)
-        if request.method == "HEAD" or length == 0:
-            await response.write_eof()
-            return response
-        try:
-            async for piece in self.files.get(cid, offset=offset, length=length):
-                await response.write(piece)
-        except (FilesError, FetchTimeout, FetchError) as exc:
-            # the status line is out: all that is left is to cut the body short, which the
-            # client sees as a body shorter than its Content-Length
-            log.warning("%s %s failed after the headers were sent: %s", request.method, request.path, exc)
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await response.write_eof()
-        return response
+        headers["Content-Type"] = content_type  # as uploaded, parameters included
+        return await stream_file(request, self.files, cid, offset, length, status=status, headers=headers)
 
     # ------------------------------------------------------------------ pins
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+from multiformats import CID
 
 from msuite.runtime.node import Node
 from msuite.spec import Manifest
@@ -126,3 +128,24 @@ async def test_an_upload_over_max_body_size_is_413_whether_its_length_is_given_o
         at_limit = io.BytesIO(big[: 1024 * 1024])
         async with http.post(url(node, "/ipfs"), data=at_limit) as response:
             assert response.status == 201
+
+
+async def test_a_block_missing_once_the_headers_are_out_cuts_the_body_short(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The root is there (200 and Content-Length go out), the leaves are not and no peer has
+    them: the body ends short, the connection closes and the node logs why."""
+    data = content(600_000)
+    async with nodes(1, tmp_path, timeout="1s") as (a,), aiohttp.ClientSession() as http:
+        cid = await a.files.add(data)
+        root = bytes(CID.decode(str(cid)).digest)
+        leaves = [key for key in a.files.store.keys() if key != root]  # noqa: SIM118 (a blockstore)
+        assert len(leaves) == 3
+        for key in leaves:
+            assert a.files.store.delete(bytes([1, 0x55]) + key)  # a raw CID of that multihash
+        async with http.get(url(a, f"/ipfs/{cid}")) as response:
+            assert response.status == 200
+            assert response.headers["Content-Length"] == "600000"
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    assert any("failed after the headers were sent" in r.getMessage() for r in caplog.records)
