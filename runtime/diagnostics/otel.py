@@ -452,11 +452,10 @@ class OtelTracing:
 
     # ------------------------------------------------------------------ gRPC client side
 
-    def client_interceptors(
-        self, target: str, peer: Callable[[], str | None] = lambda: None
-    ) -> list[grpc.aio.ClientInterceptor]:
-        """Interceptors for a channel to ``target``: a client span per call, its context sent along."""
-        return [SpanInterceptor(lambda details: self.start_client_span(details, target, peer()))]
+    def client_interceptors(self, target: str, peer: str | None = None) -> list[grpc.aio.ClientInterceptor]:
+        """Interceptors for a channel to ``target`` (over libp2p: to ``peer``): a client span per
+        call, its context sent along."""
+        return [SpanInterceptor(lambda details: self.start_client_span(details, target, peer))]
 
     def start_client_span(
         self, details: grpc.aio.ClientCallDetails, target: str, peer: str | None

@@ -328,7 +328,7 @@ class NodeTracing:
     # ------------------------------------------------------------------ gRPC client side
 
     def client_interceptors(
-        self, target: str = "", peer: Callable[[], str | None] = lambda: None
+        self, target: str = "", peer: str | None = None
     ) -> list[grpc.aio.ClientInterceptor]:
         """Interceptors for the node's channels: a client span per call, its context sent along."""
         return [SpanInterceptor(self.start_client_span)]

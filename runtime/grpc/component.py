@@ -80,32 +80,18 @@ def _build_clients(context: BuildContext) -> GrpcClients:
         auth = context.use("auth", AuthComponent)
         assert auth is not None  # auth.outgoing is part of auth:
         named.append(OutgoingAuth(Credential(outgoing, manifest.name, lambda: auth.current.jwt)))
-    peers: dict[str, str] = {}
-    """Local tunnel target -> the libp2p peer it reaches (for the client spans' ``msuite.peer_id``)."""
-
-    def over_p2p(service: str) -> str | None:
-        providers = p2p.providers(service)
-        if not providers:
-            return None
-        try:
-            target: str = p2p.dialer.target_for(providers[0])
-        except RuntimeError:  # the host is not running
-            return None
-        peers[target] = providers[0]
-        return target
-
     traced = None
     if tracing is not None:
 
-        def traced(target: str) -> list[Any]:
-            return tracing.client_interceptors(target, lambda: peers.get(target))
+        def traced(target: str) -> list[Any]:  # once per channel: a tunnel target reaches one peer
+            return tracing.client_interceptors(target, p2p.dialer.peer_of(target) if p2p else None)
 
     return GrpcClients(
         manifest.discovery.static,
         base_dir=manifest.base_dir,
         traced=traced,
         named_interceptors=named,
-        p2p=over_p2p if p2p is not None else None,
+        p2p=p2p.grpc_target if p2p is not None else None,
         tls=tls,
         requires=context.dependencies,
     )

@@ -204,6 +204,11 @@ class TunnelDialer:
         with self._dialers_lock:  # the trio thread drops entries
             return {"peers": sorted(self._dialers)}
 
+    def peer_of(self, target: str) -> str | None:
+        """The peer a target of :meth:`target_for` reaches (None for any other target)."""
+        with self._dialers_lock:
+            return next((peer for peer, known in self._dialers.items() if known == target), None)
+
     def target_for(self, peer_id: str) -> str:
         """A local grpc target reaching ``peer_id`` over libp2p (call from the asyncio side)."""
         target = self._dialers.get(peer_id)
